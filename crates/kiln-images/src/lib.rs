@@ -1,0 +1,37 @@
+//! Kiln's job images: a Debian base made with `debootstrap` and imported into Docker, and the
+//! job images (`python`, `node`, `go`, `rust`) built `FROM` it with the classic builder.
+//!
+//! Every image is tagged by the hash of its build inputs (the child's hash includes the base's),
+//! so "is it up to date?" is a `docker image inspect` of the expected tags: quick when nothing
+//! changed, and a rebuild of exactly what changed otherwise.
+
+mod build;
+mod docker;
+mod error;
+mod hash;
+
+pub use build::{build, BuildOptions, BuildReport};
+pub use error::ImagesError;
+pub use hash::{plan, ImageSpec, BASE};
+
+use std::path::{Path, PathBuf};
+
+/// Names of the job images, in build order (the base comes before all of them).
+pub const JOB_IMAGES: [&str; 4] = ["python", "node", "go", "rust"];
+
+/// The `images/` directory of this repository (or `$KILN_IMAGES_DIR` when set).
+pub fn default_images_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KILN_IMAGES_DIR") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images")
+}
+
+/// The tag (`kiln-NAME:HASH`) the image `name` has when built from the inputs under `images_dir`.
+pub fn image_tag(images_dir: &Path, name: &str) -> Result<String, ImagesError> {
+    plan(images_dir)?
+        .into_iter()
+        .find(|s| s.name == name)
+        .map(|s| s.tag())
+        .ok_or_else(|| ImagesError::UnknownImage(name.to_string()))
+}

@@ -1,0 +1,88 @@
+//! Creating, starting and removing sandbox containers (each with its own `/work` volume).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use bollard::models::VolumeCreateRequest;
+use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::Docker;
+
+use crate::error::{Result, SandboxError};
+use crate::policy::container_body;
+use crate::spec::Limits;
+
+/// A started sandbox container that has not run a job yet.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// Container id.
+    pub id: String,
+    /// Name of its `/work` volume.
+    pub volume: String,
+    /// The image it runs.
+    pub image: String,
+    /// The limits it was created with.
+    pub limits: Limits,
+}
+
+/// Creates the volume and container and starts the idle process (the cold path's first half).
+pub async fn start_container(
+    docker: &Docker,
+    image: &str,
+    limits: &Limits,
+    labels: HashMap<String, String>,
+) -> Result<Started> {
+    let t = Instant::now();
+    let name = format!("kiln-{}", uuid::Uuid::new_v4().simple());
+    let volume = VolumeCreateRequest {
+        name: Some(name.clone()),
+        labels: Some(labels.clone()),
+        ..Default::default()
+    };
+    docker
+        .create_volume(volume)
+        .await
+        .map_err(|e| SandboxError::from_docker(e, image))?;
+    let body = container_body(image, &name, limits, labels);
+    let opts = CreateContainerOptionsBuilder::new().name(&name).build();
+    let created = match docker.create_container(Some(opts), body).await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = docker
+                .remove_volume(
+                    &name,
+                    None::<bollard::query_parameters::RemoveVolumeOptions>,
+                )
+                .await;
+            return Err(SandboxError::from_docker(e, image));
+        }
+    };
+    let started = Started {
+        id: created.id,
+        volume: name,
+        image: image.to_string(),
+        limits: limits.clone(),
+    };
+    if let Err(e) = docker.start_container(&started.id, None).await {
+        remove_container(docker, &started).await;
+        return Err(SandboxError::from_docker(e, image));
+    }
+    tracing::debug!(container = %started.id, image, ms = t.elapsed().as_millis() as u64, "sandbox container started");
+    Ok(started)
+}
+
+/// Force-removes the container, then its volume; failures are logged (the reaper retries).
+pub async fn remove_container(docker: &Docker, c: &Started) {
+    let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+    if let Err(e) = docker.remove_container(&c.id, Some(opts)).await {
+        tracing::warn!(container = %c.id, error = %e, "removing container failed");
+    }
+    if let Err(e) = docker
+        .remove_volume(
+            &c.volume,
+            None::<bollard::query_parameters::RemoveVolumeOptions>,
+        )
+        .await
+    {
+        tracing::warn!(volume = %c.volume, error = %e, "removing volume failed");
+    }
+}

@@ -1,0 +1,199 @@
+//! Running the job's command in a started container: upload, exec, stream, time out, measure.
+
+use std::time::{Duration, Instant};
+
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::query_parameters::{StatsOptionsBuilder, UploadToContainerOptionsBuilder};
+use bollard::Docker;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::containers::Started;
+use crate::error::{Result, SandboxError};
+use crate::report::{Captured, LogChunk, Stream, Usage};
+use crate::spec::JobSpec;
+use crate::workspace::JOB_UID;
+
+/// What the command did, before outputs and diff are read.
+#[derive(Debug, Default)]
+pub struct Ran {
+    /// Exit code of the command.
+    pub exit_code: Option<i64>,
+    /// True when Kiln killed it at the timeout.
+    pub timed_out: bool,
+    /// True when the kernel's OOM killer fired in the container.
+    pub oom_killed: bool,
+    /// Standard output.
+    pub stdout: Captured,
+    /// Standard error.
+    pub stderr: Captured,
+    /// Resource use.
+    pub usage: Usage,
+}
+
+/// Copies the workspace into `/work` (a volume, so this works with a read-only root).
+pub async fn upload_workspace(docker: &Docker, c: &Started, spec: &JobSpec) -> Result<()> {
+    if spec.workspace.entries().is_empty() {
+        return Ok(());
+    }
+    let size = spec.workspace.size();
+    if size > spec.limits.workspace_bytes {
+        return Err(SandboxError::InvalidWorkspace(format!(
+            "{size} bytes is over the {} byte cap",
+            spec.limits.workspace_bytes
+        )));
+    }
+    let tar = spec.workspace.to_tar()?;
+    let opts = UploadToContainerOptionsBuilder::new().path("/work").build();
+    docker
+        .upload_to_container(&c.id, Some(opts), bollard::body_full(tar.into()))
+        .await
+        .map_err(|e| SandboxError::from_docker(e, &c.image))
+}
+
+/// Runs the command as the job user in `/work`, streaming output to `logs` (chunks are dropped
+/// for a receiver that lags, never blocking the job) and killing the container at the timeout.
+pub async fn run_command(
+    docker: &Docker,
+    c: &Started,
+    spec: &JobSpec,
+    logs: Option<&mpsc::Sender<LogChunk>>,
+) -> Result<Ran> {
+    let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let exec = docker
+        .create_exec(
+            &c.id,
+            CreateExecOptions {
+                cmd: Some(spec.command.clone()),
+                env: Some(env),
+                user: Some(format!("{JOB_UID}:{JOB_UID}")),
+                working_dir: Some("/work".to_string()),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                attach_stdin: Some(false),
+                tty: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| SandboxError::from_docker(e, &c.image))?;
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + spec.timeout;
+    let mut ran = Ran::default();
+    let cap = spec.limits.log_cap_bytes;
+    let output = match docker.start_exec(&exec.id, None).await {
+        Ok(StartExecResults::Attached { output, .. }) => output,
+        Ok(StartExecResults::Detached) => {
+            return Err(SandboxError::Docker("exec started detached".into()))
+        }
+        Err(e) => return Err(SandboxError::from_docker(e, &c.image)),
+    };
+    let mut output = output;
+    loop {
+        match tokio::time::timeout_at(deadline, output.next()).await {
+            Err(_) => {
+                ran.timed_out = true;
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                tracing::warn!(container = %c.id, error = %e, "log stream ended with an error");
+                break;
+            }
+            Ok(Some(Ok(chunk))) => {
+                let (stream, data) = match chunk {
+                    LogOutput::StdErr { message } => (Stream::Stderr, message),
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        (Stream::Stdout, message)
+                    }
+                    LogOutput::StdIn { .. } => continue,
+                };
+                match stream {
+                    Stream::Stdout => ran.stdout.push(&data, cap),
+                    Stream::Stderr => ran.stderr.push(&data, cap),
+                }
+                if let Some(tx) = logs {
+                    let _ = tx.try_send(LogChunk {
+                        stream,
+                        data: data.to_vec(),
+                    });
+                }
+            }
+        }
+    }
+    drop(output);
+    ran.usage.wall = started.elapsed();
+    // Resource use is read while the container still runs (its cgroup goes away with it).
+    let (cpu, peak, limit) = read_stats(docker, &c.id).await;
+    ran.usage.cpu = cpu;
+    ran.usage.peak_memory_bytes = peak;
+    if ran.timed_out {
+        tracing::info!(container = %c.id, timeout = ?spec.timeout, "timeout: killing the container");
+        if let Err(e) = docker.kill_container(&c.id, None).await {
+            tracing::warn!(container = %c.id, error = %e, "kill failed");
+        }
+    }
+    ran.exit_code = docker
+        .inspect_exec(&exec.id)
+        .await
+        .ok()
+        .and_then(|i| i.exit_code);
+    if ran.exit_code == Some(137) && !ran.timed_out {
+        ran.oom_killed = oom_killed(docker, &c.id)
+            .await
+            .unwrap_or(limit > 0 && peak >= limit);
+    }
+    Ok(ran)
+}
+
+/// CPU time, peak memory and memory limit of the container's cgroup (zeros when unavailable).
+async fn read_stats(docker: &Docker, id: &str) -> (Duration, u64, u64) {
+    let opts = StatsOptionsBuilder::new()
+        .stream(false)
+        .one_shot(true)
+        .build();
+    let mut stats = docker.stats(id, Some(opts));
+    let Some(Ok(s)) = stats.next().await else {
+        return (Duration::ZERO, 0, 0);
+    };
+    let cpu = s
+        .cpu_stats
+        .and_then(|c| c.cpu_usage)
+        .and_then(|u| u.total_usage)
+        .unwrap_or(0);
+    let mem = s.memory_stats.unwrap_or_default();
+    let peak = mem.max_usage.or(mem.usage).unwrap_or(0);
+    (Duration::from_nanos(cpu), peak, mem.limit.unwrap_or(0))
+}
+
+/// Reads the cgroup's OOM-kill counter from inside the container (cgroup v1 `memory.oom_control`
+/// or v2 `memory.events`); None when it cannot be read.
+async fn oom_killed(docker: &Docker, id: &str) -> Option<bool> {
+    let script = "cat /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events 2>/dev/null; true";
+    let exec = docker
+        .create_exec(
+            id,
+            CreateExecOptions {
+                cmd: Some(vec!["sh".to_string(), "-c".to_string(), script.to_string()]),
+                attach_stdout: Some(true),
+                attach_stderr: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .ok()?;
+    let StartExecResults::Attached { mut output, .. } =
+        docker.start_exec(&exec.id, None).await.ok()?
+    else {
+        return None;
+    };
+    let mut text = String::new();
+    while let Some(Ok(chunk)) = output.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .map(|n| n > 0)
+}

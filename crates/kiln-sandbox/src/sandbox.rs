@@ -1,0 +1,238 @@
+//! The runner: one job in a fresh hardened container, warm when the pool has one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bollard::Docker;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::containers::{remove_container, start_container, Started};
+use crate::diff::WorkspaceDiff;
+use crate::error::{Result, SandboxError};
+use crate::exec::{run_command, upload_workspace};
+use crate::isolation::{inspect, Isolation};
+use crate::outputs::Outputs;
+use crate::policy::Owner;
+use crate::pool::WarmPool;
+use crate::readback::read_work;
+use crate::reaper::{reap, Reaped};
+use crate::report::{JobReport, LogChunk, Outcome};
+use crate::snapshot::{Snapshot, SnapshotCaps};
+use crate::spec::{JobSpec, Limits};
+
+/// A connection to the local Docker engine that runs jobs for one worker.
+#[derive(Clone)]
+pub struct Sandbox {
+    docker: Docker,
+    owner: Owner,
+    isolation: Isolation,
+    pool: Arc<Mutex<Option<Arc<WarmPool>>>>,
+    image_ids: Arc<Mutex<HashMap<String, String>>>,
+    background: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Sandbox {
+    /// Connects (`DOCKER_HOST` or the local socket), logs the isolation in force, and reaps
+    /// what dead workers left behind.
+    pub async fn connect(worker_id: &str) -> Result<Sandbox> {
+        let docker = Docker::connect_with_defaults()
+            .map_err(|e| SandboxError::DaemonUnavailable(e.to_string()))?;
+        Self::with_docker(docker, worker_id).await
+    }
+
+    /// Like [`Sandbox::connect`] with a given client.
+    pub async fn with_docker(docker: Docker, worker_id: &str) -> Result<Sandbox> {
+        let isolation = inspect(&docker).await?;
+        let sandbox = Sandbox {
+            docker,
+            owner: Owner::current(worker_id),
+            isolation,
+            pool: Arc::new(Mutex::new(None)),
+            image_ids: Arc::new(Mutex::new(HashMap::new())),
+            background: TaskTracker::new(),
+            stop: CancellationToken::new(),
+        };
+        sandbox.reap(None).await?;
+        Ok(sandbox)
+    }
+
+    /// The Docker client.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// The isolation the engine reported at connect time.
+    pub fn isolation(&self) -> &Isolation {
+        &self.isolation
+    }
+
+    /// This worker's identity (labels of its containers).
+    pub fn owner(&self) -> &Owner {
+        &self.owner
+    }
+
+    /// Starts a warm pool of `size` containers per image (default limits), refilled in the
+    /// background until [`Sandbox::shutdown`].
+    pub fn start_pool(&self, images: &[String], size: usize) -> Arc<WarmPool> {
+        let pool = WarmPool::new(images, size, Limits::default());
+        if let Ok(mut slot) = self.pool.lock() {
+            *slot = Some(pool.clone());
+        }
+        let task =
+            pool.clone()
+                .refill_loop(self.docker.clone(), self.owner.clone(), self.stop.clone());
+        self.background.spawn(task);
+        pool
+    }
+
+    /// Runs the periodic reaper every `every` until [`Sandbox::shutdown`].
+    pub fn start_reaper(&self, every: Duration, live_workers: Option<Vec<String>>) {
+        let me = self.clone();
+        self.background.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = me.stop.cancelled() => break,
+                }
+                if let Err(e) = me.reap(live_workers.as_deref()).await {
+                    tracing::warn!(error = %e, "periodic reap failed");
+                }
+            }
+        });
+    }
+
+    /// One reaper pass (see [`crate::reaper::reap`]).
+    pub async fn reap(&self, live_workers: Option<&[String]>) -> Result<Reaped> {
+        reap(&self.docker, &self.owner, live_workers).await
+    }
+
+    /// Runs one job; the warm pool serves it when it has a matching container. Log chunks go
+    /// to `logs` while the job runs. The container and its volume are removed in the background.
+    pub async fn run(
+        &self,
+        spec: &JobSpec,
+        logs: Option<mpsc::Sender<LogChunk>>,
+    ) -> Result<JobReport> {
+        let warm = self
+            .pool
+            .lock()
+            .ok()
+            .and_then(|p| p.as_ref().and_then(|p| p.take(&spec.image, &spec.limits)));
+        self.run_in(spec, logs, warm).await
+    }
+
+    /// Runs one job in a newly created container, bypassing the warm pool.
+    pub async fn run_cold(
+        &self,
+        spec: &JobSpec,
+        logs: Option<mpsc::Sender<LogChunk>>,
+    ) -> Result<JobReport> {
+        self.run_in(spec, logs, None).await
+    }
+
+    async fn run_in(
+        &self,
+        spec: &JobSpec,
+        logs: Option<mpsc::Sender<LogChunk>>,
+        warm: Option<Started>,
+    ) -> Result<JobReport> {
+        if spec.command.is_empty() {
+            return Err(SandboxError::InvalidSpec("empty command".into()));
+        }
+        let span = tracing::info_span!("sandbox_job", job = spec.labels.job_id, attempt = spec.labels.attempt, worker = %self.owner.worker_id, image = %spec.image);
+        let _enter = span.enter();
+        drop(_enter);
+        let is_warm = warm.is_some();
+        let container = match warm {
+            Some(c) => c,
+            None => {
+                let labels = self.owner.labels(Some(&spec.labels));
+                start_container(&self.docker, &spec.image, &spec.limits, labels).await?
+            }
+        };
+        tracing::info!(parent: &span, container = %container.id, warm = is_warm, "job starting");
+        let result = self.execute(&container, spec, logs, is_warm).await;
+        let docker = self.docker.clone();
+        self.background
+            .spawn(async move { remove_container(&docker, &container).await });
+        match &result {
+            Ok(r) => {
+                tracing::info!(parent: &span, outcome = ?r.outcome, exit = ?r.exit_code, wall_ms = r.usage.wall.as_millis() as u64, "job finished")
+            }
+            Err(e) => tracing::warn!(parent: &span, error = %e, "job could not run"),
+        }
+        result
+    }
+
+    async fn execute(
+        &self,
+        c: &Started,
+        spec: &JobSpec,
+        logs: Option<mpsc::Sender<LogChunk>>,
+        warm: bool,
+    ) -> Result<JobReport> {
+        upload_workspace(&self.docker, c, spec).await?;
+        let ran = run_command(&self.docker, c, spec, logs.as_ref()).await?;
+        let caps = SnapshotCaps {
+            keep_file_bytes: spec.limits.output_bytes,
+            total_bytes: spec.limits.workspace_bytes + spec.limits.output_bytes,
+        };
+        let (after, image_id) =
+            tokio::join!(read_work(&self.docker, c, caps), self.image_id(&c.image));
+        let after = after?;
+        let before = Snapshot::of_workspace(&spec.workspace);
+        let diff = WorkspaceDiff::between(&before, &after);
+        let outputs = Outputs::select(&after, &spec.outputs, spec.limits.output_bytes);
+        let truncated = ran.stdout.truncated() || ran.stderr.truncated();
+        Ok(JobReport {
+            outcome: Outcome::decide(ran.timed_out, ran.oom_killed, ran.exit_code, truncated),
+            exit_code: ran.exit_code,
+            usage: ran.usage,
+            stdout: ran.stdout,
+            stderr: ran.stderr,
+            outputs,
+            diff,
+            diff_truncated: after.truncated,
+            container_id: c.id.clone(),
+            image_id,
+            warm,
+        })
+    }
+
+    /// The engine's id for `image`, cached.
+    async fn image_id(&self, image: &str) -> String {
+        if let Some(id) = self
+            .image_ids
+            .lock()
+            .ok()
+            .and_then(|m| m.get(image).cloned())
+        {
+            return id;
+        }
+        let id = match self.docker.inspect_image(image).await {
+            Ok(i) => i.id.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if let Ok(mut m) = self.image_ids.lock() {
+            m.insert(image.to_string(), id.clone());
+        }
+        id
+    }
+
+    /// Stops the pool and the reaper, removes the warm containers and waits for every pending
+    /// removal.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.background.close();
+        self.background.wait().await;
+        let pool = self.pool.lock().ok().and_then(|p| p.clone());
+        if let Some(pool) = pool {
+            pool.drain(&self.docker).await;
+        }
+        tracing::info!(worker = %self.owner.worker_id, "sandbox shut down");
+    }
+}
