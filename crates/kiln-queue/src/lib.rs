@@ -1,0 +1,31 @@
+//! Kiln's durable queue on Postgres.
+//!
+//! Jobs move through one explicit state machine ([`JobState`]); every try is an attempt row.
+//! Enqueue ([`enqueue_many`]) is one statement and can join the caller's transaction; workers
+//! [`claim`](lease::claim) batches with `FOR UPDATE SKIP LOCKED` under a lease that
+//! [`heartbeat`](lease::heartbeat) extends, and [`complete`](lease::complete) batches of
+//! outcomes idempotently. [`maintenance`] rescues expired leases and prunes old jobs.
+//! The SQL lives in `src/sql/*.sql`, next to the functions that run it.
+
+pub mod admin;
+pub mod backoff;
+pub mod enqueue;
+pub mod error;
+pub mod lease;
+pub mod maintenance;
+pub mod model;
+pub mod spec;
+
+pub use backoff::RetryPolicy;
+pub use enqueue::{enqueue, enqueue_many, Enqueued};
+pub use error::{QueueError, Result};
+pub use model::{AttemptOutcome, AttemptRecord, ClaimedJob, JobKind, JobRecord, JobState};
+pub use spec::{JobSpec, NewJob, ValidationError};
+
+/// The schema migrations in `migrations/`, embedded.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Brings the database schema up to date.
+pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}

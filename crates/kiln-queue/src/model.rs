@@ -1,0 +1,226 @@
+//! The job model: kinds, states, attempt outcomes and the rows Kiln reads back.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::{fmt, str::FromStr};
+
+use crate::error::QueueError;
+
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The name used in the database, the API and the CLI.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "unknown {} {other:?}, expected one of: {}",
+                        stringify!($name).to_lowercase(),
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// What a job does; each kind has its own handler and payload type.
+    JobKind {
+        /// Produce code with an LLM.
+        Generation = "generation",
+        /// Run a workspace's tests.
+        Test = "test",
+        /// Run linters.
+        Lint = "lint",
+        /// Run security scanners.
+        SecurityScan = "security-scan",
+        /// Serve the app for a while.
+        Preview = "preview",
+        /// Deliver an event to a webhook or chat.
+        Notification = "notification",
+    }
+}
+
+text_enum! {
+    /// Where a job is in its life. `Succeeded`, `Failed` and `Cancelled` are final.
+    JobState {
+        /// Waits for its parent jobs.
+        Pending = "pending",
+        /// Waits for its `run_at`.
+        Scheduled = "scheduled",
+        /// Ready to be claimed.
+        Available = "available",
+        /// Leased by a worker.
+        Running = "running",
+        /// Finished well.
+        Succeeded = "succeeded",
+        /// Failed an attempt; runs again after a backoff.
+        Retryable = "retryable",
+        /// Out of attempts (or failed for good): the dead-letter state, re-runnable by hand.
+        Failed = "failed",
+        /// Cancelled by request.
+        Cancelled = "cancelled",
+    }
+}
+
+text_enum! {
+    /// How one attempt ended.
+    AttemptOutcome {
+        /// The handler returned success.
+        Succeeded = "succeeded",
+        /// The handler returned an error.
+        Failed = "failed",
+        /// The job ran past its timeout and was stopped.
+        TimedOut = "timed_out",
+        /// The worker vanished; the rescuer took the job back.
+        Lost = "lost",
+        /// Cancelled while running.
+        Cancelled = "cancelled",
+        /// The worker shut down and handed the job back without spending the attempt.
+        Interrupted = "interrupted",
+    }
+}
+
+impl JobState {
+    /// True for `succeeded`, `failed` and `cancelled`.
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+    }
+}
+
+pub(crate) fn parse_column<T: FromStr>(column: &'static str, value: &str) -> Result<T, QueueError> {
+    value.parse().map_err(|_| QueueError::Decode {
+        column,
+        value: value.to_owned(),
+    })
+}
+
+/// A job as handed to a worker by a claim.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimedJob {
+    /// Job id.
+    pub id: i64,
+    /// Queue it was claimed from.
+    pub queue: String,
+    /// What it does.
+    pub kind: JobKind,
+    /// Kind-specific input.
+    pub payload: serde_json::Value,
+    /// Higher runs first.
+    pub priority: i16,
+    /// This try's number, starting at 1.
+    pub attempt: i32,
+    /// Tries allowed in all.
+    pub max_attempts: i32,
+    /// Wall-clock limit of one attempt, in milliseconds.
+    pub timeout_ms: i32,
+    /// Free-form labels.
+    pub tags: Vec<String>,
+    /// The pipeline this job belongs to, if any.
+    pub pipeline_id: Option<i64>,
+    /// When it was accepted.
+    pub created_at: DateTime<Utc>,
+    /// When this attempt began.
+    pub attempted_at: DateTime<Utc>,
+}
+
+/// A job as stored, for inspection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Job id.
+    pub id: i64,
+    /// Queue name.
+    pub queue: String,
+    /// What it does.
+    pub kind: JobKind,
+    /// Where it is in its life.
+    pub state: JobState,
+    /// Kind-specific input.
+    pub payload: serde_json::Value,
+    /// Higher runs first.
+    pub priority: i16,
+    /// Not before this time.
+    pub run_at: DateTime<Utc>,
+    /// Tries made (or begun) so far.
+    pub attempt: i32,
+    /// Tries allowed.
+    pub max_attempts: i32,
+    /// Per-attempt wall-clock limit in milliseconds.
+    pub timeout_ms: i32,
+    /// Deduplication key while live.
+    pub unique_key: Option<String>,
+    /// Same-request key.
+    pub idempotency_key: Option<String>,
+    /// Free-form labels.
+    pub tags: Vec<String>,
+    /// Pipeline, if any.
+    pub pipeline_id: Option<i64>,
+    /// Parent jobs that must succeed first.
+    pub depends_on: Vec<i64>,
+    /// Accepted at.
+    pub created_at: DateTime<Utc>,
+    /// Last attempt began at.
+    pub attempted_at: Option<DateTime<Utc>>,
+    /// Set exactly when the state is final.
+    pub finalized_at: Option<DateTime<Utc>>,
+    /// Worker holding the lease, while running.
+    pub locked_by: Option<String>,
+    /// Lease end, while running.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Cancellation was asked at.
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// Typed result of the last successful attempt.
+    pub result: Option<serde_json::Value>,
+    /// Error of the last failed attempt.
+    pub last_error: Option<String>,
+}
+
+/// One try of a job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Row id.
+    pub id: i64,
+    /// The job.
+    pub job_id: i64,
+    /// Attempt number (an `interrupted` try shares its number with the next one).
+    pub attempt: i32,
+    /// Worker that ran it.
+    pub worker_id: String,
+    /// Began at.
+    pub started_at: DateTime<Utc>,
+    /// Ended at.
+    pub finished_at: DateTime<Utc>,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
+    /// Error text, if any.
+    pub error: Option<String>,
+    /// Process exit code (sandboxed kinds).
+    pub exit_code: Option<i32>,
+    /// Container id (sandboxed kinds).
+    pub container_id: Option<String>,
+    /// Result recorded by this attempt.
+    pub result: Option<serde_json::Value>,
+}

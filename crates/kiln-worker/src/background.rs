@@ -1,0 +1,146 @@
+//! A worker's background loops: heartbeats, queue upkeep, and LISTEN/NOTIFY wake-ups.
+
+use kiln_queue::admin::{CANCEL_CHANNEL, JOBS_CHANNEL};
+use kiln_queue::{lease, maintenance};
+use sqlx::postgres::PgListener;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use crate::shared::{Shared, StopReason};
+
+/// Extends leases on every held job, applies cancellations found there, stops jobs whose
+/// lease was lost, and refreshes this worker's registry row.
+pub(crate) async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken, host: String) {
+    let queues: Vec<String> = shared.config.queues.iter().map(|q| q.name.clone()).collect();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.heartbeat_every) => {}
+            _ = stop.cancelled() => return,
+        }
+        let ids = shared.held_ids();
+        match lease::heartbeat(&shared.pool, &shared.worker_id, &ids, shared.config.lease).await {
+            Ok(statuses) => {
+                let alive: HashSet<i64> = statuses.iter().map(|s| s.id).collect();
+                for s in statuses.iter().filter(|s| s.cancel_requested) {
+                    if shared.stop_job(s.id, StopReason::Cancelled) {
+                        tracing::info!(job = s.id, "cancel request seen by heartbeat");
+                    }
+                }
+                for id in ids.iter().filter(|id| !alive.contains(id)) {
+                    if shared.stop_job(*id, StopReason::LeaseLost) {
+                        tracing::warn!(job = id, "lease no longer ours; stopping the job");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, held = ids.len(), "heartbeat failed"),
+        }
+        let pid = std::process::id();
+        if let Err(e) = lease::register_worker(&shared.pool, &shared.worker_id, &host, pid, &queues).await {
+            tracing::debug!(error = %e, "worker registry refresh failed");
+        }
+    }
+}
+
+/// Rescues expired leases, promotes due jobs, settles pending ones, prunes old ones.
+pub(crate) async fn maintenance_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut last_prune = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.maintenance_every) => {}
+            _ = stop.cancelled() => return,
+        }
+        match maintenance::rescue_expired(&shared.pool, shared.config.rescue_delay).await {
+            Ok(rescued) if !rescued.is_empty() => {
+                for r in &rescued {
+                    tracing::warn!(job = r.id, attempt = r.attempt, state = %r.state, "rescued a job whose lease expired");
+                }
+                shared.wake_all();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "rescue failed"),
+        }
+        if let Err(e) = maintenance::promote_due(&shared.pool).await {
+            tracing::warn!(error = %e, "promoting due jobs failed");
+        }
+        match maintenance::resolve_pending(&shared.pool).await {
+            Ok((released, cancelled)) if released + cancelled > 0 => {
+                tracing::info!(released, cancelled, "settled jobs waiting on parents");
+                shared.wake_all();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "settling pending jobs failed"),
+        }
+        if last_prune.elapsed() >= Duration::from_secs(60) {
+            last_prune = tokio::time::Instant::now();
+            let pruned = match shared.pool.acquire().await {
+                Ok(mut conn) => maintenance::prune(&mut conn, &shared.config.retention, 10_000).await,
+                Err(e) => Err(kiln_queue::QueueError::db("prune")(e)),
+            };
+            match pruned {
+                Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned finished jobs"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning failed"),
+            }
+        }
+    }
+}
+
+/// Turns notifications into wake-ups (new jobs) and stops (cancel requests). Reconnects on
+/// its own; after a reconnect every fetcher is woken, since notifications may have been missed.
+pub(crate) async fn listen_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut failures = 0u32;
+    'connect: loop {
+        let mut listener = match PgListener::connect_with(&shared.pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, "LISTEN connection failed; polling meanwhile");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(25)))) => continue 'connect,
+                    _ = stop.cancelled() => return,
+                }
+            }
+        };
+        if let Err(e) = listener.listen_all([JOBS_CHANNEL, CANCEL_CHANNEL]).await {
+            tracing::warn!(error = %e, "LISTEN failed");
+            continue 'connect;
+        }
+        if std::mem::take(&mut failures) > 0 {
+            tracing::info!("LISTEN connection restored");
+        }
+        shared.wake_all();
+        loop {
+            let note = tokio::select! {
+                n = listener.try_recv() => n,
+                _ = stop.cancelled() => return,
+            };
+            match note {
+                Ok(Some(n)) if n.channel() == JOBS_CHANNEL => {
+                    if let Some(w) = shared.wakeups.get(n.payload()) {
+                        w.notify_one();
+                    }
+                }
+                Ok(Some(n)) => {
+                    if let Ok(id) = n.payload().parse::<i64>() {
+                        if shared.stop_job(id, StopReason::Cancelled) {
+                            tracing::info!(job = id, "cancel request received");
+                        }
+                    }
+                }
+                Ok(None) => {
+                    tracing::warn!("LISTEN connection lost; reconnecting");
+                    shared.wake_all();
+                    failures = 1;
+                    continue 'connect;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "LISTEN receive failed; reconnecting");
+                    failures = 1;
+                    continue 'connect;
+                }
+            }
+        }
+    }
+}

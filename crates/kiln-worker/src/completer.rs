@@ -1,0 +1,84 @@
+//! Writes attempt outcomes in batches, retrying through database outages.
+
+use kiln_queue::lease::{self, Completion, HandBack};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+use crate::shared::{Report, Shared};
+
+/// Drains reports until [`Report::Close`], writing each batch in one statement.
+pub(crate) async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Report>) {
+    let max = shared.config.completion_batch.max(1);
+    let mut done: Vec<Completion> = Vec::with_capacity(max);
+    let mut back: Vec<HandBack> = Vec::new();
+    let mut forget: Vec<i64> = Vec::new();
+    let mut closing = false;
+    while !closing {
+        let Some(first) = rx.recv().await else { break };
+        let mut next = Some(first);
+        while let Some(report) = next.take() {
+            match report {
+                Report::Done(c) => done.push(c),
+                Report::HandBack(h) => back.push(h),
+                Report::Forget(id) => forget.push(id),
+                Report::Close => closing = true,
+            }
+            if done.len() + back.len() < max && !closing {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !done.is_empty() {
+            retry("complete", &shared, || {
+                lease::complete(&shared.pool, &shared.worker_id, &done)
+            })
+            .await;
+        }
+        if !back.is_empty() {
+            let n = retry("hand back", &shared, || {
+                lease::hand_back(&shared.pool, &shared.worker_id, &back)
+            })
+            .await;
+            tracing::info!(handed_back = n.unwrap_or(0), "handed jobs back to the queue");
+        }
+        let mut held = shared.held.lock().expect("held lock");
+        for id in done
+            .iter()
+            .map(|c| c.id)
+            .chain(back.iter().map(|h| h.id))
+            .chain(forget.iter().copied())
+        {
+            held.remove(&id);
+        }
+        drop(held);
+        done.clear();
+        back.clear();
+        forget.clear();
+    }
+}
+
+/// Runs `op` until it succeeds or fails for a reason waiting cannot fix. While the database
+/// is unreachable the jobs stay leased by us (heartbeats keep trying too); if the outage
+/// outlasts the lease, the rescuer re-runs them and these writes are skipped as stale.
+async fn retry<T, F, Fut>(what: &'static str, shared: &Shared, mut op: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = kiln_queue::Result<T>>,
+{
+    let mut pause = Duration::from_millis(50);
+    let give_up = tokio::time::Instant::now() + shared.config.lease * 4;
+    loop {
+        match op().await {
+            Ok(v) => return Some(v),
+            Err(e) if e.is_transient() && tokio::time::Instant::now() < give_up => {
+                tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "{what} failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "{what} failed; the leases will expire and the rescuer will re-run these jobs");
+                return None;
+            }
+        }
+    }
+}

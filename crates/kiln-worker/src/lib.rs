@@ -1,0 +1,22 @@
+//! Kiln's worker runtime on apalis.
+//!
+//! [`Worker`] runs one apalis worker per configured queue over [`KilnBackend`], which
+//! claims batches from Kiln's Postgres queue under a lease. The [`LeaseLayer`] wraps the
+//! job [`Router`]: it enforces each job's timeout, stops jobs on cancel, and reports the
+//! outcome to a batching completer. Heartbeats extend leases, LISTEN/NOTIFY wakes fetchers
+//! (with a polling fallback), and any worker rescues jobs whose lease expired.
+
+pub mod backend;
+mod background;
+mod completer;
+pub mod config;
+pub mod handler;
+pub mod layer;
+mod runtime;
+mod shared;
+
+pub use backend::KilnBackend;
+pub use config::{QueueConfig, WorkerConfig};
+pub use handler::{Handler, JobContext, JobError, Router};
+pub use layer::LeaseLayer;
+pub use runtime::{Worker, WorkerBuilderKiln, WorkerError};

@@ -1,0 +1,207 @@
+//! A worker process: one apalis worker per queue over [`KilnBackend`], plus the loops
+//! that keep leases, wake-ups and upkeep going, and a graceful shutdown.
+
+use apalis::prelude::WorkerBuilderExt;
+use apalis_core::worker::builder::WorkerBuilder;
+use kiln_queue::lease::{self, HandBack};
+use kiln_queue::JobKind;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{fetch_loop, KilnBackend};
+use crate::background::{heartbeat_loop, listen_loop, maintenance_loop};
+use crate::completer::complete_loop;
+use crate::config::WorkerConfig;
+use crate::handler::{Handler, Router};
+use crate::shared::{Report, Shared, StopReason};
+
+/// Errors that stop a worker from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The configuration is unusable.
+    #[error("invalid worker configuration: {0}")]
+    Config(String),
+    /// Registering the worker failed.
+    #[error(transparent)]
+    Queue(#[from] kiln_queue::QueueError),
+}
+
+/// Builds a [`Worker`]: the pool, the settings and one handler per kind it runs.
+pub struct WorkerBuilderKiln {
+    pool: PgPool,
+    config: WorkerConfig,
+    handlers: HashMap<JobKind, Arc<dyn Handler>>,
+}
+
+impl WorkerBuilderKiln {
+    /// Runs jobs of `kind` with `handler`.
+    pub fn handler(mut self, kind: JobKind, handler: impl Handler) -> Self {
+        self.handlers.insert(kind, Arc::new(handler));
+        self
+    }
+
+    /// Checks the settings and returns the worker, ready to [`run`](Worker::run).
+    pub fn build(self) -> Result<Worker, WorkerError> {
+        self.config.validate().map_err(WorkerError::Config)?;
+        let id = self.config.id.clone().unwrap_or_else(default_worker_id);
+        Ok(Worker {
+            id,
+            pool: self.pool,
+            config: self.config,
+            router: Router::new(self.handlers),
+        })
+    }
+}
+
+/// A configured worker process.
+pub struct Worker {
+    id: String,
+    pool: PgPool,
+    config: WorkerConfig,
+    router: Router,
+}
+
+fn default_worker_id() -> String {
+    format!("{}-{}-{:04x}", hostname(), std::process::id(), rand_u16())
+}
+
+fn rand_u16() -> u16 {
+    (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        % 65_536) as u16
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+impl Worker {
+    /// Starts building a worker on `pool` with `config`.
+    pub fn builder(pool: PgPool, config: WorkerConfig) -> WorkerBuilderKiln {
+        WorkerBuilderKiln {
+            pool,
+            config,
+            handlers: HashMap::new(),
+        }
+    }
+
+    /// This worker's id (its leases and attempt rows carry it).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Runs until `shutdown` completes, then shuts down gracefully: stops claiming, hands
+    /// back jobs not yet started, gives running ones `shutdown_grace` to finish, hands back
+    /// the rest without spending their attempt, and flushes every outcome.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), WorkerError> {
+        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        let mut wakeups = HashMap::new();
+        let mut permits = HashMap::new();
+        for q in &self.config.queues {
+            wakeups.insert(q.name.clone(), Arc::new(Notify::new()));
+            permits.insert(q.name.clone(), Arc::new(Semaphore::new(q.concurrency)));
+        }
+        let shared = Arc::new(Shared {
+            pool: self.pool.clone(),
+            worker_id: Arc::from(self.id.as_str()),
+            config: self.config.clone(),
+            held: Mutex::new(HashMap::new()),
+            wakeups,
+            permits,
+            reports: reports_tx,
+            stopping: CancellationToken::new(),
+        });
+        let host = hostname();
+        let queue_names: Vec<String> = self.config.queues.iter().map(|q| q.name.clone()).collect();
+        lease::register_worker(&self.pool, &self.id, &host, std::process::id(), &queue_names).await?;
+        let kinds: Vec<String> = self.router.kinds().map(|k| k.to_string()).collect();
+        tracing::info!(worker = %self.id, queues = ?queue_names, kinds = ?kinds, "worker started");
+
+        let background_stop = CancellationToken::new();
+        let completer = tokio::spawn(complete_loop(shared.clone(), reports_rx));
+        let background = [
+            tokio::spawn(heartbeat_loop(shared.clone(), background_stop.clone(), host)),
+            tokio::spawn(maintenance_loop(shared.clone(), background_stop.clone())),
+            tokio::spawn(listen_loop(shared.clone(), background_stop.clone())),
+        ];
+
+        let mut workers = Vec::new();
+        for q in &self.config.queues {
+            let (tx, rx) = mpsc::channel(q.concurrency + q.batch);
+            tokio::spawn(fetch_loop(shared.clone(), q.clone(), tx));
+            let worker = WorkerBuilder::new(format!("{}/{}", self.id, q.name))
+                .backend(KilnBackend::new(rx, shared.clone()))
+                .enable_tracing()
+                .build(self.router.clone());
+            let name = q.name.clone();
+            workers.push(tokio::spawn(async move {
+                if let Err(e) = worker.run().await {
+                    tracing::error!(queue = %name, error = %e, "apalis worker stopped with an error");
+                }
+            }));
+        }
+
+        shutdown.await;
+        tracing::info!(worker = %self.id, "shutting down: no new claims");
+        shared.stopping.cancel();
+        for q in shared.wakeups.values() {
+            q.notify_waiters();
+        }
+        // Jobs claimed but not started go back at once.
+        let unstarted: Vec<HandBack> = {
+            let mut held = shared.held.lock().expect("held lock");
+            let ids: Vec<i64> = held
+                .iter()
+                .filter(|(_, h)| h.started_at.is_none())
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| held.remove(id)).count();
+            ids.into_iter()
+                .map(|id| HandBack { id, started_at: None })
+                .collect()
+        };
+        if !unstarted.is_empty() {
+            match lease::hand_back(&self.pool, &self.id, &unstarted).await {
+                Ok(n) => tracing::info!(handed_back = n, "handed back jobs that had not started"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "hand back failed; leases will expire and the rescuer will return them")
+                }
+            }
+        }
+        let all_workers = futures::future::join_all(workers);
+        tokio::pin!(all_workers);
+        if tokio::time::timeout(self.config.shutdown_grace, &mut all_workers)
+            .await
+            .is_err()
+        {
+            let running = shared.held_ids();
+            tracing::warn!(
+                running = running.len(),
+                "grace period over: handing back running jobs"
+            );
+            for id in running {
+                shared.stop_job(id, StopReason::Shutdown);
+            }
+            all_workers.await;
+        }
+        let _ = shared.reports.send(Report::Close);
+        let _ = completer.await;
+        background_stop.cancel();
+        for b in background {
+            let _ = b.await;
+        }
+        if let Err(e) = lease::deregister_worker(&self.pool, &self.id).await {
+            tracing::warn!(error = %e, "could not mark the worker stopped");
+        }
+        tracing::info!(worker = %self.id, "worker stopped");
+        Ok(())
+    }
+}

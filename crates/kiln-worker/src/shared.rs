@@ -1,0 +1,113 @@
+//! State shared by a worker's fetchers, lease layer, heartbeat and completer.
+
+use chrono::{DateTime, Utc};
+use kiln_queue::lease::{Completion, HandBack};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::WorkerConfig;
+
+/// Why a running job is being stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum StopReason {
+    /// Not stopped.
+    None = 0,
+    /// Cancelled by request: record a `cancelled` attempt.
+    Cancelled = 1,
+    /// Our lease is gone (rescued elsewhere): record nothing.
+    LeaseLost = 2,
+    /// Worker shutting down past its grace: hand back without spending the attempt.
+    Shutdown = 3,
+}
+
+/// A job this worker holds a lease on.
+pub(crate) struct Held {
+    pub started_at: Option<DateTime<Utc>>,
+    pub cancel: CancellationToken,
+    pub reason: Arc<AtomicU8>,
+}
+
+impl Held {
+    pub fn stop(&self, reason: StopReason) {
+        let _ = self.reason.compare_exchange(
+            StopReason::None as u8,
+            reason as u8,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        self.cancel.cancel();
+    }
+}
+
+/// Reads the stop reason set by [`Held::stop`].
+pub(crate) fn reason_of(cell: &AtomicU8) -> StopReason {
+    match cell.load(Ordering::SeqCst) {
+        1 => StopReason::Cancelled,
+        2 => StopReason::LeaseLost,
+        3 => StopReason::Shutdown,
+        _ => StopReason::None,
+    }
+}
+
+/// Work for the completer.
+pub(crate) enum Report {
+    Done(Completion),
+    HandBack(HandBack),
+    /// Nothing will hold a lease any more: forget the job without writing anything.
+    Forget(i64),
+    /// Flush everything received so far, then stop.
+    Close,
+}
+
+pub(crate) struct Shared {
+    pub pool: PgPool,
+    pub worker_id: Arc<str>,
+    pub config: WorkerConfig,
+    pub held: Mutex<HashMap<i64, Held>>,
+    pub wakeups: HashMap<String, Arc<Notify>>,
+    pub permits: HashMap<String, Arc<Semaphore>>,
+    pub reports: mpsc::UnboundedSender<Report>,
+    /// Fires when the worker stops claiming.
+    pub stopping: CancellationToken,
+}
+
+impl Shared {
+    /// Marks a job's handler as started; false when the job was handed back meanwhile.
+    pub fn mark_started(&self, id: i64, at: DateTime<Utc>) -> bool {
+        match self.held.lock().expect("held lock").get_mut(&id) {
+            Some(h) => {
+                h.started_at = Some(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ids of all held jobs.
+    pub fn held_ids(&self) -> Vec<i64> {
+        self.held.lock().expect("held lock").keys().copied().collect()
+    }
+
+    /// Stops a held job for `reason`; false when it is not held.
+    pub fn stop_job(&self, id: i64, reason: StopReason) -> bool {
+        match self.held.lock().expect("held lock").get(&id) {
+            Some(h) => {
+                h.stop(reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Wakes every fetcher (after a reconnect, or when a queue setting changed).
+    pub fn wake_all(&self) {
+        for n in self.wakeups.values() {
+            n.notify_one();
+        }
+    }
+}

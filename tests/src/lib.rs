@@ -1,0 +1,82 @@
+//! Support shared by the integration tests: test handlers and worker processes.
+
+use kiln_queue::{ClaimedJob, JobKind};
+use kiln_worker::{JobContext, JobError, QueueConfig, Worker, WorkerConfig};
+use sqlx::PgPool;
+use std::time::Duration;
+
+/// A handler for tests: sleeps `payload.sleep_ms`, fails when `payload.fail` is set, and
+/// records each execution in `test_executions` (created on demand) so tests can count them.
+pub async fn recording_handler(
+    pool: PgPool,
+    job: ClaimedJob,
+    ctx: JobContext,
+) -> Result<serde_json::Value, JobError> {
+    let sleep_ms = job.payload.get("sleep_ms").and_then(|v| v.as_u64()).unwrap_or(0);
+    if job
+        .payload
+        .get("record")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true)
+    {
+        sqlx::query("INSERT INTO test_executions (job_id, attempt, worker_id) VALUES ($1, $2, $3)")
+            .bind(job.id)
+            .bind(job.attempt)
+            .bind(&*ctx.worker_id)
+            .execute(&pool)
+            .await
+            .map_err(|e| JobError::retryable(format!("record execution: {e}")))?;
+    }
+    if sleep_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+    }
+    if let Some(msg) = job.payload.get("fail").and_then(|v| v.as_str()) {
+        return Err(
+            if job
+                .payload
+                .get("permanent")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false)
+            {
+                JobError::permanent(msg)
+            } else {
+                JobError::retryable(msg)
+            },
+        );
+    }
+    Ok(serde_json::json!({"slept_ms": sleep_ms, "attempt": job.attempt}))
+}
+
+/// Creates the table [`recording_handler`] writes to.
+pub async fn create_executions_table(pool: &PgPool) {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS test_executions (job_id bigint NOT NULL, attempt int NOT NULL, \
+         worker_id text NOT NULL, at timestamptz NOT NULL DEFAULT now())",
+    )
+    .execute(pool)
+    .await
+    .expect("create test_executions");
+}
+
+/// A worker running [`recording_handler`] for every kind on `queues`.
+pub fn recording_worker(pool: &PgPool, config: WorkerConfig) -> Worker {
+    let mut builder = Worker::builder(pool.clone(), config);
+    for kind in JobKind::ALL {
+        let pool = pool.clone();
+        builder = builder.handler(*kind, move |job, ctx| recording_handler(pool.clone(), job, ctx));
+    }
+    builder.build().expect("valid worker config")
+}
+
+/// Worker settings for tests: short lease and timers so rescue and shutdown are quick.
+pub fn fast_config(queue: &str, concurrency: usize) -> WorkerConfig {
+    WorkerConfig {
+        queues: vec![QueueConfig::new(queue).concurrency(concurrency).batch(100)],
+        lease: Duration::from_secs(3),
+        heartbeat_every: Duration::from_millis(500),
+        poll_every: Duration::from_millis(200),
+        maintenance_every: Duration::from_millis(500),
+        shutdown_grace: Duration::from_secs(5),
+        ..WorkerConfig::default()
+    }
+}

@@ -1,0 +1,515 @@
+//! The queue's SQL contract against a real Postgres: enqueue, keys, claim, complete, rescue.
+
+use chrono::Utc;
+use kiln_queue::lease::{self, Completion};
+use kiln_queue::{
+    admin, enqueue, enqueue_many, maintenance, AttemptOutcome, JobKind, JobState, NewJob, QueueError,
+};
+use kiln_testkit::TestDb;
+use serde_json::json;
+use std::time::Duration;
+
+fn job(queue: &str) -> NewJob {
+    NewJob::new(queue, JobKind::Test, json!({"n": 1}))
+}
+
+#[tokio::test]
+async fn enqueue_sets_the_initial_state() {
+    let db = TestDb::new().await;
+    let now = enqueue(&db.pool, &job("q")).await.unwrap();
+    let later = enqueue(
+        &db.pool,
+        &job("q").run_at(Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await
+    .unwrap();
+    let child = enqueue(&db.pool, &job("q").after(now.id)).await.unwrap();
+    assert!(now.created && later.created && child.created);
+    assert_eq!(
+        admin::get_job(&db.pool, now.id).await.unwrap().state,
+        JobState::Available
+    );
+    assert_eq!(
+        admin::get_job(&db.pool, later.id).await.unwrap().state,
+        JobState::Scheduled
+    );
+    assert_eq!(
+        admin::get_job(&db.pool, child.id).await.unwrap().state,
+        JobState::Pending
+    );
+}
+
+#[tokio::test]
+async fn a_batch_of_thousands_is_one_statement_and_keeps_order() {
+    let db = TestDb::new().await;
+    let jobs: Vec<NewJob> = (0..5000)
+        .map(|i| NewJob::new("bulk", JobKind::Lint, json!({"i": i})))
+        .collect();
+    let out = enqueue_many(&db.pool, &jobs).await.unwrap();
+    assert_eq!(out.len(), 5000);
+    assert!(out.iter().all(|e| e.created));
+    for (i, e) in out.iter().enumerate().step_by(977) {
+        assert_eq!(
+            admin::get_job(&db.pool, e.id).await.unwrap().payload,
+            json!({"i": i})
+        );
+    }
+}
+
+#[tokio::test]
+async fn enqueue_joins_the_callers_transaction() {
+    let db = TestDb::new().await;
+    let mut tx = db.pool.begin().await.unwrap();
+    let e = enqueue(&mut *tx, &job("tx")).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert!(matches!(
+        admin::get_job(&db.pool, e.id).await,
+        Err(QueueError::NotFound(_))
+    ));
+
+    let mut tx = db.pool.begin().await.unwrap();
+    let e = enqueue(&mut *tx, &job("tx")).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        admin::get_job(&db.pool, e.id).await.unwrap().state,
+        JobState::Available
+    );
+}
+
+#[tokio::test]
+async fn idempotency_keys_return_the_same_job() {
+    let db = TestDb::new().await;
+    let a = enqueue(&db.pool, &job("q").idempotency_key("req-1"))
+        .await
+        .unwrap();
+    let b = enqueue(&db.pool, &job("q").idempotency_key("req-1"))
+        .await
+        .unwrap();
+    assert!(a.created);
+    assert!(!b.created);
+    assert_eq!(a.id, b.id);
+    // Even after the job finished, the same request maps to the same job.
+    admin::cancel(&db.pool, a.id).await.unwrap();
+    let c = enqueue(&db.pool, &job("q").idempotency_key("req-1"))
+        .await
+        .unwrap();
+    assert_eq!(c.id, a.id);
+    // Inside one batch, the second use of a key resolves to the first.
+    let batch = enqueue_many(
+        &db.pool,
+        &[
+            job("q").idempotency_key("req-2"),
+            job("q").idempotency_key("req-2"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(batch[0].created && !batch[1].created);
+    assert_eq!(batch[0].id, batch[1].id);
+}
+
+#[tokio::test]
+async fn unique_keys_hold_under_16_concurrent_enqueuers() {
+    let db = TestDb::with_pool_size(32).await;
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let pool = db.pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for round in 0..25 {
+                // Each round, all 16 enqueuers race for the same 4 keys, in batches mixed with keyless jobs.
+                let batch: Vec<NewJob> = (0..4)
+                    .map(|k| job("uniq").unique_key(format!("r{round}-k{k}")))
+                    .chain(std::iter::once(job("uniq").tag(format!("t{t}"))))
+                    .collect();
+                ids.push(enqueue_many(&pool, &batch).await.unwrap());
+            }
+            ids
+        }));
+    }
+    let mut per_key = std::collections::HashMap::new();
+    for t in tasks {
+        for (round, out) in t.await.unwrap().into_iter().enumerate() {
+            for (k, e) in out.iter().take(4).enumerate() {
+                per_key.entry((round, k)).or_insert_with(Vec::new).push(*e);
+            }
+        }
+    }
+    for (key, results) in per_key {
+        let created = results.iter().filter(|e| e.created).count();
+        assert_eq!(created, 1, "key {key:?} created {created} times");
+        let id = results.iter().find(|e| e.created).unwrap().id;
+        assert!(
+            results.iter().all(|e| e.id == id),
+            "key {key:?} answered different ids"
+        );
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_jobs WHERE unique_key IS NOT NULL")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 25 * 4);
+    let keyless: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_jobs WHERE unique_key IS NULL")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        keyless,
+        16 * 25,
+        "a duplicate key must not reject the rest of its batch"
+    );
+}
+
+#[tokio::test]
+async fn a_finished_job_frees_its_unique_key() {
+    let db = TestDb::new().await;
+    let a = enqueue(&db.pool, &job("q").unique_key("k")).await.unwrap();
+    admin::cancel(&db.pool, a.id).await.unwrap();
+    let b = enqueue(&db.pool, &job("q").unique_key("k")).await.unwrap();
+    assert!(b.created);
+    assert_ne!(a.id, b.id);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_by_field_and_nothing_is_written() {
+    let db = TestDb::new().await;
+    let big = json!({"blob": "x".repeat(1024 * 1024)});
+    let cases = [
+        (NewJob::new("q", JobKind::Test, big), "jobs[1].payload"),
+        (job("q").priority(101), "jobs[1].priority"),
+        (job("q").max_attempts(0), "jobs[1].max_attempts"),
+        (job("Q!"), "jobs[1].queue"),
+    ];
+    for (bad, field) in cases {
+        let err = enqueue_many(&db.pool, &[job("q"), bad]).await.unwrap_err();
+        match err {
+            QueueError::Invalid(v) => assert_eq!(v.field, field),
+            other => panic!("expected a validation error, got {other}"),
+        }
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 0, "a refused batch writes nothing");
+}
+
+#[tokio::test]
+async fn claims_follow_priority_and_skip_locked_rows() {
+    let db = TestDb::new().await;
+    let low = enqueue(&db.pool, &job("p").priority(-5)).await.unwrap();
+    let high = enqueue(&db.pool, &job("p").priority(50)).await.unwrap();
+    let mid = enqueue(&db.pool, &job("p")).await.unwrap();
+    let lease_for = Duration::from_secs(30);
+    let first = lease::claim(&db.pool, "p", "w1", 1, lease_for).await.unwrap();
+    let rest = lease::claim(&db.pool, "p", "w2", 10, lease_for).await.unwrap();
+    assert_eq!(first.iter().map(|j| j.id).collect::<Vec<_>>(), vec![high.id]);
+    assert_eq!(
+        rest.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![mid.id, low.id]
+    );
+    assert!(lease::claim(&db.pool, "p", "w3", 10, lease_for)
+        .await
+        .unwrap()
+        .is_empty());
+    let rec = admin::get_job(&db.pool, high.id).await.unwrap();
+    assert_eq!(
+        (rec.state, rec.attempt, rec.locked_by.as_deref()),
+        (JobState::Running, 1, Some("w1"))
+    );
+}
+
+fn completion(id: i64, attempt: i32, outcome: AttemptOutcome, retry_in: Option<i64>) -> Completion {
+    let now = Utc::now();
+    Completion {
+        id,
+        attempt,
+        outcome,
+        result: (outcome == AttemptOutcome::Succeeded).then(|| json!({"ok": true})),
+        error: (outcome != AttemptOutcome::Succeeded).then(|| "boom".to_string()),
+        started_at: now,
+        finished_at: now,
+        retry_at: retry_in.map(|s| now + chrono::Duration::seconds(s)),
+    }
+}
+
+#[tokio::test]
+async fn completion_is_idempotent_and_guarded_by_worker_and_attempt() {
+    let db = TestDb::new().await;
+    let e = enqueue(&db.pool, &job("c")).await.unwrap();
+    let claimed = lease::claim(&db.pool, "c", "w1", 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].attempt, 1);
+    // The wrong worker or attempt changes nothing.
+    assert!(lease::complete(
+        &db.pool,
+        "w2",
+        &[completion(e.id, 1, AttemptOutcome::Succeeded, None)]
+    )
+    .await
+    .unwrap()
+    .is_empty());
+    assert!(lease::complete(
+        &db.pool,
+        "w1",
+        &[completion(e.id, 2, AttemptOutcome::Succeeded, None)]
+    )
+    .await
+    .unwrap()
+    .is_empty());
+    let done = lease::complete(
+        &db.pool,
+        "w1",
+        &[completion(e.id, 1, AttemptOutcome::Succeeded, None)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(done, vec![(e.id, JobState::Succeeded)]);
+    // Repeating it writes no second attempt.
+    assert!(lease::complete(
+        &db.pool,
+        "w1",
+        &[completion(e.id, 1, AttemptOutcome::Succeeded, None)]
+    )
+    .await
+    .unwrap()
+    .is_empty());
+    let rec = admin::get_job(&db.pool, e.id).await.unwrap();
+    assert_eq!(rec.state, JobState::Succeeded);
+    assert!(rec.finalized_at.is_some());
+    assert_eq!(rec.result, Some(json!({"ok": true})));
+    assert_eq!(admin::attempts(&db.pool, e.id).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn failures_back_off_then_dead_letter_then_retry_by_hand() {
+    let db = TestDb::new().await;
+    let e = enqueue(&db.pool, &job("f").max_attempts(2)).await.unwrap();
+    let lease_for = Duration::from_secs(30);
+    lease::claim(&db.pool, "f", "w", 1, lease_for).await.unwrap();
+    let s = lease::complete(
+        &db.pool,
+        "w",
+        &[completion(e.id, 1, AttemptOutcome::Failed, Some(3600))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, vec![(e.id, JobState::Retryable)]);
+    let rec = admin::get_job(&db.pool, e.id).await.unwrap();
+    assert!(
+        rec.run_at > Utc::now() + chrono::Duration::minutes(59),
+        "backoff moves run_at"
+    );
+    assert!(rec.finalized_at.is_none());
+    assert!(
+        lease::claim(&db.pool, "f", "w", 1, lease_for)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not before its backoff"
+    );
+    sqlx::query("UPDATE kiln_jobs SET run_at = now() WHERE id = $1")
+        .bind(e.id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let again = lease::claim(&db.pool, "f", "w", 1, lease_for).await.unwrap();
+    assert_eq!(again[0].attempt, 2);
+    let s = lease::complete(
+        &db.pool,
+        "w",
+        &[completion(e.id, 2, AttemptOutcome::Failed, Some(1))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, vec![(e.id, JobState::Failed)], "out of attempts: dead letter");
+    assert!(admin::get_job(&db.pool, e.id)
+        .await
+        .unwrap()
+        .finalized_at
+        .is_some());
+
+    admin::retry(&db.pool, e.id).await.unwrap();
+    let rec = admin::get_job(&db.pool, e.id).await.unwrap();
+    assert_eq!((rec.state, rec.max_attempts), (JobState::Available, 3));
+    assert!(rec.finalized_at.is_none());
+    let third = lease::claim(&db.pool, "f", "w", 1, lease_for).await.unwrap();
+    assert_eq!(third[0].attempt, 3);
+    // A permanent failure (no retry_at) fails at once.
+    let s = lease::complete(
+        &db.pool,
+        "w",
+        &[completion(e.id, 3, AttemptOutcome::Failed, None)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, vec![(e.id, JobState::Failed)]);
+    let outcomes: Vec<_> = admin::attempts(&db.pool, e.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.outcome)
+        .collect();
+    assert_eq!(outcomes, vec![AttemptOutcome::Failed; 3]);
+}
+
+#[tokio::test]
+async fn expired_leases_are_rescued_with_a_lost_attempt() {
+    let db = TestDb::new().await;
+    let a = enqueue(&db.pool, &job("r")).await.unwrap();
+    let b = enqueue(&db.pool, &job("r").max_attempts(1)).await.unwrap();
+    lease::claim(&db.pool, "r", "dead-worker", 10, Duration::from_millis(100))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rescued = maintenance::rescue_expired(&db.pool, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(rescued.len(), 2);
+    assert_eq!(
+        admin::get_job(&db.pool, a.id).await.unwrap().state,
+        JobState::Retryable
+    );
+    assert_eq!(
+        admin::get_job(&db.pool, b.id).await.unwrap().state,
+        JobState::Failed,
+        "no attempts left"
+    );
+    let att = admin::attempts(&db.pool, a.id).await.unwrap();
+    assert_eq!(
+        (att.len(), att[0].outcome, att[0].worker_id.as_str()),
+        (1, AttemptOutcome::Lost, "dead-worker")
+    );
+    // The late completion of the dead worker is ignored.
+    assert!(lease::complete(
+        &db.pool,
+        "dead-worker",
+        &[completion(a.id, 1, AttemptOutcome::Succeeded, None)]
+    )
+    .await
+    .unwrap()
+    .is_empty());
+    let again = lease::claim(&db.pool, "r", "w2", 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.iter().map(|j| (j.id, j.attempt)).collect::<Vec<_>>(),
+        vec![(a.id, 2)]
+    );
+}
+
+#[tokio::test]
+async fn pause_resume_and_fleet_wide_cap() {
+    let db = TestDb::new().await;
+    let jobs: Vec<NewJob> = (0..10).map(|_| job("capped")).collect();
+    enqueue_many(&db.pool, &jobs).await.unwrap();
+    let lease_for = Duration::from_secs(30);
+    admin::pause(&db.pool, "capped").await.unwrap();
+    assert!(lease::claim(&db.pool, "capped", "w", 10, lease_for)
+        .await
+        .unwrap()
+        .is_empty());
+    admin::resume(&db.pool, "capped").await.unwrap();
+    admin::configure_queue(&db.pool, "capped", None, Some(3), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        lease::claim(&db.pool, "capped", "w1", 10, lease_for)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        lease::claim(&db.pool, "capped", "w2", 10, lease_for)
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    let counts = admin::queue_counts(&db.pool).await.unwrap();
+    let running = counts
+        .iter()
+        .find(|c| c.state == Some(JobState::Running))
+        .unwrap();
+    assert_eq!((running.count, running.max_running), (3, Some(3)));
+}
+
+#[tokio::test]
+async fn cancel_not_running_is_immediate_and_final() {
+    let db = TestDb::new().await;
+    let e = enqueue(&db.pool, &job("x")).await.unwrap();
+    assert_eq!(admin::cancel(&db.pool, e.id).await.unwrap(), JobState::Cancelled);
+    let rec = admin::get_job(&db.pool, e.id).await.unwrap();
+    assert!(rec.finalized_at.is_some());
+    assert!(matches!(
+        admin::cancel(&db.pool, e.id).await,
+        Err(QueueError::WrongState { .. })
+    ));
+    assert!(lease::claim(&db.pool, "x", "w", 10, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn children_wait_for_parents_and_die_with_them() {
+    let db = TestDb::new().await;
+    let parent = enqueue(&db.pool, &job("d")).await.unwrap();
+    let child = enqueue(&db.pool, &job("d").after(parent.id)).await.unwrap();
+    let doomed_parent = enqueue(&db.pool, &job("d")).await.unwrap();
+    let doomed = enqueue(&db.pool, &job("d").after(doomed_parent.id))
+        .await
+        .unwrap();
+    let lease_for = Duration::from_secs(30);
+    let claimed = lease::claim(&db.pool, "d", "w", 10, lease_for).await.unwrap();
+    assert_eq!(claimed.len(), 2, "children are not claimable yet");
+    lease::complete(
+        &db.pool,
+        "w",
+        &[completion(parent.id, 1, AttemptOutcome::Succeeded, None)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        admin::get_job(&db.pool, child.id).await.unwrap().state,
+        JobState::Available,
+        "released on completion"
+    );
+    lease::complete(
+        &db.pool,
+        "w",
+        &[completion(doomed_parent.id, 1, AttemptOutcome::Failed, None)],
+    )
+    .await
+    .unwrap();
+    maintenance::resolve_pending(&db.pool).await.unwrap();
+    assert_eq!(
+        admin::get_job(&db.pool, doomed.id).await.unwrap().state,
+        JobState::Cancelled
+    );
+}
+
+#[tokio::test]
+async fn pruning_deletes_old_finished_jobs_only() {
+    let db = TestDb::new().await;
+    let old = enqueue(&db.pool, &job("z")).await.unwrap();
+    let fresh = enqueue(&db.pool, &job("z")).await.unwrap();
+    let live = enqueue(&db.pool, &job("z")).await.unwrap();
+    admin::cancel(&db.pool, old.id).await.unwrap();
+    admin::cancel(&db.pool, fresh.id).await.unwrap();
+    sqlx::query("UPDATE kiln_jobs SET finalized_at = now() - interval '30 days' WHERE id = $1")
+        .bind(old.id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    let n = maintenance::prune(&mut conn, &maintenance::Retention::default(), 1000)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(admin::get_job(&db.pool, old.id).await.is_err());
+    assert!(admin::get_job(&db.pool, fresh.id).await.is_ok());
+    assert!(admin::get_job(&db.pool, live.id).await.is_ok());
+}
