@@ -18,6 +18,8 @@ pub struct Started {
     pub id: String,
     /// Name of its `/work` volume.
     pub volume: String,
+    /// Where the engine keeps the volume's files (readable when the engine is on this host).
+    pub mountpoint: String,
     /// The image it runs.
     pub image: String,
     /// The limits it was created with.
@@ -38,20 +40,18 @@ pub async fn start_container(
         labels: Some(labels.clone()),
         ..Default::default()
     };
-    docker
+    let mountpoint = docker
         .create_volume(volume)
         .await
-        .map_err(|e| SandboxError::from_docker(e, image))?;
+        .map_err(|e| SandboxError::from_docker(e, image))?
+        .mountpoint;
     let body = container_body(image, &name, limits, labels);
     let opts = CreateContainerOptionsBuilder::new().name(&name).build();
     let created = match docker.create_container(Some(opts), body).await {
         Ok(c) => c,
         Err(e) => {
             let _ = docker
-                .remove_volume(
-                    &name,
-                    None::<bollard::query_parameters::RemoveVolumeOptions>,
-                )
+                .remove_volume(&name, None::<bollard::query_parameters::RemoveVolumeOptions>)
                 .await;
             return Err(SandboxError::from_docker(e, image));
         }
@@ -59,6 +59,7 @@ pub async fn start_container(
     let started = Started {
         id: created.id,
         volume: name,
+        mountpoint,
         image: image.to_string(),
         limits: limits.clone(),
     };
@@ -77,10 +78,7 @@ pub async fn remove_container(docker: &Docker, c: &Started) {
         tracing::warn!(container = %c.id, error = %e, "removing container failed");
     }
     if let Err(e) = docker
-        .remove_volume(
-            &c.volume,
-            None::<bollard::query_parameters::RemoveVolumeOptions>,
-        )
+        .remove_volume(&c.volume, None::<bollard::query_parameters::RemoveVolumeOptions>)
         .await
     {
         tracing::warn!(volume = %c.volume, error = %e, "removing volume failed");

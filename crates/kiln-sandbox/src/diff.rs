@@ -106,13 +106,8 @@ impl WorkspaceDiff {
         } else {
             "/dev/null".into()
         };
-        self.unified
-            .push_str(&format!("diff --git a/{path} b/{path}\n"));
-        let body = diff
-            .unified_diff()
-            .context_radius(3)
-            .header(&a, &b)
-            .to_string();
+        self.unified.push_str(&format!("diff --git a/{path} b/{path}\n"));
+        let body = diff.unified_diff().context_radius(3).header(&a, &b).to_string();
         self.unified.push_str(&body);
         if !body.is_empty() && !body.ends_with('\n') {
             self.unified.push('\n');

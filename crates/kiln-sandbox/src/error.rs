@@ -32,10 +32,7 @@ impl SandboxError {
     /// 5xx → `DaemonUnavailable`; other refusals → `Docker`.
     pub(crate) fn from_docker(err: DockerError, image: &str) -> Self {
         match err {
-            DockerError::DockerResponseServerError {
-                status_code,
-                message,
-            } => {
+            DockerError::DockerResponseServerError { status_code, message } => {
                 if status_code == 404 && message.contains("image") {
                     SandboxError::ImageMissing(image.to_string())
                 } else if status_code >= 500 {

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecResults};
-use bollard::query_parameters::{StatsOptionsBuilder, UploadToContainerOptionsBuilder};
+use bollard::query_parameters::UploadToContainerOptionsBuilder;
 use bollard::Docker;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -84,9 +84,7 @@ pub async fn run_command(
     let cap = spec.limits.log_cap_bytes;
     let output = match docker.start_exec(&exec.id, None).await {
         Ok(StartExecResults::Attached { output, .. }) => output,
-        Ok(StartExecResults::Detached) => {
-            return Err(SandboxError::Docker("exec started detached".into()))
-        }
+        Ok(StartExecResults::Detached) => return Err(SandboxError::Docker("exec started detached".into())),
         Err(e) => return Err(SandboxError::from_docker(e, &c.image)),
     };
     let mut output = output;
@@ -125,75 +123,20 @@ pub async fn run_command(
     drop(output);
     ran.usage.wall = started.elapsed();
     // Resource use is read while the container still runs (its cgroup goes away with it).
-    let (cpu, peak, limit) = read_stats(docker, &c.id).await;
-    ran.usage.cpu = cpu;
-    ran.usage.peak_memory_bytes = peak;
+    let usage = match crate::cgroup::read_host(&c.id) {
+        Some(u) => Some(u),
+        None => crate::cgroup::read_in_container(docker, &c.id).await,
+    }
+    .unwrap_or_default();
+    ran.usage.cpu = Duration::from_nanos(usage.cpu_ns);
+    ran.usage.peak_memory_bytes = usage.peak_bytes;
     if ran.timed_out {
         tracing::info!(container = %c.id, timeout = ?spec.timeout, "timeout: killing the container");
         if let Err(e) = docker.kill_container(&c.id, None).await {
             tracing::warn!(container = %c.id, error = %e, "kill failed");
         }
     }
-    ran.exit_code = docker
-        .inspect_exec(&exec.id)
-        .await
-        .ok()
-        .and_then(|i| i.exit_code);
-    if ran.exit_code == Some(137) && !ran.timed_out {
-        ran.oom_killed = oom_killed(docker, &c.id)
-            .await
-            .unwrap_or(limit > 0 && peak >= limit);
-    }
+    ran.exit_code = docker.inspect_exec(&exec.id).await.ok().and_then(|i| i.exit_code);
+    ran.oom_killed = !ran.timed_out && ran.exit_code == Some(137) && usage.oom_kills > 0;
     Ok(ran)
-}
-
-/// CPU time, peak memory and memory limit of the container's cgroup (zeros when unavailable).
-async fn read_stats(docker: &Docker, id: &str) -> (Duration, u64, u64) {
-    let opts = StatsOptionsBuilder::new()
-        .stream(false)
-        .one_shot(true)
-        .build();
-    let mut stats = docker.stats(id, Some(opts));
-    let Some(Ok(s)) = stats.next().await else {
-        return (Duration::ZERO, 0, 0);
-    };
-    let cpu = s
-        .cpu_stats
-        .and_then(|c| c.cpu_usage)
-        .and_then(|u| u.total_usage)
-        .unwrap_or(0);
-    let mem = s.memory_stats.unwrap_or_default();
-    let peak = mem.max_usage.or(mem.usage).unwrap_or(0);
-    (Duration::from_nanos(cpu), peak, mem.limit.unwrap_or(0))
-}
-
-/// Reads the cgroup's OOM-kill counter from inside the container (cgroup v1 `memory.oom_control`
-/// or v2 `memory.events`); None when it cannot be read.
-async fn oom_killed(docker: &Docker, id: &str) -> Option<bool> {
-    let script = "cat /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events 2>/dev/null; true";
-    let exec = docker
-        .create_exec(
-            id,
-            CreateExecOptions {
-                cmd: Some(vec!["sh".to_string(), "-c".to_string(), script.to_string()]),
-                attach_stdout: Some(true),
-                attach_stderr: Some(false),
-                ..Default::default()
-            },
-        )
-        .await
-        .ok()?;
-    let StartExecResults::Attached { mut output, .. } =
-        docker.start_exec(&exec.id, None).await.ok()?
-    else {
-        return None;
-    };
-    let mut text = String::new();
-    while let Some(Ok(chunk)) = output.next().await {
-        text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-    }
-    text.lines()
-        .find_map(|l| l.strip_prefix("oom_kill "))
-        .and_then(|n| n.trim().parse::<u64>().ok())
-        .map(|n| n > 0)
 }

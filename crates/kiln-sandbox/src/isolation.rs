@@ -51,10 +51,7 @@ pub async fn inspect(docker: &Docker) -> Result<Isolation> {
         userns: has("userns"),
         rootless: has("rootless"),
         security_options,
-        cgroup_version: info
-            .cgroup_version
-            .map(|v| v.to_string())
-            .unwrap_or_default(),
+        cgroup_version: info.cgroup_version.map(|v| v.to_string()).unwrap_or_default(),
         memory_limit: info.memory_limit.unwrap_or(false),
         swap_limit: info.swap_limit.unwrap_or(false),
         pids_limit: info.pids_limit.unwrap_or(false),

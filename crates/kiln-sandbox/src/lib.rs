@@ -6,6 +6,7 @@
 //! output files (checked before they touch the host) and the [`WorkspaceDiff`]. Every container
 //! is fresh (warm ones never ran a job), labelled, and removed after its one job.
 
+pub mod cgroup;
 pub mod containers;
 pub mod diff;
 pub mod error;

@@ -78,9 +78,7 @@ impl Outputs {
                             .push((path.clone(), format!("symlink points outside: {target}")));
                     }
                 }
-                SnapEntry::File {
-                    size, mode, data, ..
-                } => match data {
+                SnapEntry::File { size, mode, data, .. } => match data {
                     Some(d) if out.total_bytes + size <= cap => {
                         out.total_bytes += size;
                         out.files.push((
@@ -91,10 +89,9 @@ impl Outputs {
                             },
                         ));
                     }
-                    _ => out.rejected.push((
-                        path.clone(),
-                        format!("over the output size cap ({cap} bytes)"),
-                    )),
+                    _ => out
+                        .rejected
+                        .push((path.clone(), format!("over the output size cap ({cap} bytes)"))),
                 },
             }
         }

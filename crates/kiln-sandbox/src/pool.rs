@@ -27,10 +27,7 @@ pub struct WarmPool {
 impl WarmPool {
     /// A pool keeping `size` containers per image in `images`, created with `limits`.
     pub fn new(images: &[String], size: usize, limits: Limits) -> Arc<WarmPool> {
-        let ready = images
-            .iter()
-            .map(|i| (i.clone(), VecDeque::new()))
-            .collect();
+        let ready = images.iter().map(|i| (i.clone(), VecDeque::new())).collect();
         Arc::new(WarmPool {
             size,
             limits,
@@ -82,12 +79,7 @@ impl WarmPool {
     }
 
     /// Refills until `stop` fires, then removes every ready container.
-    pub async fn refill_loop(
-        self: Arc<Self>,
-        docker: Docker,
-        owner: Owner,
-        stop: CancellationToken,
-    ) {
+    pub async fn refill_loop(self: Arc<Self>, docker: Docker, owner: Owner, stop: CancellationToken) {
         let mut failures = 0u32;
         loop {
             if stop.is_cancelled() {

@@ -1,5 +1,10 @@
-//! Reading `/work` back from a container as a bounded snapshot (a streamed tar, parsed off the
-//! async threads; nothing is written to the host).
+//! Reading `/work` back from a container as a bounded snapshot. Nothing is written to the host.
+//!
+//! When the engine is on this host the volume's files are read in place with a walk that never
+//! follows a symlink (see [`Snapshot::read_dir`]), far faster than the archive API on
+//! fuse-overlayfs. Otherwise `/work` is streamed as a tar through the API.
+
+use std::path::Path;
 
 use bollard::query_parameters::DownloadFromContainerOptionsBuilder;
 use bollard::Docker;
@@ -10,11 +15,17 @@ use crate::containers::Started;
 use crate::error::{Result, SandboxError};
 use crate::snapshot::{Snapshot, SnapshotCaps};
 
-/// Downloads `/work` and parses it with `caps`.
+/// Reads `/work` with `caps`.
 pub async fn read_work(docker: &Docker, c: &Started, caps: SnapshotCaps) -> Result<Snapshot> {
-    let opts = DownloadFromContainerOptionsBuilder::new()
-        .path("/work")
-        .build();
+    let local = !c.mountpoint.is_empty() && Path::new(&c.mountpoint).is_dir();
+    if local {
+        let dir = c.mountpoint.clone();
+        return tokio::task::spawn_blocking(move || Snapshot::read_dir(Path::new(&dir), caps))
+            .await
+            .map_err(|e| SandboxError::Docker(format!("snapshot task: {e}")))?
+            .map_err(|e| SandboxError::Docker(format!("reading /work back: {e}")));
+    }
+    let opts = DownloadFromContainerOptionsBuilder::new().path("/work").build();
     let stream = docker
         .download_from_container(&c.id, Some(opts))
         .map_err(std::io::Error::other);

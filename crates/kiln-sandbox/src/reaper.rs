@@ -24,11 +24,7 @@ pub struct Reaped {
 /// True when the labels name a worker process that is gone: same host, and its pid is not
 /// running or is now another process. Workers on other hosts are judged by `live_workers`
 /// (worker ids known alive, e.g. from the queue's heartbeats) when given.
-fn owner_dead(
-    labels: &HashMap<String, String>,
-    me: &Owner,
-    live_workers: Option<&[String]>,
-) -> bool {
+fn owner_dead(labels: &HashMap<String, String>, me: &Owner, live_workers: Option<&[String]>) -> bool {
     let get = |k: &str| labels.get(k).map(String::as_str).unwrap_or("");
     let worker = get(LABEL_WORKER);
     if get(LABEL_HOST) == me.host {
@@ -75,10 +71,7 @@ pub async fn reap(docker: &Docker, me: &Owner, live_workers: Option<&[String]>) 
     for v in volumes.volumes.unwrap_or_default() {
         if owner_dead(&v.labels, me, live_workers) {
             match docker
-                .remove_volume(
-                    &v.name,
-                    None::<bollard::query_parameters::RemoveVolumeOptions>,
-                )
+                .remove_volume(&v.name, None::<bollard::query_parameters::RemoveVolumeOptions>)
                 .await
             {
                 Ok(()) => reaped.volumes.push(v.name),

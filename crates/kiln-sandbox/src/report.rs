@@ -146,25 +146,13 @@ mod tests {
 
     #[test]
     fn outcome_order() {
-        assert_eq!(
-            Outcome::decide(true, true, Some(137), true),
-            Outcome::TimedOut
-        );
-        assert_eq!(
-            Outcome::decide(false, true, Some(137), false),
-            Outcome::OomKilled
-        );
-        assert_eq!(
-            Outcome::decide(false, false, Some(1), true),
-            Outcome::NonZeroExit
-        );
+        assert_eq!(Outcome::decide(true, true, Some(137), true), Outcome::TimedOut);
+        assert_eq!(Outcome::decide(false, true, Some(137), false), Outcome::OomKilled);
+        assert_eq!(Outcome::decide(false, false, Some(1), true), Outcome::NonZeroExit);
         assert_eq!(
             Outcome::decide(false, false, Some(0), true),
             Outcome::OutputTruncated
         );
-        assert_eq!(
-            Outcome::decide(false, false, Some(0), false),
-            Outcome::Success
-        );
+        assert_eq!(Outcome::decide(false, false, Some(0), false), Outcome::Success);
     }
 }

@@ -32,6 +32,7 @@ pub struct Sandbox {
     pool: Arc<Mutex<Option<Arc<WarmPool>>>>,
     image_ids: Arc<Mutex<HashMap<String, String>>>,
     background: TaskTracker,
+    removals: TaskTracker,
     stop: CancellationToken,
 }
 
@@ -39,8 +40,8 @@ impl Sandbox {
     /// Connects (`DOCKER_HOST` or the local socket), logs the isolation in force, and reaps
     /// what dead workers left behind.
     pub async fn connect(worker_id: &str) -> Result<Sandbox> {
-        let docker = Docker::connect_with_defaults()
-            .map_err(|e| SandboxError::DaemonUnavailable(e.to_string()))?;
+        let docker =
+            Docker::connect_with_defaults().map_err(|e| SandboxError::DaemonUnavailable(e.to_string()))?;
         Self::with_docker(docker, worker_id).await
     }
 
@@ -54,6 +55,7 @@ impl Sandbox {
             pool: Arc::new(Mutex::new(None)),
             image_ids: Arc::new(Mutex::new(HashMap::new())),
             background: TaskTracker::new(),
+            removals: TaskTracker::new(),
             stop: CancellationToken::new(),
         };
         sandbox.reap(None).await?;
@@ -82,9 +84,9 @@ impl Sandbox {
         if let Ok(mut slot) = self.pool.lock() {
             *slot = Some(pool.clone());
         }
-        let task =
-            pool.clone()
-                .refill_loop(self.docker.clone(), self.owner.clone(), self.stop.clone());
+        let task = pool
+            .clone()
+            .refill_loop(self.docker.clone(), self.owner.clone(), self.stop.clone());
         self.background.spawn(task);
         pool
     }
@@ -112,11 +114,7 @@ impl Sandbox {
 
     /// Runs one job; the warm pool serves it when it has a matching container. Log chunks go
     /// to `logs` while the job runs. The container and its volume are removed in the background.
-    pub async fn run(
-        &self,
-        spec: &JobSpec,
-        logs: Option<mpsc::Sender<LogChunk>>,
-    ) -> Result<JobReport> {
+    pub async fn run(&self, spec: &JobSpec, logs: Option<mpsc::Sender<LogChunk>>) -> Result<JobReport> {
         let warm = self
             .pool
             .lock()
@@ -126,11 +124,7 @@ impl Sandbox {
     }
 
     /// Runs one job in a newly created container, bypassing the warm pool.
-    pub async fn run_cold(
-        &self,
-        spec: &JobSpec,
-        logs: Option<mpsc::Sender<LogChunk>>,
-    ) -> Result<JobReport> {
+    pub async fn run_cold(&self, spec: &JobSpec, logs: Option<mpsc::Sender<LogChunk>>) -> Result<JobReport> {
         self.run_in(spec, logs, None).await
     }
 
@@ -157,7 +151,7 @@ impl Sandbox {
         tracing::info!(parent: &span, container = %container.id, warm = is_warm, "job starting");
         let result = self.execute(&container, spec, logs, is_warm).await;
         let docker = self.docker.clone();
-        self.background
+        self.removals
             .spawn(async move { remove_container(&docker, &container).await });
         match &result {
             Ok(r) => {
@@ -175,17 +169,26 @@ impl Sandbox {
         logs: Option<mpsc::Sender<LogChunk>>,
         warm: bool,
     ) -> Result<JobReport> {
+        let t = std::time::Instant::now();
         upload_workspace(&self.docker, c, spec).await?;
+        let uploaded = t.elapsed();
         let ran = run_command(&self.docker, c, spec, logs.as_ref()).await?;
+        let ran_at = t.elapsed();
         let caps = SnapshotCaps {
             keep_file_bytes: spec.limits.output_bytes,
             total_bytes: spec.limits.workspace_bytes + spec.limits.output_bytes,
         };
-        let (after, image_id) =
-            tokio::join!(read_work(&self.docker, c, caps), self.image_id(&c.image));
+        let (after, image_id) = tokio::join!(read_work(&self.docker, c, caps), self.image_id(&c.image));
         let after = after?;
         let before = Snapshot::of_workspace(&spec.workspace);
         let diff = WorkspaceDiff::between(&before, &after);
+        tracing::debug!(
+            upload_ms = uploaded.as_secs_f64() * 1e3,
+            command_ms = (ran_at - uploaded).as_secs_f64() * 1e3,
+            wall_ms = ran.usage.wall.as_secs_f64() * 1e3,
+            readback_ms = (t.elapsed() - ran_at).as_secs_f64() * 1e3,
+            "job phases"
+        );
         let outputs = Outputs::select(&after, &spec.outputs, spec.limits.output_bytes);
         let truncated = ran.stdout.truncated() || ran.stderr.truncated();
         Ok(JobReport {
@@ -205,12 +208,7 @@ impl Sandbox {
 
     /// The engine's id for `image`, cached.
     async fn image_id(&self, image: &str) -> String {
-        if let Some(id) = self
-            .image_ids
-            .lock()
-            .ok()
-            .and_then(|m| m.get(image).cloned())
-        {
+        if let Some(id) = self.image_ids.lock().ok().and_then(|m| m.get(image).cloned()) {
             return id;
         }
         let id = match self.docker.inspect_image(image).await {
@@ -223,12 +221,21 @@ impl Sandbox {
         id
     }
 
+    /// Waits until the containers of finished jobs are removed.
+    pub async fn removals_done(&self) {
+        while !self.removals.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Stops the pool and the reaper, removes the warm containers and waits for every pending
     /// removal.
     pub async fn shutdown(&self) {
         self.stop.cancel();
         self.background.close();
         self.background.wait().await;
+        self.removals.close();
+        self.removals.wait().await;
         let pool = self.pool.lock().ok().and_then(|p| p.clone());
         if let Some(pool) = pool {
             pool.drain(&self.docker).await;

@@ -1,7 +1,10 @@
 //! A bounded snapshot of a tree read from a tar stream (the workspace after the job).
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -131,6 +134,115 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// Reads a directory tree in place, safely while its owner may still be changing it: every
+    /// directory is held open and its children are reached through `/proc/self/fd/N/NAME` with
+    /// `O_NOFOLLOW` (openat semantics), so no symlink — even one swapped in mid-walk — is ever
+    /// followed, FIFOs and devices are never opened, and a file is read only up to the size it
+    /// had when it was listed.
+    pub fn read_dir(root: &Path, caps: SnapshotCaps) -> std::io::Result<Snapshot> {
+        let mut snap = Snapshot::default();
+        let mut total = 0u64;
+        let mut count = 0usize;
+        let mut stack = vec![(open_nofollow(root, O_DIRECTORY)?, String::new())];
+        while let Some((dir, prefix)) = stack.pop() {
+            let base = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+            let mut names: Vec<_> = std::fs::read_dir(&base)?
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<_, _>>()?;
+            names.sort();
+            for name in names {
+                count += 1;
+                if count > MAX_ENTRIES {
+                    snap.truncated = true;
+                    return Ok(snap);
+                }
+                let path = format!("{prefix}{}", name.to_string_lossy());
+                let here = base.join(&name);
+                match read_one(&here, &path, caps, &mut total) {
+                    Ok(Some((item, subdir))) => {
+                        if let Some(d) = subdir {
+                            stack.push((d, format!("{path}/")));
+                        }
+                        snap.entries.insert(path, item);
+                    }
+                    Ok(None) => snap.truncated = true,
+                    Err(e) => snap.rejected.push((path, e.to_string())),
+                }
+            }
+        }
+        Ok(snap)
+    }
+}
+
+/// Most entries read from a tree before reading stops.
+const MAX_ENTRIES: usize = 20_000;
+
+/// One entry: its snapshot (and the opened directory to descend into), or None when it would
+/// pass the total size cap.
+fn read_one(
+    here: &Path,
+    path: &str,
+    caps: SnapshotCaps,
+    total: &mut u64,
+) -> std::io::Result<Option<(SnapEntry, Option<File>)>> {
+    let meta = std::fs::symlink_metadata(here)?;
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        let target = std::fs::read_link(here)?;
+        let target = target.to_string_lossy().into_owned();
+        return Ok(Some((SnapEntry::Symlink { target }, None)));
+    }
+    if kind.is_dir() {
+        let dir = open_nofollow(here, O_DIRECTORY)?;
+        return Ok(Some((SnapEntry::Dir, Some(dir))));
+    }
+    if !kind.is_file() {
+        return Err(std::io::Error::other(format!("{path}: not a regular file")));
+    }
+    let file = open_nofollow(here, O_NONBLOCK)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(format!("{path}: changed while read")));
+    }
+    let size = meta.len();
+    if *total + size > caps.total_bytes {
+        return Ok(None);
+    }
+    *total += size;
+    let (sha256, data) = read_content(&mut file.take(size), size <= caps.keep_file_bytes)?;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o7777;
+    Ok(Some((
+        SnapEntry::File {
+            size,
+            sha256,
+            mode,
+            data,
+        },
+        None,
+    )))
+}
+
+fn open_nofollow(path: &Path, extra: i32) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NOFOLLOW | extra)
+        .open(path)
+}
+
+/// Linux open(2) flags (generic values; arm and aarch64 differ for two of them).
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+const O_NOFOLLOW: i32 = 0o100000;
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+const O_DIRECTORY: i32 = 0o40000;
+#[cfg(not(any(target_arch = "aarch64", target_arch = "arm")))]
+const O_NOFOLLOW: i32 = 0o400000;
+#[cfg(not(any(target_arch = "aarch64", target_arch = "arm")))]
+const O_DIRECTORY: i32 = 0o200000;
+const O_NONBLOCK: i32 = 0o4000;
+
 /// `work/a/b` → `a/b`; the top directory itself → None.
 fn strip_top(raw: &str) -> Option<&str> {
     let trimmed = raw.trim_start_matches("./");
@@ -166,6 +278,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reads_a_tree_in_place_without_following_links() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("d")).unwrap();
+        std::fs::write(t.path().join("d/f.txt"), "hi\n").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", t.path().join("pw")).unwrap();
+        std::os::unix::fs::symlink("/", t.path().join("d/root")).unwrap();
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(t.path().join("pipe"))
+            .status()
+            .unwrap();
+        assert!(fifo.success());
+        let caps = SnapshotCaps {
+            keep_file_bytes: 10,
+            total_bytes: 1000,
+        };
+        let snap = Snapshot::read_dir(t.path(), caps).unwrap();
+        assert_eq!(snap.entries["d"], SnapEntry::Dir);
+        assert!(matches!(&snap.entries["d/f.txt"], SnapEntry::File { data: Some(d), .. } if d == b"hi\n"));
+        assert_eq!(
+            snap.entries["pw"],
+            SnapEntry::Symlink {
+                target: "/etc/passwd".into()
+            }
+        );
+        assert_eq!(snap.entries["d/root"], SnapEntry::Symlink { target: "/".into() });
+        assert!(!snap.entries.contains_key("pipe"));
+        assert_eq!(snap.rejected.len(), 1);
+    }
+
+    #[test]
     fn reads_docker_style_archive() {
         let mut ws = Workspace::new();
         ws.add_file("a.txt", "hello\n").unwrap();
@@ -194,9 +336,7 @@ mod tests {
             total_bytes: 1000,
         };
         let snap = Snapshot::read_tar(bytes.as_slice(), caps).unwrap();
-        assert!(
-            matches!(&snap.entries["a.txt"], SnapEntry::File { data: Some(d), .. } if d == b"hello\n")
-        );
+        assert!(matches!(&snap.entries["a.txt"], SnapEntry::File { data: Some(d), .. } if d == b"hello\n"));
         assert!(matches!(
             &snap.entries["big.bin"],
             SnapEntry::File {

@@ -74,10 +74,7 @@ async fn sleeping_forever_ends_within_timeout_plus_two_seconds() {
     let r = sb.run(&spec, None).await.unwrap();
     let took = t.elapsed();
     assert_eq!(r.outcome, Outcome::TimedOut);
-    assert!(
-        took <= spec.timeout + Duration::from_secs(2),
-        "took {took:?}"
-    );
+    assert!(took <= spec.timeout + Duration::from_secs(2), "took {took:?}");
     finish(sb).await;
 }
 
@@ -149,14 +146,8 @@ async fn no_network_reaches_the_host() {
     let out = r.stdout.text();
     assert!(!out.contains("connected"), "{out}");
     assert_eq!(out.matches("blocked").count(), 2, "{out}");
-    assert!(
-        local.accept().is_err(),
-        "loopback listener got a connection"
-    );
-    assert!(
-        on_bridge.accept().is_err(),
-        "bridge listener got a connection"
-    );
+    assert!(local.accept().is_err(), "loopback listener got a connection");
+    assert!(on_bridge.accept().is_err(), "bridge listener got a connection");
     finish(sb).await;
 }
 
@@ -211,11 +202,7 @@ async fn workspace_symlink_to_etc_passwd_stays_in_the_container() {
     spec.outputs = vec!["passwd".into()];
     let r = sb.run(&spec, None).await.unwrap();
     // It reads the container's own passwd (with the sandbox user), and cannot write it.
-    assert!(
-        r.stdout.text().contains("kiln:x:10001"),
-        "{}",
-        r.stdout.text()
-    );
+    assert!(r.stdout.text().contains("kiln:x:10001"), "{}", r.stdout.text());
     assert_eq!(r.outcome, Outcome::NonZeroExit);
     // The symlink is refused as an output, so nothing on the host is reached through it.
     assert!(r.outputs.files.is_empty());
@@ -274,10 +261,6 @@ async fn the_docker_socket_is_out_of_reach() {
     let out = r.stdout.text();
     assert!(!out.contains("reached"), "{out}");
     assert_eq!(out.matches("unreachable").count(), 2, "{out}");
-    assert!(
-        r.stderr.text().contains("No such file"),
-        "{}",
-        r.stderr.text()
-    );
+    assert!(r.stderr.text().contains("No such file"), "{}", r.stderr.text());
     finish(sb).await;
 }

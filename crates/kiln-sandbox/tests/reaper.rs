@@ -39,9 +39,7 @@ async fn the_reaper_spares_live_workers() {
     assert!(pool.wait_full(std::time::Duration::from_secs(60)).await);
     let b = sandbox("live-b").await;
     let reaped = b.reap(None).await.unwrap();
-    let mine = containers_of(a.docker(), &a.owner().worker_id)
-        .await
-        .unwrap();
+    let mine = containers_of(a.docker(), &a.owner().worker_id).await.unwrap();
     assert_eq!(mine.len(), 1);
     assert!(!reaped.containers.contains(&mine[0]));
     finish(b).await;

@@ -12,10 +12,7 @@ use kiln_sandbox::{Outcome, Sandbox, SandboxError, Stream, Workspace};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_stream_separately_and_the_record_is_complete() {
     let sb = sandbox("logs").await;
-    let mut spec = job(
-        &sb,
-        "echo out; echo err >&2; echo \"$GREETING\"; id -u; exit 3",
-    );
+    let mut spec = job(&sb, "echo out; echo err >&2; echo \"$GREETING\"; id -u; exit 3");
     spec.env = vec![("GREETING".into(), "hello".into())];
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let r = sb.run(&spec, Some(tx)).await.unwrap();
@@ -138,8 +135,7 @@ async fn an_unreachable_daemon_is_retryable() {
     let socket = dir.path().join("no-docker.sock");
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     let docker =
-        Docker::connect_with_unix(socket.to_str().unwrap(), 5, bollard::API_DEFAULT_VERSION)
-            .unwrap();
+        Docker::connect_with_unix(socket.to_str().unwrap(), 5, bollard::API_DEFAULT_VERSION).unwrap();
     let err = match Sandbox::with_docker(docker, "test-unreachable").await {
         Ok(_) => panic!("connected to a socket that does not exist"),
         Err(e) => e,

@@ -32,9 +32,7 @@ pub async fn sandbox(test: &str) -> Sandbox {
         .with_test_writer()
         .try_init();
     let worker = format!("test-{test}-{}", uuid::Uuid::new_v4().simple());
-    Sandbox::connect(&worker)
-        .await
-        .expect("docker engine reachable")
+    Sandbox::connect(&worker).await.expect("docker engine reachable")
 }
 
 /// `sh -c SCRIPT` in the python image, 30 s timeout.
