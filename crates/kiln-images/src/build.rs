@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use crate::docker::{existing_tags, import_root, run_logged};
+use crate::docker::{existing_tags, import_root, prune_stale, run_logged};
 use crate::{plan, ImageSpec, ImagesError, BASE};
 
 /// Debian mirror used by debootstrap (plain http: apt verifies signatures itself).
@@ -48,8 +48,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, ImagesError> {
             None => true,
             Some(only) => &spec.name == only,
         };
-        let needed_as_base =
-            spec.name == BASE && !existing.contains(&spec.tag()) && opts.only.is_some();
+        let needed_as_base = spec.name == BASE && !existing.contains(&spec.tag()) && opts.only.is_some();
         if !wanted && !needed_as_base {
             continue;
         }
@@ -66,6 +65,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, ImagesError> {
             build_child(&opts.images_dir, spec, &base)?;
         }
         tracing::info!(image = %spec.name, tag = %spec.tag(), secs = t.elapsed().as_secs_f64(), "built");
+        prune_stale(&spec.name, &spec.tag());
         report.built.push(spec.tag());
     }
     tracing::info!(

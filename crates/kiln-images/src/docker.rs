@@ -84,11 +84,7 @@ pub(crate) fn existing_tags(tags: &[String]) -> Result<HashSet<String>, ImagesEr
 }
 
 /// `tar -C root -c . | docker import --change … - tag`.
-pub(crate) fn import_root(
-    root: &std::path::Path,
-    tag: &str,
-    changes: &[String],
-) -> Result<(), ImagesError> {
+pub(crate) fn import_root(root: &std::path::Path, tag: &str, changes: &[String]) -> Result<(), ImagesError> {
     let mut tar = Command::new("tar")
         .arg("-C")
         .arg(root)
@@ -120,4 +116,31 @@ pub(crate) fn import_root(
         });
     }
     Ok(())
+}
+
+/// Removes images labelled `kiln.image=NAME` whose tag is not `keep` (older input hashes).
+/// Images still used by a container stay; failures are only logged.
+pub(crate) fn prune_stale(name: &str, keep: &str) {
+    let out = Command::new("docker")
+        .args(["image", "ls", "--filter"])
+        .arg(format!("label=kiln.image={name}"))
+        .args(["--format", "{{.Repository}}:{{.Tag}}"])
+        .stdin(Stdio::null())
+        .output();
+    let Ok(out) = out else { return };
+    for tag in String::from_utf8_lossy(&out.stdout).lines() {
+        let tag = tag.trim();
+        if tag == keep || tag.is_empty() || tag.contains("<none>") {
+            continue;
+        }
+        let rm = Command::new("docker")
+            .args(["image", "rm", tag])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        match rm {
+            Ok(s) if s.success() => tracing::info!(image = name, tag, "removed stale image"),
+            _ => tracing::debug!(image = name, tag, "stale image kept (in use?)"),
+        }
+    }
 }

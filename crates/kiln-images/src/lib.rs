@@ -19,10 +19,15 @@ use std::path::{Path, PathBuf};
 /// Names of the job images, in build order (the base comes before all of them).
 pub const JOB_IMAGES: [&str; 4] = ["python", "node", "go", "rust"];
 
-/// The `images/` directory of this repository (or `$KILN_IMAGES_DIR` when set).
+/// The image inputs: `$KILN_IMAGES_DIR` when set, else `./images` when it holds a `base/`,
+/// else the `images/` directory of the source tree this crate was built from.
 pub fn default_images_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("KILN_IMAGES_DIR") {
         return PathBuf::from(dir);
+    }
+    let here = PathBuf::from("images");
+    if here.join(BASE).is_dir() {
+        return here;
     }
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images")
 }
