@@ -121,6 +121,15 @@ pub async fn run_command(
         }
     }
     drop(output);
+    // The streams can close before the process ends (it closed its stdout and stderr): wait
+    // for the exec itself, still within the deadline.
+    let mut exit_code = None;
+    if !ran.timed_out {
+        match wait_exec(docker, &exec.id, deadline).await {
+            Some(code) => exit_code = code,
+            None => ran.timed_out = true,
+        }
+    }
     ran.usage.wall = started.elapsed();
     // Resource use is read while the container still runs (its cgroup goes away with it).
     let usage = match crate::cgroup::read_host(&c.id) {
@@ -136,7 +145,31 @@ pub async fn run_command(
             tracing::warn!(container = %c.id, error = %e, "kill failed");
         }
     }
-    ran.exit_code = docker.inspect_exec(&exec.id).await.ok().and_then(|i| i.exit_code);
+    ran.exit_code = match exit_code {
+        Some(code) => Some(code),
+        None => docker.inspect_exec(&exec.id).await.ok().and_then(|i| i.exit_code),
+    };
     ran.oom_killed = !ran.timed_out && ran.exit_code == Some(137) && usage.oom_kills > 0;
     Ok(ran)
+}
+
+/// Polls the exec until it is no longer running: `Some(exit code)` (the code itself may be
+/// unknown), or None when the deadline passes first.
+async fn wait_exec(docker: &Docker, exec_id: &str, deadline: tokio::time::Instant) -> Option<Option<i64>> {
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match docker.inspect_exec(exec_id).await {
+            Ok(i) if i.running != Some(true) => return Some(i.exit_code),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(exec = exec_id, error = %e, "inspecting the exec failed");
+                return Some(None);
+            }
+        }
+        if tokio::time::Instant::now() + pause > deadline {
+            return None;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
 }

@@ -149,10 +149,16 @@ impl Sandbox {
             }
         };
         tracing::info!(parent: &span, container = %container.id, warm = is_warm, "job starting");
-        let result = self.execute(&container, spec, logs, is_warm).await;
-        let docker = self.docker.clone();
-        self.removals
-            .spawn(async move { remove_container(&docker, &container).await });
+        // Removal is scheduled on drop, so a caller that abandons the job (cancellation)
+        // leaves nothing behind either.
+        let guard = RemoveOnDrop {
+            docker: self.docker.clone(),
+            container: Some(container),
+            removals: self.removals.clone(),
+        };
+        let container = guard.container.as_ref().expect("set above");
+        let result = self.execute(container, spec, logs, is_warm).await;
+        drop(guard);
         match &result {
             Ok(r) => {
                 tracing::info!(parent: &span, outcome = ?r.outcome, exit = ?r.exit_code, wall_ms = r.usage.wall.as_millis() as u64, "job finished")
@@ -241,5 +247,27 @@ impl Sandbox {
             pool.drain(&self.docker).await;
         }
         tracing::info!(worker = %self.owner.worker_id, "sandbox shut down");
+    }
+}
+
+/// Schedules a container's removal when dropped.
+struct RemoveOnDrop {
+    docker: Docker,
+    container: Option<Started>,
+    removals: TaskTracker,
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let Some(container) = self.container.take() else {
+            return;
+        };
+        let docker = self.docker.clone();
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.removals
+                .spawn(async move { remove_container(&docker, &container).await });
+        } else {
+            tracing::warn!(container = %container.id, "no runtime to remove the container: the reaper will");
+        }
     }
 }

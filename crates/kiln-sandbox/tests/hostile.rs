@@ -75,6 +75,16 @@ async fn sleeping_forever_ends_within_timeout_plus_two_seconds() {
     let took = t.elapsed();
     assert_eq!(r.outcome, Outcome::TimedOut);
     assert!(took <= spec.timeout + Duration::from_secs(2), "took {took:?}");
+
+    // Closing stdout and stderr does not end the job early.
+    let mut spec = job(&sb, "exec >/dev/null 2>&1; sleep 100000");
+    spec.timeout = Duration::from_secs(3);
+    let t = Instant::now();
+    let r = sb.run(&spec, None).await.unwrap();
+    let took = t.elapsed();
+    assert_eq!(r.outcome, Outcome::TimedOut);
+    assert!(took >= spec.timeout, "took {took:?}");
+    assert!(took <= spec.timeout + Duration::from_secs(2), "took {took:?}");
     finish(sb).await;
 }
 

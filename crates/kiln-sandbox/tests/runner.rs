@@ -143,3 +143,18 @@ async fn an_unreachable_daemon_is_retryable() {
     assert!(matches!(err, SandboxError::DaemonUnavailable(_)), "{err}");
     assert!(err.is_retryable());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_job_leaves_nothing_behind() {
+    let sb = sandbox("abandoned").await;
+    let spec = job(&sb, "echo started; sleep 100000");
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let mut run = Box::pin(sb.run(&spec, Some(tx)));
+    // Drop the job's future once it is running, as a cancelled worker task would.
+    tokio::select! {
+        _ = &mut run => panic!("the job cannot finish on its own"),
+        chunk = rx.recv() => assert_eq!(chunk.unwrap().data, b"started\n"),
+    }
+    drop(run);
+    finish(sb).await;
+}
