@@ -3,7 +3,7 @@
 use kiln_queue::{ClaimedJob, JobKind};
 use kiln_worker::{JobContext, JobError, QueueConfig, Worker, WorkerConfig};
 use sqlx::PgPool;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A handler for tests: sleeps `payload.sleep_ms`, fails when `payload.fail` is set, and
 /// records each execution in `test_executions` (created on demand) so tests can count them.
@@ -29,6 +29,14 @@ pub async fn recording_handler(
     }
     if sleep_ms > 0 {
         tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+    }
+    if job
+        .payload
+        .get("panic")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
+    {
+        panic!("handler asked to panic");
     }
     if let Some(msg) = job.payload.get("fail").and_then(|v| v.as_str()) {
         return Err(
@@ -79,4 +87,36 @@ pub fn fast_config(queue: &str, concurrency: usize) -> WorkerConfig {
         shutdown_grace: Duration::from_secs(5),
         ..WorkerConfig::default()
     }
+}
+
+/// Polls `query` (a count) until it equals `want`, or panics after `limit`.
+pub async fn wait_for_count(pool: &PgPool, query: &'static str, want: i64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let got: i64 = sqlx::query_scalar(query).fetch_one(pool).await.unwrap_or(-1);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {limit:?} for `{query}` = {want}, last saw {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts `kiln-test-worker` as a separate process (so tests can SIGKILL it).
+pub fn worker_process(db_url: &str, queue: &str, id: &str) -> std::process::Child {
+    std::process::Command::new(test_worker_binary())
+        .args([db_url, queue, "4", id])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn kiln-test-worker")
+}
+
+/// Path of the `kiln-test-worker` binary built next to the test executables.
+fn test_worker_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    dir.join("kiln-test-worker")
 }

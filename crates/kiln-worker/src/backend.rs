@@ -4,6 +4,7 @@
 use apalis_core::backend::finalize::Ephemeral;
 use apalis_core::backend::{Backend, BackendConfig};
 use apalis_core::task::builder::TaskBuilder;
+use apalis_core::task::task_id::TaskId;
 use apalis_core::task::Task;
 use apalis_core::worker::context::WorkerContext;
 use kiln_queue::ClaimedJob;
@@ -145,7 +146,12 @@ pub(crate) async fn fetch_loop(shared: Arc<Shared>, queue: QueueConfig, tx: mpsc
                     reason: reason.clone(),
                 },
             );
-            let task = TaskBuilder::new(job).data(ctx).data(reason).build();
+            let task = TaskBuilder::new(job)
+                .task_id(TaskId::from_int(ctx.job_id as u64))
+                .attempt(ctx.attempt.max(0) as usize)
+                .data(ctx)
+                .data(reason)
+                .build();
             if tx.send(task).await.is_err() {
                 // The apalis worker is gone; what we hold is handed back at shutdown.
                 return;

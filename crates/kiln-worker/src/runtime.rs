@@ -3,6 +3,7 @@
 
 use apalis::prelude::WorkerBuilderExt;
 use apalis_core::worker::builder::WorkerBuilder;
+use apalis_core::worker::context::WorkerContext;
 use kiln_queue::lease::{self, HandBack};
 use kiln_queue::JobKind;
 use sqlx::PgPool;
@@ -134,10 +135,13 @@ impl Worker {
         ];
 
         let mut workers = Vec::new();
+        let mut contexts = Vec::new();
         for q in &self.config.queues {
             let (tx, rx) = mpsc::channel(q.concurrency + q.batch);
             tokio::spawn(fetch_loop(shared.clone(), q.clone(), tx));
-            let worker = WorkerBuilder::new(format!("{}/{}", self.id, q.name))
+            let context = WorkerContext::new(&format!("{}/{}", self.id, q.name));
+            contexts.push(context.clone());
+            let worker = WorkerBuilder::new(&context)
                 .backend(KilnBackend::new(rx, shared.clone()))
                 .enable_tracing()
                 .build(self.router.clone());
@@ -152,8 +156,11 @@ impl Worker {
         shutdown.await;
         tracing::info!(worker = %self.id, "shutting down: no new claims");
         shared.stopping.cancel();
-        for q in shared.wakeups.values() {
-            q.notify_waiters();
+        for context in &contexts {
+            // Lets apalis drain the in-flight jobs and finish its worker.
+            if let Err(e) = context.stop() {
+                tracing::debug!(error = %e, "apalis worker already stopped");
+            }
         }
         // Jobs claimed but not started go back at once.
         let unstarted: Vec<HandBack> = {

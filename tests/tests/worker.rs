@@ -1,0 +1,275 @@
+//! The worker runtime end to end: real Postgres, real apalis workers, real processes.
+
+use kiln_queue::{admin, enqueue, enqueue_many, AttemptOutcome, JobKind, JobState, NewJob};
+use kiln_testkit::TestDb;
+use kiln_tests::{create_executions_table, fast_config, recording_worker, wait_for_count, worker_process};
+use serde_json::json;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+fn spawn_worker(
+    db: &TestDb,
+    config: kiln_worker::WorkerConfig,
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let worker = recording_worker(&db.pool, config);
+    let stop = stop.clone();
+    tokio::spawn(async move { worker.run(stop.cancelled_owned()).await.expect("worker runs") })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_workers_run_20000_jobs_exactly_once() {
+    let db = TestDb::with_pool_size(60).await;
+    create_executions_table(&db.pool).await;
+    let jobs: Vec<NewJob> = (0..20_000)
+        .map(|i| NewJob::new("burn", JobKind::Test, json!({"i": i})))
+        .collect();
+    for chunk in jobs.chunks(5000) {
+        enqueue_many(&db.pool, chunk).await.unwrap();
+    }
+    let stop = CancellationToken::new();
+    let workers: Vec<_> = (0..8)
+        .map(|i| {
+            let mut config = fast_config("burn", 32);
+            config.id = Some(format!("burner-{i}"));
+            config.lease = std::time::Duration::from_secs(30);
+            spawn_worker(&db, config, &stop)
+        })
+        .collect();
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM kiln_jobs WHERE state = 'succeeded'",
+        20_000,
+        Duration::from_secs(240),
+    )
+    .await;
+    stop.cancel();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let stats: (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT job_id), count(DISTINCT worker_id) FROM test_executions",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(stats.0, 20_000, "every job executed exactly once");
+    assert_eq!(stats.1, 20_000);
+    assert!(stats.2 > 1, "work was spread over workers, got {}", stats.2);
+    let attempts: (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(*) FILTER (WHERE outcome = 'succeeded') FROM kiln_attempts")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, (20_000, 20_000), "one attempt row per job, no more");
+    let bad: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM kiln_jobs WHERE attempt <> 1 OR finalized_at IS NULL")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(bad, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_running_job_stops_within_two_seconds() {
+    let db = TestDb::new().await;
+    create_executions_table(&db.pool).await;
+    let stop = CancellationToken::new();
+    let worker = spawn_worker(&db, fast_config("slow", 2), &stop);
+    let e = enqueue(
+        &db.pool,
+        &NewJob::new("slow", JobKind::Preview, json!({"sleep_ms": 60_000})),
+    )
+    .await
+    .unwrap();
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM test_executions",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    let asked = Instant::now();
+    assert_eq!(admin::cancel(&db.pool, e.id).await.unwrap(), JobState::Running);
+    loop {
+        let job = admin::get_job(&db.pool, e.id).await.unwrap();
+        if job.state == JobState::Cancelled {
+            break;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "still {} after 2 s",
+            job.state
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let attempts = admin::attempts(&db.pool, e.id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome, AttemptOutcome::Cancelled);
+    stop.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_failures_and_panics_are_recorded_and_retried() {
+    let db = TestDb::new().await;
+    create_executions_table(&db.pool).await;
+    let mut config = fast_config("edge", 4);
+    config.default_retry = kiln_queue::RetryPolicy {
+        base_secs: 0.05,
+        factor: 1.0,
+        max_secs: 0.05,
+        jitter: 0.0,
+    };
+    let stop = CancellationToken::new();
+    let worker = spawn_worker(&db, config, &stop);
+    let slow = NewJob::new("edge", JobKind::Test, json!({"sleep_ms": 5_000}))
+        .timeout(Duration::from_secs(1))
+        .max_attempts(2);
+    let flaky = NewJob::new("edge", JobKind::Lint, json!({"fail": "tool crashed"})).max_attempts(3);
+    let fatal = NewJob::new(
+        "edge",
+        JobKind::Lint,
+        json!({"fail": "bad payload", "permanent": true}),
+    );
+    let panics = NewJob::new("edge", JobKind::Test, json!({"panic": true})).max_attempts(1);
+    let ids: Vec<i64> = enqueue_many(&db.pool, &[slow, flaky, fatal, panics])
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM kiln_jobs WHERE state = 'failed'",
+        4,
+        Duration::from_secs(20),
+    )
+    .await;
+    let outcomes = |id| {
+        let pool = db.pool.clone();
+        async move {
+            admin::attempts(&pool, id)
+                .await
+                .unwrap()
+                .iter()
+                .map(|a| a.outcome)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(outcomes(ids[0]).await, vec![AttemptOutcome::TimedOut; 2]);
+    assert_eq!(outcomes(ids[1]).await, vec![AttemptOutcome::Failed; 3]);
+    assert_eq!(
+        outcomes(ids[2]).await,
+        vec![AttemptOutcome::Failed],
+        "a permanent error is not retried"
+    );
+    let panicked = admin::get_job(&db.pool, ids[3]).await.unwrap();
+    assert_eq!(
+        panicked.last_error.as_deref(),
+        Some("handler panicked: handler asked to panic")
+    );
+    let last = admin::get_job(&db.pool, ids[1]).await.unwrap();
+    assert_eq!(last.last_error.as_deref(), Some("tool crashed"));
+    stop.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_back_running_jobs_without_spending_an_attempt() {
+    let db = TestDb::new().await;
+    create_executions_table(&db.pool).await;
+    let jobs: Vec<NewJob> = (0..6)
+        .map(|_| NewJob::new("graceful", JobKind::Test, json!({"sleep_ms": 30_000})))
+        .collect();
+    let ids: Vec<i64> = enqueue_many(&db.pool, &jobs)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let mut config = fast_config("graceful", 2);
+    config.shutdown_grace = Duration::from_millis(500);
+    let stop = CancellationToken::new();
+    let worker = spawn_worker(&db, config, &stop);
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM test_executions",
+        2,
+        Duration::from_secs(10),
+    )
+    .await;
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), worker)
+        .await
+        .expect("shutdown within grace")
+        .unwrap();
+    let rows: Vec<(String, i32)> =
+        sqlx::query_as("SELECT state::text, attempt FROM kiln_jobs WHERE id = ANY($1) ORDER BY id")
+            .bind(&ids)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert!(
+        rows.iter().all(|(s, a)| s == "available" && *a == 0),
+        "all handed back unspent: {rows:?}"
+    );
+    let interrupted: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM kiln_attempts WHERE outcome = 'interrupted'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        interrupted, 2,
+        "the two started jobs are on record as interrupted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_workers_jobs_are_rescued_and_finished_elsewhere() {
+    let db = TestDb::new().await;
+    create_executions_table(&db.pool).await;
+    let jobs: Vec<NewJob> = (0..4)
+        .map(|_| NewJob::new("kill", JobKind::Test, json!({"sleep_ms": 1_500})))
+        .collect();
+    let ids: Vec<i64> = enqueue_many(&db.pool, &jobs)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let mut victim = worker_process(&db.url, "kill", "victim");
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM test_executions WHERE worker_id = 'victim'",
+        4,
+        Duration::from_secs(15),
+    )
+    .await;
+    victim.kill().expect("SIGKILL the worker");
+    victim.wait().unwrap();
+    let mut survivor = worker_process(&db.url, "kill", "survivor");
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM kiln_jobs WHERE state = 'succeeded'",
+        4,
+        Duration::from_secs(30),
+    )
+    .await;
+    for id in ids {
+        let attempts = admin::attempts(&db.pool, id).await.unwrap();
+        let seen: Vec<(AttemptOutcome, &str)> = attempts
+            .iter()
+            .map(|a| (a.outcome, a.worker_id.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (AttemptOutcome::Lost, "victim"),
+                (AttemptOutcome::Succeeded, "survivor")
+            ]
+        );
+    }
+    survivor.kill().unwrap();
+    survivor.wait().unwrap();
+}
