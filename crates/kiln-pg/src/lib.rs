@@ -77,7 +77,10 @@ impl LocalCluster {
         if !data_dir.join("PG_VERSION").exists() {
             init(&data_dir)?;
         }
-        if let Ok(Ok(port)) = fs::read_to_string(&port_file).map(|p| p.trim().parse::<u16>()) {
+        let previous = fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u16>().ok());
+        if let Some(port) = previous {
             let cluster = Self {
                 data_dir: data_dir.clone(),
                 port,
@@ -86,7 +89,11 @@ impl LocalCluster {
                 return Ok(cluster);
             }
         }
-        let port = free_port().map_err(io("find a free port for", dir))?;
+        // A restarted cluster keeps its port when it can, so existing URLs (and pools) reconnect.
+        let port = match previous.filter(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
+            Some(port) => port,
+            None => free_port().map_err(io("find a free port for", dir))?,
+        };
         fs::write(&port_file, port.to_string()).map_err(io("write", &port_file))?;
         let cluster = Self { data_dir, port };
         let log = dir.join("postgres.log");
@@ -247,7 +254,21 @@ fn as_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Gives `dir` to the `postgres` user, and lets it traverse every ancestor (adds o+x where
+/// missing, e.g. on a `mktemp -d` directory), since the server runs as that user.
 fn chown_postgres(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for ancestor in dir.ancestors().skip(1) {
+        let Ok(meta) = fs::metadata(ancestor) else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        if mode & 0o001 == 0 {
+            tracing::info!(dir = %ancestor.display(), "letting the postgres user traverse this directory (o+x)");
+            fs::set_permissions(ancestor, fs::Permissions::from_mode(mode | 0o001))
+                .map_err(io("chmod o+x", ancestor))?;
+        }
+    }
     run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir)).map(|_| ())
 }
 

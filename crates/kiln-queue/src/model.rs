@@ -36,8 +36,7 @@ macro_rules! text_enum {
                 match s {
                     $($text => Ok($name::$variant),)+
                     other => Err(format!(
-                        "unknown {} {other:?}, expected one of: {}",
-                        stringify!($name).to_lowercase(),
+                        "unknown value {other:?}, expected one of: {}",
                         [$($text),+].join(", ")
                     )),
                 }

@@ -1,0 +1,48 @@
+//! `workers.toml`: the fleet's configuration file.
+
+use anyhow::Context;
+use kiln_worker::WorkerConfig;
+use serde::Deserialize;
+use std::path::Path;
+
+/// The parsed file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetFile {
+    /// Settings of every `kiln worker` started with this file.
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    /// Job images a worker may use, by name (directories under `images/`).
+    #[serde(default)]
+    pub images: Vec<String>,
+}
+
+impl FleetFile {
+    /// Reads and validates `path`; errors name the file and the field.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let file: FleetFile = toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+        file.worker
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{}: [worker] {e}", path.display()))?;
+        Ok(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_workers_toml_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workers.toml");
+        let file = FleetFile::load(&path).unwrap();
+        assert!(!file.worker.queues.is_empty());
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let err = toml::from_str::<FleetFile>("[worker]\nleese = 3\n").unwrap_err();
+        assert!(err.to_string().contains("leese"), "{err}");
+    }
+}
