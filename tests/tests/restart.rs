@@ -1,0 +1,71 @@
+//! Postgres restarted under running workers.
+
+use kiln_queue::{enqueue_many, JobKind, NewJob};
+use kiln_tests::{create_executions_table, wait_for_count, worker_process};
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_ride_out_a_postgres_restart_without_losing_jobs() {
+    // A private cluster: restarting the shared one would disturb other tests.
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = kiln_pg::LocalCluster::start(dir.path()).unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect(&cluster.url())
+        .await
+        .unwrap();
+    kiln_queue::migrate(&pool).await.unwrap();
+    create_executions_table(&pool).await;
+    let jobs: Vec<NewJob> = (0..400)
+        .map(|_| NewJob::new("restart", JobKind::Test, json!({"sleep_ms": 20})))
+        .collect();
+    enqueue_many(&pool, &jobs).await.unwrap();
+    let mut workers = Vec::new();
+    for i in 0..2 {
+        workers.push(worker_process(&cluster.url(), "restart", &format!("rider-{i}")));
+    }
+    // Stop the server in the middle of the run.
+    wait_for_count(
+        &pool,
+        "SELECT least(count(*), 50) FROM kiln_jobs WHERE state = 'succeeded'",
+        50,
+        Duration::from_secs(30),
+    )
+    .await;
+    cluster.stop().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cluster = kiln_pg::LocalCluster::start(dir.path()).unwrap();
+    // More work arrives after the restart too.
+    let late: Vec<NewJob> = (0..100)
+        .map(|_| NewJob::new("restart", JobKind::Lint, json!({})))
+        .collect();
+    let mut enqueued = false;
+    for _ in 0..50 {
+        if enqueue_many(&pool, &late).await.is_ok() {
+            enqueued = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(enqueued, "the pool reconnects after the restart");
+    wait_for_count(
+        &pool,
+        "SELECT count(*) FROM kiln_jobs WHERE state = 'succeeded'",
+        500,
+        Duration::from_secs(90),
+    )
+    .await;
+    let distinct: i64 = sqlx::query_scalar("SELECT count(DISTINCT job_id) FROM test_executions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(distinct, 500, "no job lost");
+    for mut w in workers {
+        w.kill().unwrap();
+        w.wait().unwrap();
+    }
+    pool.close().await;
+    cluster.stop().unwrap();
+}
