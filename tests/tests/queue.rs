@@ -513,3 +513,32 @@ async fn pruning_deletes_old_finished_jobs_only() {
     assert!(admin::get_job(&db.pool, fresh.id).await.is_ok());
     assert!(admin::get_job(&db.pool, live.id).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_fleet_wide_cap_holds_under_concurrent_claimers() {
+    let db = TestDb::with_pool_size(24).await;
+    let jobs: Vec<NewJob> = (0..100).map(|_| job("capped")).collect();
+    enqueue_many(&db.pool, &jobs).await.unwrap();
+    admin::configure_queue(&db.pool, "capped", None, Some(5), true)
+        .await
+        .unwrap();
+    let claims: Vec<_> = (0..16)
+        .map(|i| {
+            let pool = db.pool.clone();
+            tokio::spawn(async move {
+                lease::claim(&pool, "capped", &format!("w{i}"), 10, Duration::from_secs(30))
+                    .await
+                    .unwrap()
+                    .len()
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for c in claims {
+        total += c.await.unwrap();
+    }
+    assert_eq!(
+        total, 5,
+        "16 racing claimers together got {total} jobs under a cap of 5"
+    );
+}
