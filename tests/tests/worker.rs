@@ -273,3 +273,40 @@ async fn a_sigkilled_workers_jobs_are_rescued_and_finished_elsewhere() {
     survivor.kill().unwrap();
     survivor.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_claims_only_the_kinds_it_can_run() {
+    let db = TestDb::new().await;
+    let lint = enqueue(&db.pool, &NewJob::new("mixed", JobKind::Lint, json!({})))
+        .await
+        .unwrap();
+    let test = enqueue(&db.pool, &NewJob::new("mixed", JobKind::Test, json!({})))
+        .await
+        .unwrap();
+    let worker = kiln_worker::Worker::builder(db.pool.clone(), fast_config("mixed", 2))
+        .handler(JobKind::Test, |_job, _ctx| async { Ok(json!({"ran": true})) })
+        .build()
+        .unwrap();
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(worker.run(stop.clone().cancelled_owned()));
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM kiln_jobs WHERE state = 'succeeded'",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    assert_eq!(
+        admin::get_job(&db.pool, test.id).await.unwrap().state,
+        JobState::Succeeded
+    );
+    let waiting = admin::get_job(&db.pool, lint.id).await.unwrap();
+    assert_eq!(
+        (waiting.state, waiting.attempt),
+        (JobState::Available, 0),
+        "left for a worker that runs lint"
+    );
+}

@@ -5,7 +5,7 @@ use sqlx::{PgExecutor, Row};
 use std::time::Duration;
 
 use crate::error::{QueueError, Result};
-use crate::model::{parse_column, AttemptOutcome, ClaimedJob, JobState};
+use crate::model::{parse_column, AttemptOutcome, ClaimedJob, JobKind, JobState};
 
 const CLAIM_SQL: &str = include_str!("sql/claim.sql");
 const HEARTBEAT_SQL: &str = include_str!("sql/heartbeat.sql");
@@ -24,11 +24,25 @@ pub async fn claim<'e>(
     limit: usize,
     lease: Duration,
 ) -> Result<Vec<ClaimedJob>> {
+    claim_kinds(db, queue, worker, limit, lease, None).await
+}
+
+/// Like [`claim`], taking only jobs of `kinds` (all kinds when `None`).
+pub async fn claim_kinds<'e>(
+    db: impl PgExecutor<'e>,
+    queue: &str,
+    worker: &str,
+    limit: usize,
+    lease: Duration,
+    kinds: Option<&[JobKind]>,
+) -> Result<Vec<ClaimedJob>> {
+    let kinds: Option<Vec<&str>> = kinds.map(|k| k.iter().map(|k| k.as_str()).collect());
     let rows = sqlx::query(CLAIM_SQL)
         .bind(queue)
         .bind(i32::try_from(limit).unwrap_or(i32::MAX))
         .bind(worker)
         .bind(lease.as_secs_f64())
+        .bind(kinds)
         .fetch_all(db)
         .await
         .map_err(QueueError::db("claim"))?;

@@ -97,12 +97,13 @@ pub(crate) async fn fetch_loop(shared: Arc<Shared>, queue: QueueConfig, tx: mpsc
                 Err(_) => break,
             }
         }
-        let claimed = kiln_queue::lease::claim(
+        let claimed = kiln_queue::lease::claim_kinds(
             &shared.pool,
             &queue.name,
             &shared.worker_id,
             room,
             shared.config.lease,
+            Some(&shared.kinds),
         )
         .await;
         let jobs = match claimed {

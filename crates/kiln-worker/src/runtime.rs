@@ -114,6 +114,7 @@ impl Worker {
             pool: self.pool.clone(),
             worker_id: Arc::from(self.id.as_str()),
             config: self.config.clone(),
+            kinds: self.router.kinds().collect(),
             held: Mutex::new(HashMap::new()),
             wakeups,
             permits,

@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     pub pool: PgPool,
     pub worker_id: Arc<str>,
     pub config: WorkerConfig,
+    /// Kinds this worker has handlers for; it claims no others.
+    pub kinds: Vec<kiln_queue::JobKind>,
     pub held: Mutex<HashMap<i64, Held>>,
     pub wakeups: HashMap<String, Arc<Notify>>,
     pub permits: HashMap<String, Arc<Semaphore>>,

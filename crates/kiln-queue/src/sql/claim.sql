@@ -1,8 +1,10 @@
--- Claim up to $2 runnable jobs of queue $1 for worker $3, with a lease of $4 seconds.
+-- Claim up to $2 runnable jobs of queue $1 for worker $3, with a lease of $4 seconds, only of
+-- the kinds in $5 (NULL: any kind), so a worker never takes a job it has no handler for.
 -- A paused queue yields nothing; a capped queue at most the room left (see kiln_claim_room).
 WITH next AS (
     SELECT id FROM kiln_jobs
     WHERE queue = $1 AND state IN ('available', 'scheduled', 'retryable') AND run_at <= now()
+      AND ($5::kiln_job_kind[] IS NULL OR kind = ANY ($5::kiln_job_kind[]))
     ORDER BY priority DESC, run_at, id
     LIMIT (SELECT kiln_claim_room($1, $2::int))
     FOR UPDATE SKIP LOCKED
