@@ -310,3 +310,47 @@ async fn a_worker_claims_only_the_kinds_it_can_run() {
         "left for a worker that runs lint"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_drains_on_sigterm() {
+    let db = TestDb::new().await;
+    create_executions_table(&db.pool).await;
+    let quick: Vec<NewJob> = (0..2)
+        .map(|_| NewJob::new("term", JobKind::Test, json!({"sleep_ms": 300})))
+        .collect();
+    let quick_ids: Vec<i64> = enqueue_many(&db.pool, &quick)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let mut child = worker_process(&db.url, "term", "terminated");
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM test_executions",
+        2,
+        Duration::from_secs(15),
+    )
+    .await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exited.success(), "worker exits cleanly on SIGTERM: {exited}");
+    // Jobs running at SIGTERM finished within the grace period, recorded once each.
+    for id in quick_ids {
+        let job = admin::get_job(&db.pool, id).await.unwrap();
+        assert_eq!((job.state, job.attempt), (JobState::Succeeded, 1));
+    }
+    let stopped: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT stopped_at FROM kiln_workers WHERE id = 'terminated'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(stopped.is_some(), "the registry marks the worker stopped");
+}
