@@ -120,3 +120,13 @@ fn test_worker_binary() -> std::path::PathBuf {
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     dir.join("kiln-test-worker")
 }
+
+/// Enqueues `jobs` and returns their ids, in order.
+pub async fn enqueue_ids(pool: &PgPool, jobs: &[kiln_queue::NewJob]) -> Vec<i64> {
+    kiln_queue::enqueue_many(pool, jobs)
+        .await
+        .expect("enqueue")
+        .iter()
+        .map(|e| e.id)
+        .collect()
+}

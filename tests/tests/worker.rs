@@ -2,7 +2,9 @@
 
 use kiln_queue::{admin, enqueue, enqueue_many, AttemptOutcome, JobKind, JobState, NewJob};
 use kiln_testkit::TestDb;
-use kiln_tests::{create_executions_table, fast_config, recording_worker, wait_for_count, worker_process};
+use kiln_tests::{
+    create_executions_table, enqueue_ids, fast_config, recording_worker, wait_for_count, worker_process,
+};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -133,12 +135,7 @@ async fn timeouts_failures_and_panics_are_recorded_and_retried() {
         json!({"fail": "bad payload", "permanent": true}),
     );
     let panics = NewJob::new("edge", JobKind::Test, json!({"panic": true})).max_attempts(1);
-    let ids: Vec<i64> = enqueue_many(&db.pool, &[slow, flaky, fatal, panics])
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let ids: Vec<i64> = enqueue_ids(&db.pool, &[slow, flaky, fatal, panics]).await;
     wait_for_count(
         &db.pool,
         "SELECT count(*) FROM kiln_jobs WHERE state = 'failed'",
@@ -182,12 +179,7 @@ async fn sigterm_hands_back_running_jobs_without_spending_an_attempt() {
     let jobs: Vec<NewJob> = (0..6)
         .map(|_| NewJob::new("graceful", JobKind::Test, json!({"sleep_ms": 30_000})))
         .collect();
-    let ids: Vec<i64> = enqueue_many(&db.pool, &jobs)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let ids: Vec<i64> = enqueue_ids(&db.pool, &jobs).await;
     let mut config = fast_config("graceful", 2);
     config.shutdown_grace = Duration::from_millis(500);
     let stop = CancellationToken::new();
@@ -232,12 +224,7 @@ async fn a_sigkilled_workers_jobs_are_rescued_and_finished_elsewhere() {
     let jobs: Vec<NewJob> = (0..4)
         .map(|_| NewJob::new("kill", JobKind::Test, json!({"sleep_ms": 1_500})))
         .collect();
-    let ids: Vec<i64> = enqueue_many(&db.pool, &jobs)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let ids: Vec<i64> = enqueue_ids(&db.pool, &jobs).await;
     let mut victim = worker_process(&db.url, "kill", "victim");
     wait_for_count(
         &db.pool,
@@ -318,12 +305,7 @@ async fn a_worker_process_drains_on_sigterm() {
     let quick: Vec<NewJob> = (0..2)
         .map(|_| NewJob::new("term", JobKind::Test, json!({"sleep_ms": 300})))
         .collect();
-    let quick_ids: Vec<i64> = enqueue_many(&db.pool, &quick)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.id)
-        .collect();
+    let quick_ids: Vec<i64> = enqueue_ids(&db.pool, &quick).await;
     let mut child = worker_process(&db.url, "term", "terminated");
     wait_for_count(
         &db.pool,
