@@ -126,6 +126,9 @@ impl Worker {
         lease::register_worker(&self.pool, &self.id, &host, std::process::id(), &queue_names).await?;
         let kinds: Vec<String> = self.router.kinds().map(|k| k.to_string()).collect();
         tracing::info!(worker = %self.id, queues = ?queue_names, kinds = ?kinds, "worker started");
+        if kinds.is_empty() {
+            tracing::warn!(worker = %self.id, "no job handler is registered: this worker claims nothing");
+        }
 
         let background_stop = CancellationToken::new();
         let completer = tokio::spawn(complete_loop(shared.clone(), reports_rx));
