@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use common::{init_tracker, tracker, Outcome, Server};
 use sqlx::postgres::PgConnectOptions;
+use std::io::Write;
 use std::str::FromStr;
 
 /// Burn-down and idle pickup of Kiln, apalis-postgres and graphile_worker, plus the floor.
@@ -199,20 +200,31 @@ async fn bench(args: &Args, url: &str) -> Result<()> {
         obj.insert("jobs".into(), serde_json::json!(args.jobs));
         obj.insert("workers".into(), serde_json::json!(args.workers));
         println!("{}", serde_json::Value::Object(obj));
+    }
+    // The table goes to stdout, or to stderr next to the logs when stdout carries the JSON.
+    let mut out: Box<dyn std::io::Write> = if args.json {
+        Box::new(std::io::stderr())
     } else {
-        println!(
+        Box::new(std::io::stdout())
+    };
+    {
+        writeln!(
+            out,
             "\nBurn-down of {} no-op jobs by {} workers; idle pickup of {} jobs one at a time.",
             args.jobs, args.workers, args.pickup
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "Postgres {version} with its default durability: fsync = {fsync}, synchronous_commit = {sync_commit}.\n"
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "{:<18} {:>12} {:>10} {:>15} {:>15} {:>11} {:>8}",
             "system", "jobs/s", "burn s", "pickup p50 ms", "pickup p99 ms", "duplicates", "missing"
-        );
+        )?;
         for o in &outcomes {
-            println!(
+            writeln!(
+                out,
                 "{:<18} {:>12.0} {:>10.2} {:>15.2} {:>15.2} {:>11} {:>8}",
                 o.system,
                 o.jobs_per_s,
@@ -221,26 +233,26 @@ async fn bench(args: &Args, url: &str) -> Result<()> {
                 o.pickup_p99_ms,
                 o.duplicates,
                 o.missing
-            );
+            )?;
         }
         if let Some((f, _)) = &floor {
-            println!("{:<18} {:>12.0}", "floor (pgbench)", f);
+            writeln!(out, "{:<18} {:>12.0}", "floor (pgbench)", f)?;
         }
-        println!();
+        writeln!(out)?;
         if let Some(k) = kiln {
             for o in outcomes.iter().filter(|o| o.system != "kiln") {
-                println!("kiln / {:<16} {:.1}x", o.system, k.jobs_per_s / o.jobs_per_s);
+                writeln!(out, "kiln / {:<16} {:.1}x", o.system, k.jobs_per_s / o.jobs_per_s)?;
             }
         }
         if let Some(r) = kiln_vs_floor {
-            println!("kiln / floor            {:.0} %", r * 100.0);
+            writeln!(out, "kiln / floor            {:.0} %", r * 100.0)?;
         }
-        println!("\nSettings:");
+        writeln!(out, "\nSettings:")?;
         for o in &outcomes {
-            println!("  {:<16} {}", o.system, o.settings);
+            writeln!(out, "  {:<16} {}", o.system, o.settings)?;
         }
         if let Some((_, how)) = &floor {
-            println!("  {:<16} {}", "floor", how);
+            writeln!(out, "  {:<16} {}", "floor", how)?;
         }
     }
     Ok(())
