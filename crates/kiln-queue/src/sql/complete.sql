@@ -1,5 +1,8 @@
 -- Record the end of a batch of attempts by worker $1. Guarded by worker and attempt
 -- number, so a repeated or late completion changes nothing and writes no attempt row.
+-- The jobs are found by primary key; `state::text` keeps the planner off the
+-- partial `kiln_jobs_running` index, whose statistics lag during a burn-down and once made
+-- this a nested loop over every running row per completed job (280 ms per 1,000 at 100k rows).
 WITH done AS (
     SELECT * FROM unnest($2::bigint[], $3::int[], $4::text[], $5::jsonb[], $6::text[],
                          $7::timestamptz[], $8::timestamptz[], $9::timestamptz[])
@@ -14,7 +17,7 @@ WITH done AS (
            END)::kiln_job_state AS next_state
     FROM done d
     JOIN kiln_jobs j ON j.id = d.id
-    WHERE j.attempt = d.attempt AND j.locked_by = $1 AND j.state = 'running'
+    WHERE j.attempt = d.attempt AND j.locked_by = $1 AND j.state::text = 'running'
 ), upd AS (
     UPDATE kiln_jobs j
     SET state = d.next_state,
@@ -26,7 +29,7 @@ WITH done AS (
         result = coalesce(d.result, j.result),
         last_error = d.error
     FROM decided d
-    WHERE j.id = d.id AND j.attempt = d.attempt AND j.locked_by = $1 AND j.state = 'running'
+    WHERE j.id = d.id AND j.attempt = d.attempt AND j.locked_by = $1 AND j.state::text = 'running'
     RETURNING j.id, j.state
 ), attempts AS (
     INSERT INTO kiln_attempts (job_id, attempt, worker_id, started_at, finished_at, outcome, error, result)

@@ -7,7 +7,7 @@ WITH back AS (
     SET state = 'available', attempt = j.attempt - 1, locked_by = NULL,
         lease_expires_at = NULL, run_at = now()
     FROM back b
-    WHERE j.id = b.id AND j.locked_by = $1 AND j.state = 'running'
+    WHERE j.id = b.id AND j.locked_by = $1 AND j.state::text = 'running'
     RETURNING j.id, j.attempt + 1 AS spent_attempt, j.queue
 ), attempts AS (
     INSERT INTO kiln_attempts (job_id, attempt, worker_id, started_at, finished_at, outcome, error)

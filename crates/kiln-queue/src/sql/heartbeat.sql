@@ -2,5 +2,5 @@
 -- longer this worker's (rescued or finished elsewhere); `cancel` asks the holder to stop.
 UPDATE kiln_jobs
 SET lease_expires_at = now() + make_interval(secs => $3::float8)
-WHERE id = ANY ($2::bigint[]) AND locked_by = $1 AND state = 'running'
+WHERE id = ANY ($2::bigint[]) AND locked_by = $1 AND state::text = 'running'
 RETURNING id, cancel_requested_at IS NOT NULL AS cancel
