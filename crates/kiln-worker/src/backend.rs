@@ -80,6 +80,7 @@ pub(crate) async fn fetch_loop(shared: Arc<Shared>, queue: QueueConfig, tx: mpsc
     let permits = shared.permits[&queue.name].clone();
     let wakeup = shared.wakeups[&queue.name].clone();
     let low = (queue.batch.min(queue.concurrency) / 2).max(1) as u32;
+    let queue_name: Arc<str> = Arc::from(queue.name.as_str());
     let mut failures = 0u32;
     loop {
         let first = tokio::select! {
@@ -142,6 +143,7 @@ pub(crate) async fn fetch_loop(shared: Arc<Shared>, queue: QueueConfig, tx: mpsc
             shared.held.lock().expect("held lock").insert(
                 job.id,
                 Held {
+                    queue: queue_name.clone(),
                     started_at: None,
                     cancel,
                     reason: reason.clone(),

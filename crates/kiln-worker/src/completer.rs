@@ -1,6 +1,7 @@
 //! Writes attempt outcomes in batches, retrying through database outages.
 
 use kiln_queue::lease::{self, Completion, HandBack};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -41,16 +42,22 @@ pub(crate) async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedRe
             .await;
             tracing::info!(handed_back = n.unwrap_or(0), "handed jobs back to the queue");
         }
+        let mut freed: HashMap<Arc<str>, usize> = HashMap::new();
         let mut held = shared.held.lock().expect("held lock");
-        for id in done
-            .iter()
-            .map(|c| c.id)
-            .chain(back.iter().map(|h| h.id))
-            .chain(forget.iter().copied())
-        {
-            held.remove(&id);
+        let finished = done.iter().map(|c| c.id).chain(back.iter().map(|h| h.id));
+        for id in finished.chain(forget.iter().copied()) {
+            if let Some(h) = held.remove(&id) {
+                *freed.entry(h.queue).or_default() += 1;
+            }
         }
         drop(held);
+        // Only now, with the outcome on record, may the fetchers claim more: a worker never
+        // holds more leases than its concurrency, and heartbeats stay small.
+        for (queue, n) in freed {
+            if let Some(p) = shared.permits.get(&*queue) {
+                p.add_permits(n);
+            }
+        }
         done.clear();
         back.clear();
         forget.clear();

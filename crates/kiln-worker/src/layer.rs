@@ -77,7 +77,6 @@ where
         let job_id = task.args.id;
         let attempt = task.args.attempt;
         let kind = task.args.kind;
-        let queue = task.args.queue.clone();
         let started_at = Utc::now();
         if !shared.mark_started(job_id, started_at) {
             // Handed back while waiting in the buffer (shutdown): do not run it.
@@ -97,7 +96,6 @@ where
                         Err(_) => Ended::TimedOut,
                     },
                 };
-                shared.permits[&queue].add_permits(1);
                 let finished_at = Utc::now();
                 let retry_at = || {
                     let delay = shared.config.retry_policy(kind).delay(attempt);

@@ -27,6 +27,9 @@ pub(crate) enum StopReason {
 
 /// A job this worker holds a lease on.
 pub(crate) struct Held {
+    /// The queue it came from: its concurrency permit goes back there once the outcome is
+    /// written, so a worker never holds more leases than its concurrency.
+    pub queue: Arc<str>,
     pub started_at: Option<DateTime<Utc>>,
     pub cancel: CancellationToken,
     pub reason: Arc<AtomicU8>,
