@@ -3,7 +3,8 @@
 use chrono::Utc;
 use kiln_queue::lease::{self, Completion};
 use kiln_queue::{
-    admin, enqueue, enqueue_many, maintenance, AttemptOutcome, JobKind, JobState, NewJob, QueueError,
+    admin, enqueue, enqueue_many, maintenance, AttemptDetails, AttemptOutcome, JobKind, JobState, NewJob,
+    QueueError,
 };
 use kiln_testkit::TestDb;
 use serde_json::json;
@@ -230,7 +231,42 @@ fn completion(id: i64, attempt: i32, outcome: AttemptOutcome, retry_in: Option<i
         started_at: now,
         finished_at: now,
         retry_at: retry_in.map(|s| now + chrono::Duration::seconds(s)),
+        details: None,
     }
+}
+
+#[tokio::test]
+async fn sandbox_details_land_in_the_attempt_row() {
+    let db = TestDb::new().await;
+    let ids = enqueue_many(&db.pool, &[job("d"), job("d")]).await.unwrap();
+    lease::claim(&db.pool, "d", "w1", 2, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let details = AttemptDetails {
+        exit_code: Some(3),
+        container_id: Some("c0ffee".into()),
+        image_digest: Some("sha256:abc".into()),
+        peak_memory_bytes: Some(1 << 20),
+        cpu_time_ms: Some(42),
+        stdout_head: Some("out".into()),
+        stderr_tail: Some("err".into()),
+        diff: Some("--- a/x\n+++ b/x\n".into()),
+        diff_files: Some(1),
+        diff_insertions: Some(2),
+        diff_deletions: Some(0),
+        timings: Some(json!({"start_ms": 12, "run_ms": 300})),
+        ..AttemptDetails::default()
+    };
+    let mut with = completion(ids[0].id, 1, AttemptOutcome::Failed, None);
+    with.details = Some(Box::new(details.clone()));
+    let without = completion(ids[1].id, 1, AttemptOutcome::Succeeded, None);
+    let done = lease::complete(&db.pool, "w1", &[with, without]).await.unwrap();
+    assert_eq!(done.len(), 2);
+    let first = admin::attempts(&db.pool, ids[0].id).await.unwrap();
+    assert_eq!(first[0].details, details);
+    assert_eq!(first[0].error.as_deref(), Some("boom"));
+    let second = admin::attempts(&db.pool, ids[1].id).await.unwrap();
+    assert_eq!(second[0].details, AttemptDetails::default());
 }
 
 #[tokio::test]

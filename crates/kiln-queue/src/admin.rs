@@ -4,7 +4,7 @@ use serde::Serialize;
 use sqlx::{postgres::PgRow, PgExecutor, Row};
 
 use crate::error::{QueueError, Result};
-use crate::model::{parse_column, AttemptRecord, JobRecord, JobState};
+use crate::model::{parse_column, AttemptDetails, AttemptRecord, JobRecord, JobState};
 
 const CANCEL_SQL: &str = include_str!("sql/cancel.sql");
 const RETRY_SQL: &str = include_str!("sql/retry.sql");
@@ -170,9 +170,7 @@ fn job_from_row(r: &PgRow) -> Result<JobRecord> {
         locked_by: r.get("locked_by"),
         lease_expires_at: r.get("lease_expires_at"),
         cancel_requested_at: r.get("cancel_requested_at"),
-        result: r
-            .get::<Option<sqlx::types::Json<serde_json::Value>>, _>("result")
-            .map(|j| j.0),
+        result: json_column(r, "result"),
         last_error: r.get("last_error"),
     })
 }
@@ -206,12 +204,30 @@ pub async fn attempts<'e>(db: impl PgExecutor<'e>, job_id: i64) -> Result<Vec<At
                 finished_at: r.get("finished_at"),
                 outcome: parse_column("outcome", r.get::<&str, _>("outcome"))?,
                 error: r.get("error"),
-                exit_code: r.get("exit_code"),
-                container_id: r.get("container_id"),
-                result: r
-                    .get::<Option<sqlx::types::Json<serde_json::Value>>, _>("result")
-                    .map(|j| j.0),
+                result: json_column(r, "result"),
+                details: AttemptDetails {
+                    exit_code: r.get("exit_code"),
+                    container_id: r.get("container_id"),
+                    image_digest: r.get("image_digest"),
+                    peak_memory_bytes: r.get("peak_memory_bytes"),
+                    cpu_time_ms: r.get("cpu_time_ms"),
+                    stdout_head: r.get("stdout_head"),
+                    stdout_tail: r.get("stdout_tail"),
+                    stderr_head: r.get("stderr_head"),
+                    stderr_tail: r.get("stderr_tail"),
+                    diff: r.get("diff"),
+                    diff_files: r.get("diff_files"),
+                    diff_insertions: r.get("diff_insertions"),
+                    diff_deletions: r.get("diff_deletions"),
+                    timings: json_column(r, "timings"),
+                },
             })
         })
         .collect()
+}
+
+/// A nullable jsonb column as a JSON value.
+fn json_column(row: &PgRow, name: &str) -> Option<serde_json::Value> {
+    row.get::<Option<sqlx::types::Json<serde_json::Value>>, _>(name)
+        .map(|j| j.0)
 }

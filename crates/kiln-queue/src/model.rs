@@ -216,10 +216,42 @@ pub struct AttemptRecord {
     pub outcome: AttemptOutcome,
     /// Error text, if any.
     pub error: Option<String>,
-    /// Process exit code (sandboxed kinds).
-    pub exit_code: Option<i32>,
-    /// Container id (sandboxed kinds).
-    pub container_id: Option<String>,
     /// Result recorded by this attempt.
     pub result: Option<serde_json::Value>,
+    /// What the sandbox reported (empty for kinds that run no container).
+    #[serde(flatten)]
+    pub details: AttemptDetails,
+}
+
+/// What a sandboxed attempt left behind: stored in the attempt row's own columns.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttemptDetails {
+    /// Process exit code.
+    pub exit_code: Option<i32>,
+    /// Container that ran it.
+    pub container_id: Option<String>,
+    /// Image it ran in (`sha256:…`).
+    pub image_digest: Option<String>,
+    /// Peak memory of the container.
+    pub peak_memory_bytes: Option<i64>,
+    /// CPU time used.
+    pub cpu_time_ms: Option<i64>,
+    /// First part of stdout.
+    pub stdout_head: Option<String>,
+    /// Last part of stdout (when it did not fit in the head).
+    pub stdout_tail: Option<String>,
+    /// First part of stderr.
+    pub stderr_head: Option<String>,
+    /// Last part of stderr.
+    pub stderr_tail: Option<String>,
+    /// Unified diff of what the attempt changed in its workspace.
+    pub diff: Option<String>,
+    /// Files the diff touches.
+    pub diff_files: Option<i32>,
+    /// Lines added.
+    pub diff_insertions: Option<i32>,
+    /// Lines removed.
+    pub diff_deletions: Option<i32>,
+    /// Named phase durations in milliseconds (e.g. container start, run, readback).
+    pub timings: Option<serde_json::Value>,
 }

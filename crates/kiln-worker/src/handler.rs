@@ -2,10 +2,10 @@
 
 use apalis_core::task::Task;
 use futures::future::BoxFuture;
-use kiln_queue::{ClaimedJob, JobKind};
+use kiln_queue::{AttemptDetails, ClaimedJob, JobKind};
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +23,21 @@ pub struct JobContext {
     pub timeout: Duration,
     /// Fires when the attempt must stop (cancel, timeout, lease lost, shutdown).
     pub cancel: CancellationToken,
+    /// What the handler's container reported, stored on the attempt row (see [`JobContext::record`]).
+    pub details: Arc<Mutex<Option<AttemptDetails>>>,
+}
+
+impl JobContext {
+    /// Records what this attempt's sandbox reported (exit code, logs, diff, timings); it is
+    /// written with the attempt however the handler ends, success or failure.
+    pub fn record(&self, details: AttemptDetails) {
+        *self.details.lock().expect("attempt details lock") = Some(details);
+    }
+
+    /// Takes the recorded details (the lease layer does, when the attempt ends).
+    pub(crate) fn take_details(&self) -> Option<AttemptDetails> {
+        self.details.lock().expect("attempt details lock").take()
+    }
 }
 
 /// A handler's failure: retried with backoff unless `retryable` is false.

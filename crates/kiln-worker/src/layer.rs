@@ -111,6 +111,7 @@ where
                         started_at,
                         finished_at,
                         retry_at,
+                        details: ctx.take_details().map(Box::new),
                     })
                 };
                 let report = match ended {
