@@ -2,6 +2,7 @@
 
 use chrono::Utc;
 use kiln_queue::lease::{self, Completion};
+use kiln_queue::logs;
 use kiln_queue::{
     admin, enqueue, enqueue_many, maintenance, AttemptDetails, AttemptOutcome, JobKind, JobState, NewJob,
     QueueError,
@@ -577,4 +578,49 @@ async fn a_fleet_wide_cap_holds_under_concurrent_claimers() {
         total, 5,
         "16 racing claimers together got {total} jobs under a cap of 5"
     );
+}
+
+#[tokio::test]
+async fn log_chunks_append_once_and_read_back_in_order() {
+    let db = TestDb::new().await;
+    let e = enqueue(&db.pool, &job("l")).await.unwrap();
+    let chunk = |seq: i32, stream: &str, data: &str| logs::LogChunk {
+        seq,
+        stream: stream.into(),
+        data: data.into(),
+    };
+    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool).await.unwrap();
+    listener.listen(logs::LOGS_CHANNEL).await.unwrap();
+    let first = [chunk(0, "stdout", "a"), chunk(1, "stderr", "b")];
+    assert_eq!(logs::append(&db.pool, e.id, 1, &first).await.unwrap(), 2);
+    let note = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(note.payload(), e.id.to_string());
+    // A re-sent chunk is ignored; a later attempt starts its own sequence.
+    assert_eq!(
+        logs::append(
+            &db.pool,
+            e.id,
+            1,
+            &[chunk(1, "stderr", "b"), chunk(2, "stdout", "c")]
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    logs::append(&db.pool, e.id, 2, &[chunk(0, "stdout", "d")])
+        .await
+        .unwrap();
+    let all = logs::read(&db.pool, e.id, None, 100).await.unwrap();
+    let seen: Vec<_> = all.iter().map(|r| (r.attempt, r.seq, r.data.as_str())).collect();
+    assert_eq!(seen, vec![(1, 0, "a"), (1, 1, "b"), (1, 2, "c"), (2, 0, "d")]);
+    let tail = logs::read(&db.pool, e.id, Some((1, 1)), 2).await.unwrap();
+    assert_eq!(
+        tail.iter().map(|r| r.data.as_str()).collect::<Vec<_>>(),
+        vec!["c", "d"]
+    );
+    let bad = logs::append(&db.pool, e.id, 1, &[chunk(9, "stdin", "x")]).await;
+    assert!(bad.is_err(), "an unknown stream is refused");
 }
