@@ -72,6 +72,7 @@ pub fn script(lease_secs: u32) -> Result<String> {
             (7, "':started'".into()),
             (8, format!("array_fill(now(), {n})")),
             (9, format!("array_fill(NULL::timestamptz, {n})")),
+            (10, format!("array_fill(NULL::jsonb, {n})")),
         ],
     );
     if claim.contains('$') || complete.contains('$') {

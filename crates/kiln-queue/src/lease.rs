@@ -46,7 +46,8 @@ pub async fn claim_kinds<'e>(
         .fetch_all(db)
         .await
         .map_err(QueueError::db("claim"))?;
-    rows.iter()
+    let mut jobs = rows
+        .iter()
         .map(|r| {
             Ok(ClaimedJob {
                 id: r.get("id"),
@@ -63,7 +64,10 @@ pub async fn claim_kinds<'e>(
                 attempted_at: r.get("attempted_at"),
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    // The UPDATE returns rows in storage order; hand them out in claim order.
+    jobs.sort_unstable_by_key(|j| (std::cmp::Reverse(j.priority), j.id));
+    Ok(jobs)
 }
 
 /// Result of a heartbeat for one held job.

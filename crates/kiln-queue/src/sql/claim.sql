@@ -1,6 +1,9 @@
 -- Claim up to $2 runnable jobs of queue $1 for worker $3, with a lease of $4 seconds, only of
 -- the kinds in $5 (NULL: any kind), so a worker never takes a job it has no handler for.
 -- A paused queue yields nothing; a capped queue at most the room left (see kiln_claim_room).
+-- The rows are updated by primary key from an array: a join with `next` (whose LIMIT the planner
+-- cannot see) was planned as a hash join over a sequential scan of the whole table, 80 ms per
+-- claim of 1,000 at 100k jobs, against 16 ms now.
 WITH next AS (
     SELECT id FROM kiln_jobs
     WHERE queue = $1 AND state IN ('available', 'scheduled', 'retryable') AND run_at <= now()
@@ -15,7 +18,6 @@ SET state = 'running',
     attempted_at = now(),
     locked_by = $3,
     lease_expires_at = now() + make_interval(secs => $4::float8)
-FROM next
-WHERE j.id = next.id
+WHERE j.id = ANY (ARRAY(SELECT id FROM next))  -- by primary key: a join with `next` hashed the table
 RETURNING j.id, j.queue, j.kind::text AS kind, j.payload, j.priority, j.attempt, j.max_attempts,
           j.timeout_ms, j.tags, j.pipeline_id, j.created_at, j.attempted_at
