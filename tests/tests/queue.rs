@@ -534,7 +534,23 @@ async fn pruning_deletes_old_finished_jobs_only() {
     let old = enqueue(&db.pool, &job("z")).await.unwrap();
     let fresh = enqueue(&db.pool, &job("z")).await.unwrap();
     let live = enqueue(&db.pool, &job("z")).await.unwrap();
-    admin::cancel(&db.pool, old.id).await.unwrap();
+    // `old` ran: it has an attempt and logs, which must go with it.
+    lease::claim(&db.pool, "z", "w1", 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    lease::complete(
+        &db.pool,
+        "w1",
+        &[completion(old.id, 1, AttemptOutcome::Succeeded, None)],
+    )
+    .await
+    .unwrap();
+    let chunk = logs::LogChunk {
+        seq: 0,
+        stream: "stdout".into(),
+        data: "x".into(),
+    };
+    logs::append(&db.pool, old.id, 1, &[chunk]).await.unwrap();
     admin::cancel(&db.pool, fresh.id).await.unwrap();
     sqlx::query("UPDATE kiln_jobs SET finalized_at = now() - interval '30 days' WHERE id = $1")
         .bind(old.id)
@@ -547,6 +563,8 @@ async fn pruning_deletes_old_finished_jobs_only() {
         .unwrap();
     assert_eq!(n, 1);
     assert!(admin::get_job(&db.pool, old.id).await.is_err());
+    assert!(admin::attempts(&db.pool, old.id).await.unwrap().is_empty());
+    assert!(logs::read(&db.pool, old.id, None, 10).await.unwrap().is_empty());
     assert!(admin::get_job(&db.pool, fresh.id).await.is_ok());
     assert!(admin::get_job(&db.pool, live.id).await.is_ok());
 }

@@ -6,6 +6,7 @@
 use anyhow::{anyhow, Result};
 use apalis::prelude::*;
 use apalis_postgres::{Config, PgTask, PostgresStorage};
+use futures::FutureExt;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -47,8 +48,14 @@ pub async fn run(server: &Server, args: &Args) -> Result<Outcome> {
         "apalis-postgres: jobs inserted"
     );
     let settings = format!(
-        "{} workers (own current-thread runtime each), PostgresStorage batch_size {}, with_pubsub, concurrency {}, pool {} each",
-        args.workers, args.apalis_batch, args.apalis_concurrency, args.apalis_pool
+        "{} workers (own current-thread runtime each), PostgresStorage batch_size {}, with_pubsub, {}, pool {} each",
+        args.workers,
+        args.apalis_batch,
+        match args.apalis_concurrency {
+            0 => "no concurrency limit set (README)".to_string(),
+            c => format!("concurrency {c}"),
+        },
+        args.apalis_pool
     );
 
     let stop = CancellationToken::new();
@@ -66,12 +73,14 @@ pub async fn run(server: &Server, args: &Args) -> Result<Outcome> {
                 let p = pool(&opts, max).await?;
                 let config = Config::default().queue(QUEUE).batch_size(batch);
                 let backend = PostgresStorage::<u64>::new(&p).with_config(config).with_pubsub();
-                let worker = WorkerBuilder::new(format!("bench-apalis-{w}"))
-                    .backend(backend)
-                    .concurrency(conc)
-                    .build(handle);
+                let builder = WorkerBuilder::new(format!("bench-apalis-{w}")).backend(backend);
+                let run = if conc > 0 {
+                    builder.concurrency(conc).build(handle).run().boxed_local()
+                } else {
+                    builder.build(handle).run().boxed_local()
+                };
                 tokio::select! {
-                    r = worker.run() => r.map_err(|e| anyhow!("apalis worker {w}: {e}")),
+                    r = run => r.map_err(|e| anyhow!("apalis worker {w}: {e}")),
                     _ = stop.cancelled() => Ok(()),
                 }
             })

@@ -36,13 +36,17 @@ pub async fn run(server: &Server, args: &Args) -> Result<Outcome> {
     for _ in 0..args.workers {
         let p = pool(&opts, args.graphile_pool).await?;
         let stop = stop.clone();
-        let worker = WorkerOptions::default()
+        let mut options = WorkerOptions::default()
             .concurrency(args.graphile_concurrency)
             .schema(SCHEMA)
             .define_job::<BenchJob>()
             .pg_pool(p)
-            .local_queue(LocalQueueConfig::default().with_size(args.graphile_local_queue))
-            .complete_job_batch_delay(Duration::from_millis(args.graphile_complete_delay_ms))
+            .local_queue(LocalQueueConfig::default().with_size(args.graphile_local_queue));
+        if args.graphile_complete_delay_ms > 0 {
+            options =
+                options.complete_job_batch_delay(Duration::from_millis(args.graphile_complete_delay_ms));
+        }
+        let worker = options
             .listen_os_shutdown_signals(false)
             .shutdown_signal(async move { stop.cancelled().await })
             .init()
@@ -65,11 +69,14 @@ pub async fn run(server: &Server, args: &Args) -> Result<Outcome> {
         "graphile_worker: jobs inserted"
     );
     let settings = format!(
-        "{} workers, concurrency {}, local_queue size {}, complete_job_batch_delay {} ms, pool {} each",
+        "{} workers, concurrency {}, local_queue size {}, {}, pool {} each",
         args.workers,
         args.graphile_concurrency,
         args.graphile_local_queue,
-        args.graphile_complete_delay_ms,
+        match args.graphile_complete_delay_ms {
+            0 => "one completion per job (default)".to_string(),
+            ms => format!("complete_job_batch_delay {ms} ms"),
+        },
         args.graphile_pool
     );
 

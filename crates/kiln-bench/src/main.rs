@@ -46,23 +46,24 @@ pub struct Args {
     /// Kiln: pool size per worker.
     #[arg(long, default_value_t = 8)]
     pub kiln_pool: u32,
-    /// apalis-postgres: `Config::batch_size`.
-    #[arg(long, default_value_t = 500)]
+    /// apalis-postgres: `Config::batch_size` (its README keeps the default, 10).
+    #[arg(long, default_value_t = 10)]
     pub apalis_batch: usize,
-    /// apalis-postgres: worker concurrency limit.
-    #[arg(long, default_value_t = 500)]
+    /// apalis-postgres: worker concurrency limit (0: none set, as in its README).
+    #[arg(long, default_value_t = 0)]
     pub apalis_concurrency: usize,
     /// apalis-postgres: pool size per worker.
     #[arg(long, default_value_t = 8)]
     pub apalis_pool: u32,
-    /// graphile_worker: concurrency per worker.
-    #[arg(long, default_value_t = 100)]
+    /// graphile_worker: concurrency per worker (its README uses 5).
+    #[arg(long, default_value_t = 5)]
     pub graphile_concurrency: usize,
-    /// graphile_worker: local queue size per worker.
-    #[arg(long, default_value_t = 500)]
+    /// graphile_worker: local queue size per worker (its default is 100).
+    #[arg(long, default_value_t = 100)]
     pub graphile_local_queue: usize,
-    /// graphile_worker: `complete_job_batch_delay` in ms.
-    #[arg(long, default_value_t = 2)]
+    /// graphile_worker: `complete_job_batch_delay` in ms (0: not set, one completion per job,
+    /// the library's default).
+    #[arg(long, default_value_t = 0)]
     pub graphile_complete_delay_ms: u64,
     /// graphile_worker: pool size per worker.
     #[arg(long, default_value_t = 8)]

@@ -101,14 +101,14 @@ pub async fn prune(db: &mut sqlx::PgConnection, retention: &Retention, batch: i6
         (JobState::Failed, retention.failed_secs),
         (JobState::Cancelled, retention.cancelled_secs),
     ] {
-        let done = sqlx::query(PRUNE_SQL)
+        let pruned: i64 = sqlx::query_scalar(PRUNE_SQL)
             .bind(state.as_str())
             .bind(secs as f64)
             .bind(batch)
-            .execute(&mut *db)
+            .fetch_one(&mut *db)
             .await
             .map_err(QueueError::db("prune"))?;
-        total += done.rows_affected();
+        total += pruned as u64;
     }
     Ok(total)
 }
