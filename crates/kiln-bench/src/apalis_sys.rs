@@ -1,6 +1,7 @@
 //! apalis-postgres 1.0.0 used directly, as its README shows: `PostgresStorage` with a
-//! `Config` (queue, batch size) and `with_pubsub()`, an apalis `WorkerBuilder` with a
-//! concurrency limit, K workers, each on its own runtime thread (an apalis worker future
+//! `Config` (queue; batch size left at its default, 10, unless `--apalis-batch`) and
+//! `with_pubsub()`, an apalis `WorkerBuilder` (no concurrency limit unless
+//! `--apalis-concurrency`), K workers, each on its own runtime thread (an apalis worker future
 //! is not always `tokio::spawn`-able).
 
 use anyhow::{anyhow, Result};

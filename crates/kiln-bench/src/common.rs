@@ -137,6 +137,26 @@ impl Server {
         conn.close().await?;
         Ok((fsync, sync, version))
     }
+
+    /// p50 and p99 in ms of `n` one-row INSERT commits, one at a time: the cost of one durable
+    /// commit here. An idle pickup needs two (the enqueue's and the claim's), whatever the queue.
+    pub async fn commit_latency(&self, n: usize) -> Result<(f64, f64)> {
+        let opts = self.fresh_db("kiln_bench_commit").await?;
+        let mut conn = sqlx::PgConnection::connect_with(&opts).await?;
+        sqlx::query("CREATE TABLE t (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now())")
+            .execute(&mut conn)
+            .await?;
+        let mut lat = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = std::time::Instant::now();
+            sqlx::query("INSERT INTO t DEFAULT VALUES")
+                .execute(&mut conn)
+                .await?;
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        conn.close().await?;
+        Ok((percentile(&lat, 50.0), percentile(&lat, 99.0)))
+    }
 }
 
 /// A pool of at most `max` connections on `opts`.

@@ -1,5 +1,6 @@
-//! graphile_worker 0.14 with its local queue: K `Worker`s, each with `local_queue(...)`,
-//! a concurrency and batched completions (`complete_job_batch_delay`).
+//! graphile_worker 0.14 as its README shows (concurrency 5) with its local queue enabled:
+//! K `Worker`s, each with `local_queue(...)`; `--graphile-*` flags tune concurrency, the local
+//! queue size and batched completions (`complete_job_batch_delay`, off by default).
 
 use anyhow::Result;
 use graphile_worker::{

@@ -121,6 +121,7 @@ async fn bench(args: &Args, url: &str) -> Result<()> {
     };
     let (fsync, sync_commit, version) = server.durability().await?;
     tracing::info!(%fsync, synchronous_commit = %sync_commit, %version, "server");
+    let (commit_p50, commit_p99) = server.commit_latency(200).await.context("commit latency")?;
     init_tracker(args.jobs, args.pickup);
 
     let mut outcomes: Vec<Outcome> = Vec::new();
@@ -198,6 +199,10 @@ async fn bench(args: &Args, url: &str) -> Result<()> {
             "postgres".into(),
             serde_json::json!({"version": version, "fsync": fsync, "synchronous_commit": sync_commit}),
         );
+        obj.insert(
+            "commit".into(),
+            serde_json::json!({"p50_ms": round3(commit_p50), "p99_ms": round3(commit_p99)}),
+        );
         obj.insert("jobs".into(), serde_json::json!(args.jobs));
         obj.insert("workers".into(), serde_json::json!(args.workers));
         println!("{}", serde_json::Value::Object(obj));
@@ -216,7 +221,11 @@ async fn bench(args: &Args, url: &str) -> Result<()> {
         )?;
         writeln!(
             out,
-            "Postgres {version} with its default durability: fsync = {fsync}, synchronous_commit = {sync_commit}.\n"
+            "Postgres {version} with its default durability: fsync = {fsync}, synchronous_commit = {sync_commit}."
+        )?;
+        writeln!(
+            out,
+            "One durable one-row commit: p50 {commit_p50:.2} ms, p99 {commit_p99:.2} ms (an idle pickup needs two).\n"
         )?;
         writeln!(
             out,
