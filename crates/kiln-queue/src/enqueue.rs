@@ -115,6 +115,13 @@ where
             unresolved.push(i);
         }
     }
+    // Only rows really inserted count: a duplicate resolved to its holder was enqueued once.
+    crate::metrics::count_enqueued(
+        out.iter()
+            .zip(jobs)
+            .filter(|(e, _)| e.created)
+            .map(|(_, j)| (j.queue.as_str(), j.kind)),
+    );
     if unresolved.is_empty() {
         return Ok(out);
     }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod lease;
 pub mod logs;
 pub mod maintenance;
+pub mod metrics;
 pub mod model;
 pub mod spec;
 

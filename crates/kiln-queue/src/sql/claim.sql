@@ -18,4 +18,4 @@ SET state = 'running',
 FROM next
 WHERE j.id = next.id
 RETURNING j.id, j.queue, j.kind::text AS kind, j.payload, j.priority, j.attempt, j.max_attempts,
-          j.timeout_ms, j.tags, j.pipeline_id, j.created_at, j.attempted_at
+          j.timeout_ms, j.tags, j.pipeline_id, j.created_at, j.attempted_at, j.run_at
