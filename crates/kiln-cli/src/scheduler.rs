@@ -36,16 +36,13 @@ pub async fn run(
 }
 
 /// Creates or updates every schedule the file declares; names one that is refused.
-pub async fn declare(
+async fn declare(
     pool: &PgPool,
     schedules: &[kiln_scheduler::ScheduleSpec],
     path: &std::path::Path,
 ) -> anyhow::Result<()> {
-    for (i, spec) in schedules.iter().enumerate() {
-        let s = store::upsert_declared(pool, spec.clone())
-            .await
-            .with_context(|| format!("{}: schedules[{i}] ({:?})", path.display(), spec.name))?;
-        tracing::info!(schedule = %s.name, cron = %s.cron, timezone = %s.timezone, enabled = s.enabled, next = ?s.next_tick, "schedule declared");
-    }
+    store::declare(pool, schedules)
+        .await
+        .with_context(|| format!("declare the schedules of {}", path.display()))?;
     Ok(())
 }

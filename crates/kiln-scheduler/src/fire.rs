@@ -182,7 +182,7 @@ async fn fire(
         tracing::debug!(schedule = %d.name, %tick, "tick already handled elsewhere");
         return Ok(false);
     }
-    let enqueued = kiln_queue::enqueue(&mut *tx, &job).await?;
+    let enqueued = kiln_queue::enqueue_many_on(&mut tx, std::slice::from_ref(&job)).await?[0];
     sqlx::query(SET_LAST_JOB_SQL)
         .bind(&d.name)
         .bind(enqueued.id)

@@ -209,3 +209,21 @@ pub async fn delete<'e>(db: impl PgExecutor<'e>, name: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Creates or updates each schedule declared in a fleet file (`[[schedules]]`), in order;
+/// a refusal names the entry: `schedules[2].cron`.
+pub async fn declare(pool: &PgPool, specs: &[ScheduleSpec]) -> Result<Vec<Schedule>> {
+    let mut out = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        let s = upsert_declared(pool, spec.clone()).await.map_err(|e| match e {
+            SchedulerError::Invalid(mut v) => {
+                v.field = format!("schedules[{i}].{}", v.field);
+                SchedulerError::Invalid(v)
+            }
+            other => other,
+        })?;
+        tracing::info!(schedule = %s.name, cron = %s.cron, timezone = %s.timezone, enabled = s.enabled, next = ?s.next_tick, "schedule declared");
+        out.push(s);
+    }
+    Ok(out)
+}
