@@ -116,9 +116,31 @@ pub fn worker_process(db_url: &str, queue: &str, id: &str) -> std::process::Chil
 
 /// Path of the `kiln-test-worker` binary built next to the test executables.
 fn test_worker_binary() -> std::path::PathBuf {
+    binary("kiln-test-worker")
+}
+
+/// Path of a binary of the workspace built next to the test executables.
+pub fn binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    dir.join("kiln-test-worker")
+    dir.join(name)
+}
+
+/// Starts `kiln-test-scheduler` as a separate process (so tests can SIGKILL it).
+pub fn scheduler_process(db_url: &str, id: &str) -> std::process::Child {
+    std::process::Command::new(binary("kiln-test-scheduler"))
+        .args([db_url, id])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn kiln-test-scheduler")
+}
+
+/// Sends SIGTERM to `child` and waits for it to exit.
+pub fn terminate(child: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
 }
 
 /// Enqueues `jobs` and returns their ids, in order.
@@ -129,4 +151,16 @@ pub async fn enqueue_ids(pool: &PgPool, jobs: &[kiln_queue::NewJob]) -> Vec<i64>
         .iter()
         .map(|e| e.id)
         .collect()
+}
+
+/// The `kiln` binary, built (or found up to date) by cargo for tests that run the real CLI.
+pub fn kiln_binary() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "-p", "kiln-cli", "--bin", "kiln"])
+        .env("SQLX_OFFLINE", "true")
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build -p kiln-cli failed");
+    binary("kiln")
 }

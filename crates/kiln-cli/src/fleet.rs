@@ -15,6 +15,9 @@ pub struct FleetFile {
     /// Job images a worker may use, by name (directories under `images/`).
     #[serde(default)]
     pub images: Vec<String>,
+    /// Cron schedules `kiln scheduler` creates or updates at start (`[[schedules]]`).
+    #[serde(default)]
+    pub schedules: Vec<kiln_scheduler::ScheduleSpec>,
 }
 
 impl FleetFile {
@@ -25,6 +28,18 @@ impl FleetFile {
         file.worker
             .validate()
             .map_err(|e| anyhow::anyhow!("{}: [worker] {e}", path.display()))?;
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in file.schedules.iter().enumerate() {
+            s.clone()
+                .validate()
+                .map_err(|e| anyhow::anyhow!("{}: schedules[{i}].{e}", path.display()))?;
+            anyhow::ensure!(
+                names.insert(s.name.as_str()),
+                "{}: schedules[{i}].name: {:?} is declared twice",
+                path.display(),
+                s.name
+            );
+        }
         Ok(file)
     }
 }
@@ -38,6 +53,20 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workers.toml");
         let file = FleetFile::load(&path).unwrap();
         assert!(!file.worker.queues.is_empty());
+        assert!(!file.schedules.is_empty());
+    }
+
+    #[test]
+    fn a_bad_schedule_is_named_by_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("workers.toml");
+        std::fs::write(
+            &path,
+            "[worker]\n[[worker.queues]]\nname = \"q\"\n\n[[schedules]]\nname = \"nightly\"\ncron = \"0 0 3 * * *\"\ntimezone = \"Europe/Nowhere\"\n[schedules.job]\nkind = \"lint\"\n",
+        )
+        .unwrap();
+        let err = FleetFile::load(&path).unwrap_err().to_string();
+        assert!(err.contains("schedules[0].invalid `timezone`"), "{err}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod fleet;
 mod images;
+mod scheduler;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -43,6 +44,8 @@ enum Command {
         /// e.g. '{"kind": "test", "payload": {...}, "priority": 5}'
         job: String,
     },
+    /// Fire cron schedules (those of workers.toml are declared first); many may run, one leads.
+    Scheduler(scheduler::SchedulerArgs),
     /// Inspect and steer jobs.
     Jobs {
         #[command(subcommand)]
@@ -130,6 +133,11 @@ async fn main() -> anyhow::Result<()> {
             kiln_queue::migrate(&pool).await.context("migrate")?;
             println!("schema up to date");
         }
+        Command::Scheduler(args) => {
+            let pool = connect(&cli.database_url, &cli.data_dir).await?;
+            kiln_queue::migrate(&pool).await.context("migrate")?;
+            scheduler::run(pool, &args, shutdown_signal()).await?;
+        }
         Command::Worker(args) => {
             let pool = connect(&cli.database_url, &cli.data_dir).await?;
             run_worker(pool, &args).await?;
@@ -152,7 +160,14 @@ async fn main() -> anyhow::Result<()> {
             }
             let pool = connect(&cli.database_url, &cli.data_dir).await?;
             kiln_queue::migrate(&pool).await.context("migrate")?;
-            run_worker(pool, &args.worker).await?;
+            let sched = scheduler::SchedulerArgs {
+                config: args.worker.config.clone(),
+                id: None,
+            };
+            tokio::try_join!(
+                run_worker(pool.clone(), &args.worker),
+                scheduler::run(pool, &sched, shutdown_signal())
+            )?;
         }
         Command::Enqueue { job } => {
             let spec: JobSpec = serde_json::from_str(&job).context("parse the job JSON")?;

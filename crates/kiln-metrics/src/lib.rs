@@ -2,12 +2,21 @@
 //! the families below, all prefixed `kiln_`; [`render`] writes them in the text format that
 //! `GET /metrics` serves. Handles are cheap to clone; resolve label values once per kind or
 //! queue on hot paths (`with_label_values` hashes its labels on every call).
+//!
+//! `kiln_queue_depth` and `kiln_workers_alive` describe the whole fleet, so they are exported
+//! by one process only: the holder of the [`exporter`]'s advisory lock. Elsewhere those two
+//! families render no series at all (see [`DepthGauges`]).
+
+pub mod exporter;
+
+pub use exporter::{DepthExporter, DepthGauges, ExporterConfig};
 
 use prometheus::{
     exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 
 /// The metric families of a Kiln process.
 #[derive(Clone)]
@@ -40,6 +49,8 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// HTTP request latency in seconds, by `route` and `method`.
     pub http_seconds: HistogramVec,
+    /// Set while this process holds the exporter lock: gates `queue_depth`, `workers_alive`.
+    pub(crate) depth_gate: Arc<AtomicBool>,
     registry: Registry,
 }
 
@@ -70,14 +81,17 @@ impl Metrics {
             &["queue", "state"],
         )
         .expect("valid gauge");
-        r.register(Box::new(queue_depth.clone()))
-            .expect("unique metric name");
         let workers_alive = IntGauge::with_opts(
             Opts::new("workers_alive", "Workers with a live registration").namespace("kiln"),
         )
         .expect("valid gauge");
-        r.register(Box::new(workers_alive.clone()))
-            .expect("unique metric name");
+        let depth_gate = Arc::new(AtomicBool::new(false));
+        r.register(Box::new(exporter::Gated::new(
+            depth_gate.clone(),
+            queue_depth.clone(),
+            workers_alive.clone(),
+        )))
+        .expect("unique metric name");
         let leases_rescued = IntCounter::with_opts(
             Opts::new("leases_rescued_total", "Expired leases returned to their queues").namespace("kiln"),
         )
@@ -142,6 +156,7 @@ impl Metrics {
                 &["route", "method"],
                 short,
             ),
+            depth_gate,
             registry: r,
         }
     }
@@ -179,10 +194,19 @@ mod tests {
             .inc();
         m.run_seconds.with_label_values(&["test"]).observe(0.25);
         m.queue_depth.with_label_values(&["q", "available"]).set(7);
+        m.workers_alive.set(2);
         let text = render();
+        assert!(
+            !text.contains("kiln_queue_depth") && !text.contains("kiln_workers_alive"),
+            "the fleet gauges render only in the exporting process:\n{text}"
+        );
+        DepthGauges::global().set_exporting(true);
+        let text = render();
+        DepthGauges::global().set_exporting(false);
         assert!(text.contains(r#"kiln_jobs_finished_total{kind="test",outcome="succeeded",queue="q"} 1"#));
         assert!(text.contains(r#"kiln_job_run_seconds_count{kind="test"} 1"#));
         assert!(text.contains(r#"kiln_queue_depth{queue="q",state="available"} 7"#));
+        assert!(text.contains("kiln_workers_alive 2"));
         assert!(text.contains("# TYPE kiln_leases_rescued_total counter"));
     }
 }

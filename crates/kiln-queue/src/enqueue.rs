@@ -38,13 +38,33 @@ pub async fn enqueue_many<'a, A>(conn: A, jobs: &[NewJob]) -> Result<Vec<Enqueue
 where
     A: Acquire<'a, Database = Postgres>,
 {
+    validate(jobs)?;
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut conn = conn.acquire().await.map_err(QueueError::db("enqueue"))?;
+    insert(&mut conn, jobs).await
+}
+
+/// [`enqueue_many`] on a connection (or `&mut *transaction`). Not generic, so its future is
+/// `Send` for any lifetime: call this from code that must be spawned (HTTP handlers, loops).
+pub async fn enqueue_many_on(conn: &mut sqlx::PgConnection, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
+    validate(jobs)?;
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    insert(conn, jobs).await
+}
+
+fn validate(jobs: &[NewJob]) -> Result<()> {
     for (i, job) in jobs.iter().enumerate() {
         job.validate()
             .map_err(|e| if jobs.len() > 1 { e.in_batch(i) } else { e })?;
     }
-    if jobs.is_empty() {
-        return Ok(Vec::new());
-    }
+    Ok(())
+}
+
+async fn insert(conn: &mut sqlx::PgConnection, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
     let n = jobs.len();
     let mut queue = Vec::with_capacity(n);
     let mut kind = Vec::with_capacity(n);
@@ -73,7 +93,6 @@ where
         depends_on.push(sqlx::types::Json(&job.depends_on));
     }
 
-    let mut conn = conn.acquire().await.map_err(QueueError::db("enqueue"))?;
     let rows = sqlx::query(ENQUEUE_SQL)
         .bind(&queue)
         .bind(&kind)
@@ -115,6 +134,13 @@ where
             unresolved.push(i);
         }
     }
+    // Only rows really inserted count: a duplicate resolved to its holder was enqueued once.
+    crate::metrics::count_enqueued(
+        out.iter()
+            .zip(jobs)
+            .filter(|(e, _)| e.created)
+            .map(|(_, j)| (j.queue.as_str(), j.kind)),
+    );
     if unresolved.is_empty() {
         return Ok(out);
     }

@@ -62,6 +62,7 @@ pub async fn claim_kinds<'e>(
                 pipeline_id: r.get("pipeline_id"),
                 created_at: r.get("created_at"),
                 attempted_at: r.get("attempted_at"),
+                run_at: r.get("run_at"),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -186,8 +187,14 @@ pub struct HandBack {
 /// Returns jobs `worker` holds to the queue without spending their attempt. Started
 /// ones get an `interrupted` attempt row. Returns how many were handed back.
 pub async fn hand_back<'e>(db: impl PgExecutor<'e>, worker: &str, jobs: &[HandBack]) -> Result<u64> {
+    Ok(hand_back_ids(db, worker, jobs).await?.len() as u64)
+}
+
+/// Like [`hand_back`], returning the ids of the jobs really handed back (those `worker`
+/// still held).
+pub async fn hand_back_ids<'e>(db: impl PgExecutor<'e>, worker: &str, jobs: &[HandBack]) -> Result<Vec<i64>> {
     if jobs.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
     let started: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.started_at).collect();
@@ -198,7 +205,7 @@ pub async fn hand_back<'e>(db: impl PgExecutor<'e>, worker: &str, jobs: &[HandBa
         .fetch_one(db)
         .await
         .map_err(QueueError::db("hand back"))?;
-    Ok(row.get::<i64, _>("handed_back") as u64)
+    Ok(row.get::<Vec<i64>, _>("ids"))
 }
 
 /// Records `worker` (host, pid, queues) in the registry, or refreshes its heartbeat.

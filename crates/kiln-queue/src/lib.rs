@@ -14,11 +14,12 @@ pub mod error;
 pub mod lease;
 pub mod logs;
 pub mod maintenance;
+pub mod metrics;
 pub mod model;
 pub mod spec;
 
 pub use backoff::RetryPolicy;
-pub use enqueue::{enqueue, enqueue_many, Enqueued};
+pub use enqueue::{enqueue, enqueue_many, enqueue_many_on, Enqueued};
 pub use error::{QueueError, Result};
 pub use model::{AttemptDetails, AttemptOutcome, AttemptRecord, ClaimedJob, JobKind, JobRecord, JobState};
 pub use spec::{JobSpec, NewJob, ValidationError};

@@ -144,6 +144,8 @@ pub struct ClaimedJob {
     pub created_at: DateTime<Utc>,
     /// When this attempt began.
     pub attempted_at: DateTime<Utc>,
+    /// When it became runnable (its `run_at`): the wait-time histogram measures from here.
+    pub run_at: DateTime<Utc>,
 }
 
 /// A job as stored, for inspection.

@@ -30,6 +30,8 @@ pub struct Ran {
     pub stderr: Captured,
     /// Resource use.
     pub usage: Usage,
+    /// From asking the engine for the exec to its command running (create + start).
+    pub exec_start: std::time::Duration,
 }
 
 /// Copies the workspace into `/work` (a volume, so this works with a read-only root).
@@ -61,6 +63,7 @@ pub async fn run_command(
     logs: Option<&mpsc::Sender<LogChunk>>,
 ) -> Result<Ran> {
     let env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let exec_asked = Instant::now();
     let exec = docker
         .create_exec(
             &c.id,
@@ -78,6 +81,7 @@ pub async fn run_command(
         )
         .await
         .map_err(|e| SandboxError::from_docker(e, &c.image))?;
+    let asked = Instant::now() - exec_asked;
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + spec.timeout;
     let mut ran = Ran::default();
@@ -87,6 +91,7 @@ pub async fn run_command(
         Ok(StartExecResults::Detached) => return Err(SandboxError::Docker("exec started detached".into())),
         Err(e) => return Err(SandboxError::from_docker(e, &c.image)),
     };
+    ran.exec_start = asked + started.elapsed();
     let mut output = output;
     loop {
         match tokio::time::timeout_at(deadline, output.next()).await {

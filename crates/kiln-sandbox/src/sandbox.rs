@@ -141,6 +141,7 @@ impl Sandbox {
         let _enter = span.enter();
         drop(_enter);
         let is_warm = warm.is_some();
+        let asked = std::time::Instant::now();
         let container = match warm {
             Some(c) => c,
             None => {
@@ -148,6 +149,7 @@ impl Sandbox {
                 start_container(&self.docker, &spec.image, &spec.limits, labels).await?
             }
         };
+        let acquired = asked.elapsed();
         tracing::info!(parent: &span, container = %container.id, warm = is_warm, "job starting");
         // Removal is scheduled on drop, so a caller that abandons the job (cancellation)
         // leaves nothing behind either.
@@ -157,7 +159,7 @@ impl Sandbox {
             removals: self.removals.clone(),
         };
         let container = guard.container.as_ref().expect("set above");
-        let result = self.execute(container, spec, logs, is_warm).await;
+        let result = self.execute(container, spec, logs, is_warm, acquired).await;
         drop(guard);
         match &result {
             Ok(r) => {
@@ -174,12 +176,20 @@ impl Sandbox {
         spec: &JobSpec,
         logs: Option<mpsc::Sender<LogChunk>>,
         warm: bool,
+        acquired: Duration,
     ) -> Result<JobReport> {
         let t = std::time::Instant::now();
         upload_workspace(&self.docker, c, spec).await?;
         let uploaded = t.elapsed();
         let ran = run_command(&self.docker, c, spec, logs.as_ref()).await?;
         let ran_at = t.elapsed();
+        // Container start latency: cold = create + start + exec, warm = exec into a pool
+        // container (the workspace upload in between is the job's, not the start's).
+        let image = c.image.split(':').next().unwrap_or(&c.image);
+        kiln_metrics::metrics()
+            .container_start_seconds
+            .with_label_values(&[image, if warm { "true" } else { "false" }])
+            .observe((acquired + ran.exec_start).as_secs_f64());
         let caps = SnapshotCaps {
             keep_file_bytes: spec.limits.output_bytes,
             total_bytes: spec.limits.workspace_bytes + spec.limits.output_bytes,

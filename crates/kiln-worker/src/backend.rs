@@ -81,6 +81,7 @@ pub(crate) async fn fetch_loop(shared: Arc<Shared>, queue: QueueConfig, tx: mpsc
     let wakeup = shared.wakeups[&queue.name].clone();
     let low = (queue.batch.min(queue.concurrency) / 2).max(1) as u32;
     let queue_name: Arc<str> = Arc::from(queue.name.as_str());
+    let handles = kiln_queue::metrics::for_queue(&queue.name);
     let mut failures = 0u32;
     loop {
         let first = tokio::select! {
@@ -145,6 +146,8 @@ pub(crate) async fn fetch_loop(shared: Arc<Shared>, queue: QueueConfig, tx: mpsc
                 job.id,
                 Held {
                     queue: queue_name.clone(),
+                    kind: job.kind,
+                    metrics: handles.clone(),
                     started_at: None,
                     cancel,
                     reason: reason.clone(),

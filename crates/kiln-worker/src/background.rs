@@ -1,7 +1,7 @@
 //! A worker's background loops: heartbeats, queue upkeep, and LISTEN/NOTIFY wake-ups.
 
 use kiln_queue::admin::{CANCEL_CHANNEL, JOBS_CHANNEL};
-use kiln_queue::{lease, maintenance};
+use kiln_queue::{lease, maintenance, AttemptOutcome};
 use sqlx::postgres::PgListener;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -53,7 +53,14 @@ pub(crate) async fn maintenance_loop(shared: Arc<Shared>, stop: CancellationToke
         }
         match maintenance::rescue_expired(&shared.pool, shared.config.rescue_delay).await {
             Ok(rescued) if !rescued.is_empty() => {
+                kiln_metrics::metrics()
+                    .leases_rescued
+                    .inc_by(rescued.len() as u64);
                 for r in &rescued {
+                    kiln_queue::metrics::for_queue(&r.queue)
+                        .finished(r.kind, AttemptOutcome::Lost)
+                        .inc();
+                    kiln_queue::metrics::attempts(AttemptOutcome::Lost).inc();
                     tracing::warn!(job = r.id, attempt = r.attempt, state = %r.state, "rescued a job whose lease expired");
                 }
                 shared.wake_all();

@@ -1,12 +1,19 @@
 //! Writes attempt outcomes in batches, retrying through database outages.
 
 use kiln_queue::lease::{self, Completion, HandBack};
-use std::collections::HashMap;
+use kiln_queue::{metrics, AttemptOutcome};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-use crate::shared::{Report, Shared};
+use crate::shared::{Held, Report, Shared};
+
+/// One attempt of a held job ended with `outcome` (and is on record).
+fn count_attempt(h: &Held, outcome: AttemptOutcome) {
+    h.metrics.finished(h.kind, outcome).inc();
+    metrics::attempts(outcome).inc();
+}
 
 /// Drains reports until [`Report::Close`], writing each batch in one statement.
 pub(crate) async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Report>) {
@@ -29,21 +36,47 @@ pub(crate) async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedRe
                 next = rx.try_recv().ok();
             }
         }
+        let mut written: HashSet<i64> = HashSet::new();
         if !done.is_empty() {
-            retry("complete", &shared, || {
+            let states = retry("complete", &shared, || {
                 lease::complete(&shared.pool, &shared.worker_id, &done)
             })
             .await;
+            written.extend(states.unwrap_or_default().iter().map(|(id, _)| *id));
         }
+        let mut interrupted: HashSet<i64> = HashSet::new();
         if !back.is_empty() {
-            let n = retry("hand back", &shared, || {
-                lease::hand_back(&shared.pool, &shared.worker_id, &back)
+            let ids = retry("hand back", &shared, || {
+                lease::hand_back_ids(&shared.pool, &shared.worker_id, &back)
             })
-            .await;
-            tracing::info!(handed_back = n.unwrap_or(0), "handed jobs back to the queue");
+            .await
+            .unwrap_or_default();
+            tracing::info!(handed_back = ids.len(), "handed jobs back to the queue");
+            let started: HashSet<i64> = back
+                .iter()
+                .filter(|h| h.started_at.is_some())
+                .map(|h| h.id)
+                .collect();
+            interrupted.extend(ids.into_iter().filter(|id| started.contains(id)));
         }
         let mut freed: HashMap<Arc<str>, usize> = HashMap::new();
         let mut held = shared.held.lock().expect("held lock");
+        // Count what is on record: a stale completion (lease lost meanwhile) counts nothing.
+        for c in done.iter().filter(|c| written.contains(&c.id)) {
+            if let Some(h) = held.get(&c.id) {
+                count_attempt(h, c.outcome);
+                let ran = (c.finished_at - c.started_at)
+                    .num_microseconds()
+                    .unwrap_or(0)
+                    .max(0);
+                metrics::run_seconds(h.kind).observe(ran as f64 / 1e6);
+            }
+        }
+        for id in &interrupted {
+            if let Some(h) = held.get(id) {
+                count_attempt(h, AttemptOutcome::Interrupted);
+            }
+        }
         let finished = done.iter().map(|c| c.id).chain(back.iter().map(|h| h.id));
         for id in finished.chain(forget.iter().copied()) {
             if let Some(h) = held.remove(&id) {

@@ -78,10 +78,16 @@ where
         let attempt = task.args.attempt;
         let kind = task.args.kind;
         let started_at = Utc::now();
-        if !shared.mark_started(job_id, started_at) {
+        let Some(handles) = shared.mark_started(job_id, started_at) else {
             // Handed back while waiting in the buffer (shutdown): do not run it.
             return Box::pin(async { Ok(()) });
-        }
+        };
+        handles.started(kind).inc();
+        let waited = (started_at - task.args.run_at)
+            .num_microseconds()
+            .unwrap_or(0)
+            .max(0);
+        kiln_queue::metrics::wait_seconds(kind).observe(waited as f64 / 1e6);
         let fut = self.inner.call(task);
         let span =
             tracing::info_span!("job", job = job_id, attempt, kind = %kind, worker = %shared.worker_id);

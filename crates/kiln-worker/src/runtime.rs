@@ -137,6 +137,13 @@ impl Worker {
             tokio::spawn(maintenance_loop(shared.clone(), background_stop.clone())),
             tokio::spawn(listen_loop(shared.clone(), background_stop.clone())),
         ];
+        // Queue depth and workers alive: exported by whichever process of the fleet holds
+        // the exporter lock (a no-op when this process already runs its exporter).
+        let exporter = kiln_metrics::DepthExporter::spawn_for_process(
+            &self.pool,
+            kiln_metrics::ExporterConfig::default(),
+            background_stop.clone(),
+        );
 
         let mut workers = Vec::new();
         let mut contexts = Vec::new();
@@ -208,6 +215,9 @@ impl Worker {
         background_stop.cancel();
         for b in background {
             let _ = b.await;
+        }
+        if let Some(e) = exporter {
+            let _ = e.await;
         }
         if let Err(e) = lease::deregister_worker(&self.pool, &self.id).await {
             tracing::warn!(error = %e, "could not mark the worker stopped");

@@ -30,6 +30,9 @@ pub(crate) struct Held {
     /// The queue it came from: its concurrency permit goes back there once the outcome is
     /// written, so a worker never holds more leases than its concurrency.
     pub queue: Arc<str>,
+    /// What it is, and its queue's metric handles (resolved once per queue).
+    pub kind: kiln_queue::JobKind,
+    pub metrics: Arc<kiln_queue::metrics::QueueHandles>,
     pub started_at: Option<DateTime<Utc>>,
     pub cancel: CancellationToken,
     pub reason: Arc<AtomicU8>,
@@ -82,15 +85,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Marks a job's handler as started; false when the job was handed back meanwhile.
-    pub fn mark_started(&self, id: i64, at: DateTime<Utc>) -> bool {
-        match self.held.lock().expect("held lock").get_mut(&id) {
-            Some(h) => {
-                h.started_at = Some(at);
-                true
-            }
-            None => false,
-        }
+    /// Marks a job's handler as started and returns its queue's metric handles; `None` when
+    /// the job was handed back meanwhile.
+    pub fn mark_started(&self, id: i64, at: DateTime<Utc>) -> Option<Arc<kiln_queue::metrics::QueueHandles>> {
+        let mut held = self.held.lock().expect("held lock");
+        let h = held.get_mut(&id)?;
+        h.started_at = Some(at);
+        Some(h.metrics.clone())
     }
 
     /// Ids of all held jobs.

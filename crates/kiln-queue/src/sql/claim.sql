@@ -20,4 +20,4 @@ SET state = 'running',
     lease_expires_at = now() + make_interval(secs => $4::float8)
 WHERE j.id = ANY (ARRAY(SELECT id FROM next))  -- by primary key: a join with `next` hashed the table
 RETURNING j.id, j.queue, j.kind::text AS kind, j.payload, j.priority, j.attempt, j.max_attempts,
-          j.timeout_ms, j.tags, j.pipeline_id, j.created_at, j.attempted_at
+          j.timeout_ms, j.tags, j.pipeline_id, j.created_at, j.attempted_at, j.run_at

@@ -16,7 +16,7 @@ WITH back AS (
     FROM upd u JOIN back b USING (id)
     WHERE b.started_at IS NOT NULL
 )
-SELECT count(*) AS handed_back,
+SELECT count(*) AS handed_back, ARRAY(SELECT id FROM upd) AS ids,
        (SELECT count(*) FROM (SELECT pg_notify('kiln_jobs', q.queue)
                               FROM (SELECT DISTINCT queue FROM upd) q) n) AS notified
 FROM upd

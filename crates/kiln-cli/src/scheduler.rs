@@ -1,0 +1,48 @@
+//! `kiln scheduler`: upserts the schedules declared in workers.toml, then fires schedules
+//! (leading or following) until SIGTERM/SIGINT.
+
+use anyhow::Context;
+use kiln_scheduler::{store, Scheduler, SchedulerConfig};
+use sqlx::PgPool;
+use std::path::PathBuf;
+
+/// Flags of `kiln scheduler`.
+#[derive(Debug, clap::Args)]
+pub struct SchedulerArgs {
+    /// The fleet configuration (its `[[schedules]]` are created or updated at start).
+    #[arg(long, default_value = "workers.toml")]
+    pub config: PathBuf,
+    /// Override the scheduler id (default host-pid).
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+/// Declares the file's schedules, then runs the scheduler until `shutdown`.
+pub async fn run(
+    pool: PgPool,
+    args: &SchedulerArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let fleet = crate::fleet::FleetFile::load(&args.config)?;
+    declare(&pool, &fleet.schedules, &args.config).await?;
+    let config = SchedulerConfig {
+        id: args.id.clone(),
+        ..SchedulerConfig::default()
+    };
+    let scheduler = Scheduler::new(pool, config);
+    tracing::info!(scheduler = scheduler.id(), "starting; SIGTERM or Ctrl-C stops it");
+    scheduler.run(shutdown).await?;
+    Ok(())
+}
+
+/// Creates or updates every schedule the file declares; names one that is refused.
+async fn declare(
+    pool: &PgPool,
+    schedules: &[kiln_scheduler::ScheduleSpec],
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    store::declare(pool, schedules)
+        .await
+        .with_context(|| format!("declare the schedules of {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,1 @@
+DELETE FROM kiln_schedules WHERE name = $1

@@ -1,0 +1,1 @@
+SELECT * FROM kiln_schedules WHERE name = $1 FOR UPDATE

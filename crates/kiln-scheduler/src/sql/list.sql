@@ -1,0 +1,1 @@
+SELECT * FROM kiln_schedules ORDER BY name
