@@ -642,3 +642,60 @@ async fn log_chunks_append_once_and_read_back_in_order() {
     let bad = logs::append(&db.pool, e.id, 1, &[chunk(9, "stdin", "x")]).await;
     assert!(bad.is_err(), "an unknown stream is refused");
 }
+
+#[tokio::test]
+async fn a_table_full_of_dead_rows_is_vacuumed_by_one_worker_at_a_time() {
+    let db = TestDb::new().await;
+    let jobs: Vec<NewJob> = (0..12_000).map(|_| job("v")).collect();
+    enqueue_many(&db.pool, &jobs).await.unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    // Nothing dead yet: nothing to do.
+    assert!(!maintenance::vacuum_if_needed(&mut conn, 10_000, 0.2)
+        .await
+        .unwrap());
+    lease::claim(&db.pool, "v", "w1", 12_000, Duration::from_secs(30))
+        .await
+        .unwrap();
+    // Another session holding the vacuum lock keeps this one out.
+    let mut other = db.pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended('kiln.vacuum', 0))")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    // Statistics reach the server within a second or so of the claim's commit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while dead_tuples(&mut conn).await < 10_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dead tuples never showed in the statistics"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!maintenance::vacuum_if_needed(&mut conn, 10_000, 0.2)
+        .await
+        .unwrap());
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    assert!(maintenance::vacuum_if_needed(&mut conn, 10_000, 0.2)
+        .await
+        .unwrap());
+    assert!(
+        dead_tuples(&mut conn).await < 1_000,
+        "the vacuum removed the dead row versions"
+    );
+    // The lock was released: the next pass may vacuum again (and finds nothing to do).
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended('kiln.vacuum', 0))")
+        .fetch_one(&mut *other)
+        .await
+        .unwrap();
+    assert!(locked);
+}
+
+async fn dead_tuples(conn: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'kiln_jobs'::regclass")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}

@@ -112,3 +112,35 @@ pub async fn prune(db: &mut sqlx::PgConnection, retention: &Retention, batch: i6
     }
     Ok(total)
 }
+
+const DEAD_TUPLES_SQL: &str = include_str!("sql/dead_tuples.sql");
+
+/// Vacuums (and analyzes) `kiln_jobs` when at least `min_dead` dead row versions — and more
+/// than `ratio` times the live rows — have piled up, unless another worker is already doing
+/// it. Returns whether it vacuumed.
+///
+/// Every claim and completion leaves a dead row version and a dead entry in the claim index,
+/// which later claims walk over until a vacuum removes them: after a 100k-job burn-down a claim
+/// of one new job took 8 ms instead of 0.3 ms. Autovacuum looks at a database once a minute at
+/// best; this runs from the workers' maintenance pass. The ANALYZE also refreshes the planner's
+/// picture of a table whose states changed wholesale.
+pub async fn vacuum_if_needed(db: &mut sqlx::PgConnection, min_dead: i64, ratio: f64) -> Result<bool> {
+    let row = sqlx::query(DEAD_TUPLES_SQL)
+        .bind(min_dead)
+        .bind(ratio)
+        .fetch_one(&mut *db)
+        .await
+        .map_err(QueueError::db("read dead tuples"))?;
+    if !row.get::<bool, _>("due") || !row.get::<bool, _>("locked") {
+        return Ok(false);
+    }
+    let vacuumed = sqlx::raw_sql("VACUUM (ANALYZE) kiln_jobs")
+        .execute(&mut *db)
+        .await
+        .map_err(QueueError::db("vacuum kiln_jobs"));
+    sqlx::query("SELECT pg_advisory_unlock(hashtextextended('kiln.vacuum', 0))")
+        .execute(&mut *db)
+        .await
+        .map_err(QueueError::db("release the vacuum lock"))?;
+    vacuumed.map(|_| true)
+}

@@ -128,6 +128,11 @@ pub(crate) async fn fetch_loop(shared: Arc<Shared>, queue: QueueConfig, tx: mpsc
         if got < room {
             permits.add_permits(room - got);
         }
+        if got == room {
+            shared
+                .backlogged
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         if got > 0 {
             tracing::debug!(queue = %queue.name, claimed = got, "claimed jobs");
         }

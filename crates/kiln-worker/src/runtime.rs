@@ -120,6 +120,7 @@ impl Worker {
             permits,
             reports: reports_tx,
             stopping: CancellationToken::new(),
+            backlogged: Default::default(),
         });
         let host = hostname();
         let queue_names: Vec<String> = self.config.queues.iter().map(|q| q.name.clone()).collect();

@@ -82,6 +82,9 @@ pub(crate) struct Shared {
     pub reports: mpsc::UnboundedSender<Report>,
     /// Fires when the worker stops claiming.
     pub stopping: CancellationToken,
+    /// Set by a fetcher whenever a claim comes back full (more work is waiting); the
+    /// maintenance pass clears it, so a pass that finds it clear knows no backlog was seen.
+    pub backlogged: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
