@@ -1,0 +1,89 @@
+//! Coalesced enqueue: concurrent single-job requests share one `enqueue_many` statement (and
+//! so one commit). There is no timer: a few flusher tasks each take whatever requests are
+//! waiting (up to [`Coalescer::max_batch`]) and write them while new requests queue up behind,
+//! so an idle server answers a lone request at once and a busy one batches naturally.
+//!
+//! Each request gets its own id back after the shared commit. Idempotency and unique keys are
+//! resolved per row by `enqueue_many`; when a shared statement fails, its rows are retried one
+//! by one, so a bad row only ever fails its own request.
+
+use kiln_queue::{Enqueued, NewJob, QueueError};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+type Reply = oneshot::Sender<Result<Enqueued, QueueError>>;
+
+/// Handle to the flusher tasks; cheap to clone.
+#[derive(Clone)]
+pub struct Coalescer {
+    tx: mpsc::Sender<(NewJob, Reply)>,
+    max_batch: usize,
+}
+
+impl Coalescer {
+    /// Starts `flushers` tasks writing batches of up to `max_batch` jobs to `pool`.
+    pub fn start(pool: sqlx::PgPool, flushers: usize, max_batch: usize) -> Self {
+        let (tx, rx) = mpsc::channel(max_batch * flushers * 4);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..flushers.max(1) {
+            tokio::spawn(flusher(pool.clone(), rx.clone(), max_batch));
+        }
+        Coalescer { tx, max_batch }
+    }
+
+    /// Largest batch one statement carries.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// Enqueues one job, sharing the statement with whatever else is waiting.
+    pub async fn enqueue(&self, job: NewJob) -> Result<Enqueued, QueueError> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send((job, reply)).await.is_err() {
+            return Err(QueueError::db("enqueue")(sqlx::Error::PoolClosed));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(QueueError::db("enqueue")(sqlx::Error::WorkerCrashed)))
+    }
+}
+
+async fn flusher(pool: sqlx::PgPool, rx: Arc<Mutex<mpsc::Receiver<(NewJob, Reply)>>>, max_batch: usize) {
+    let mut batch: Vec<(NewJob, Reply)> = Vec::with_capacity(max_batch);
+    loop {
+        {
+            let mut rx = rx.lock().await;
+            match rx.recv().await {
+                Some(first) => batch.push(first),
+                None => return,
+            }
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+        }
+        let (jobs, replies): (Vec<NewJob>, Vec<Reply>) = batch.drain(..).unzip();
+        tracing::trace!(jobs = jobs.len(), "coalesced enqueue");
+        match kiln_queue::enqueue_many(&pool, &jobs).await {
+            Ok(out) => {
+                for (reply, e) in replies.into_iter().zip(out) {
+                    let _ = reply.send(Ok(e));
+                }
+            }
+            Err(e) if jobs.len() == 1 => {
+                let _ = replies.into_iter().next().map(|r| r.send(Err(e)));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, jobs = jobs.len(), "shared enqueue failed; retrying its rows one by one");
+                let singles = jobs.iter().zip(replies).map(|(job, reply)| {
+                    let pool = pool.clone();
+                    async move {
+                        let _ = reply.send(kiln_queue::enqueue(&pool, job).await);
+                    }
+                });
+                futures::future::join_all(singles).await;
+            }
+        }
+    }
+}
