@@ -70,7 +70,12 @@ pub async fn read_body(
 }
 
 /// Parses JSON into `T`, naming the field of the first error.
+/// Every body Kiln takes is an object: an array is refused up front (serde would otherwise
+/// read a struct from a sequence and name its fields `[0]`, `[1]`…).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.trim_ascii_start().starts_with(b"[") {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "expected a JSON object").field("body"));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(de) {
         Ok(v) => Ok(v),
@@ -144,6 +149,19 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         use axum::extract::path::ErrorKind;
+        // For a route with one parameter the rejection names no key: take it from the route.
+        let only_param = parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .and_then(|p| {
+                let mut names = p
+                    .as_str()
+                    .split('/')
+                    .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')));
+                let first = names.next()?;
+                names.next().is_none().then(|| first.to_owned())
+            })
+            .unwrap_or_else(|| "path".to_owned());
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(PathParam(v)),
             Err(axum::extract::rejection::PathRejection::FailedToDeserializePathParams(e)) => {
@@ -151,11 +169,11 @@ where
                     ErrorKind::ParseErrorAtKey { key, .. }
                     | ErrorKind::InvalidUtf8InPathParam { key }
                     | ErrorKind::DeserializeError { key, .. } => key.clone(),
-                    _ => "path".to_owned(),
+                    _ => only_param,
                 };
                 Err(ApiError::bad_request(field, e.body_text()))
             }
-            Err(e) => Err(ApiError::bad_request("path", e.body_text())),
+            Err(e) => Err(ApiError::bad_request(only_param, e.body_text())),
         }
     }
 }
