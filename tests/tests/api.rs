@@ -518,8 +518,9 @@ async fn concurrent_single_enqueues_share_statements_but_keep_their_own_answers(
     for i in 0..400 {
         let req = api
             .req(Method::POST, "/v1/jobs", Some(&api.writer))
-            .json(&json!({"kind": "test", "queue": "c", "payload": {"i": i}, "unique_key": if i % 100 == 0 { Some("shared-u") } else { None }}));
-        // Every fourth request shares an idempotency key with its three neighbours.
+            .json(&json!({"kind": "test", "queue": "c", "payload": {"i": i}, "unique_key": if (i / 4) % 25 == 0 { Some("shared-u") } else { None }}));
+        // Every fourth request shares an idempotency key with its three neighbours; four
+        // such groups also share one unique key.
         let req = req.header("Idempotency-Key", format!("k-{}", i / 4));
         tasks.push(tokio::spawn(async move {
             let res = req.send().await.unwrap();
@@ -540,8 +541,13 @@ async fn concurrent_single_enqueues_share_statements_but_keep_their_own_answers(
     for (k, ids) in &by_key {
         assert!(ids.iter().all(|id| *id == ids[0]), "key {k} got ids {ids:?}");
     }
-    assert_eq!(created, 100);
-    assert_eq!(job_count(&db).await, 100);
+    let shared: Vec<i64> = [0, 25, 50, 75].iter().map(|k| by_key[k][0]).collect();
+    assert!(
+        shared.iter().all(|id| *id == shared[0]),
+        "one live job holds the unique key: {shared:?}"
+    );
+    assert_eq!(created, 97);
+    assert_eq!(job_count(&db).await, 97);
 }
 
 fn completion(id: i64, outcome: AttemptOutcome, details: Option<AttemptDetails>) -> Completion {
@@ -1095,4 +1101,45 @@ async fn health_metrics_and_openapi_document() {
     );
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["components"]["schemas"]["JobSpec"].is_object());
+}
+
+#[tokio::test]
+async fn api_enqueues_still_wake_workers() {
+    let db = TestDb::new().await;
+    let api = ApiServer::start(&db.pool).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool).await.unwrap();
+    listener.listen(kiln_queue::admin::JOBS_CHANNEL).await.unwrap();
+    let (s, _) = api
+        .post_admin("/v1/jobs", json!({"kind": "test", "queue": "wake-single"}))
+        .await;
+    assert_eq!(s, 201);
+    let n = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n.payload(), "wake-single");
+    let (s, _) = api
+        .post_admin(
+            "/v1/jobs/batch",
+            json!({"jobs": [{"kind": "test", "queue": "wake-batch"}]}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let n = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n.payload(), "wake-batch");
+    // Other enqueuers keep the trigger's notification.
+    kiln_queue::enqueue(
+        &db.pool,
+        &kiln_queue::NewJob::new("wake-direct", kiln_queue::JobKind::Lint, json!({})),
+    )
+    .await
+    .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n.payload(), "wake-direct");
 }

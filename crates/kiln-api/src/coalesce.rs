@@ -6,10 +6,70 @@
 //! Each request gets its own id back after the shared commit. Idempotency and unique keys are
 //! resolved per row by `enqueue_many`; when a shared statement fails, its rows are retried one
 //! by one, so a bad row only ever fails its own request.
+//!
+//! Statements run on an [`enqueue_pool`] whose sessions skip the insert trigger's NOTIFY
+//! (`kiln.defer_notify`); a [`Notifier`] wakes the workers after the commit instead. A
+//! transaction that NOTIFYs holds a database-wide lock through its WAL flush, which would
+//! otherwise make every enqueue commit wait for the one before it.
 
 use kiln_queue::{Enqueued, NewJob, QueueError};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Mutex};
+
+const NOTIFY_SQL: &str = include_str!("sql/notify_queues.sql");
+
+/// A pool over the same database as `pool` whose sessions defer the enqueue trigger's NOTIFY
+/// (see migration 0006); whoever enqueues through it must [`Notifier::wake`] afterwards.
+pub fn enqueue_pool(pool: &sqlx::PgPool, max_connections: u32) -> sqlx::PgPool {
+    let options = (*pool.connect_options())
+        .clone()
+        .options([("kiln.defer_notify", "on")]);
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(10))
+        .connect_lazy_with(options)
+}
+
+/// Sends the `kiln_jobs` wake-ups of deferred enqueues, folding concurrent ones together.
+#[derive(Clone)]
+pub struct Notifier {
+    tx: mpsc::UnboundedSender<Vec<String>>,
+}
+
+impl Notifier {
+    /// Starts the task that notifies on `pool`.
+    pub fn start(pool: sqlx::PgPool) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<String>>();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut queues: BTreeSet<String> = first.into_iter().collect();
+                while let Ok(more) = rx.try_recv() {
+                    queues.extend(more);
+                }
+                let queues: Vec<String> = queues.into_iter().collect();
+                if let Err(e) = sqlx::query(NOTIFY_SQL).bind(&queues).execute(&pool).await {
+                    // Workers poll as well: a lost wake-up only delays a pickup.
+                    tracing::warn!(error = %e, "could not notify workers of new jobs");
+                }
+            }
+        });
+        Notifier { tx }
+    }
+
+    /// Wakes the workers of the queues of `jobs`.
+    pub fn wake<'a>(&self, jobs: impl IntoIterator<Item = &'a NewJob>) {
+        let mut queues: Vec<String> = Vec::new();
+        for j in jobs {
+            if !queues.contains(&j.queue) {
+                queues.push(j.queue.clone());
+            }
+        }
+        if !queues.is_empty() {
+            let _ = self.tx.send(queues);
+        }
+    }
+}
 
 type Reply = oneshot::Sender<Result<Enqueued, QueueError>>;
 
@@ -21,12 +81,13 @@ pub struct Coalescer {
 }
 
 impl Coalescer {
-    /// Starts `flushers` tasks writing batches of up to `max_batch` jobs to `pool`.
-    pub fn start(pool: sqlx::PgPool, flushers: usize, max_batch: usize) -> Self {
+    /// Starts `flushers` tasks writing batches of up to `max_batch` jobs to `pool` (an
+    /// [`enqueue_pool`]) and waking workers through `notifier`.
+    pub fn start(pool: sqlx::PgPool, notifier: Notifier, flushers: usize, max_batch: usize) -> Self {
         let (tx, rx) = mpsc::channel(max_batch * flushers * 4);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..flushers.max(1) {
-            tokio::spawn(flusher(pool.clone(), rx.clone(), max_batch));
+            tokio::spawn(flusher(pool.clone(), notifier.clone(), rx.clone(), max_batch));
         }
         Coalescer { tx, max_batch }
     }
@@ -47,7 +108,12 @@ impl Coalescer {
     }
 }
 
-async fn flusher(pool: sqlx::PgPool, rx: Arc<Mutex<mpsc::Receiver<(NewJob, Reply)>>>, max_batch: usize) {
+async fn flusher(
+    pool: sqlx::PgPool,
+    notifier: Notifier,
+    rx: Arc<Mutex<mpsc::Receiver<(NewJob, Reply)>>>,
+    max_batch: usize,
+) {
     let mut batch: Vec<(NewJob, Reply)> = Vec::with_capacity(max_batch);
     loop {
         {
@@ -65,7 +131,9 @@ async fn flusher(pool: sqlx::PgPool, rx: Arc<Mutex<mpsc::Receiver<(NewJob, Reply
         }
         let (jobs, replies): (Vec<NewJob>, Vec<Reply>) = batch.drain(..).unzip();
         tracing::trace!(jobs = jobs.len(), "coalesced enqueue");
-        match kiln_queue::enqueue_many(&pool, &jobs).await {
+        let result = kiln_queue::enqueue_many(&pool, &jobs).await;
+        notifier.wake(&jobs);
+        match result {
             Ok(out) => {
                 for (reply, e) in replies.into_iter().zip(out) {
                     let _ = reply.send(Ok(e));

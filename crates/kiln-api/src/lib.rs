@@ -71,6 +71,10 @@ pub struct AppState {
     pub tokens: Arc<auth::TokenCache>,
     /// Shared-statement enqueue for single jobs.
     pub coalescer: coalesce::Coalescer,
+    /// Pool whose sessions defer the enqueue NOTIFY (for batches); wake with `notifier`.
+    pub enqueue_pool: sqlx::PgPool,
+    /// Sends the deferred wake-ups.
+    pub notifier: coalesce::Notifier,
     /// Wake-ups for live log streams.
     pub logs: live::LogHub,
     /// The local Docker engine, for `/readyz`.
@@ -83,8 +87,14 @@ impl AppState {
     /// State over `pool`; starts the enqueue coalescer and the log listener (a task each,
     /// ended by `shutdown`). Must run inside a Tokio runtime.
     pub fn new(pool: sqlx::PgPool, config: ApiConfig, shutdown: CancellationToken) -> Self {
-        let coalescer =
-            coalesce::Coalescer::start(pool.clone(), config.coalesce_flushers, config.coalesce_max_batch);
+        let enqueue_pool = coalesce::enqueue_pool(&pool, config.coalesce_flushers as u32 + 8);
+        let notifier = coalesce::Notifier::start(pool.clone());
+        let coalescer = coalesce::Coalescer::start(
+            enqueue_pool.clone(),
+            notifier.clone(),
+            config.coalesce_flushers,
+            config.coalesce_max_batch,
+        );
         let logs = live::LogHub::start(pool.clone(), shutdown.clone());
         let docker = bollard::Docker::connect_with_local_defaults()
             .inspect_err(|e| tracing::warn!(error = %e, "no Docker client; /readyz will report it"))
@@ -94,6 +104,8 @@ impl AppState {
             config: Arc::new(config),
             tokens: Arc::default(),
             coalescer,
+            enqueue_pool,
+            notifier,
             logs,
             docker,
             shutdown,

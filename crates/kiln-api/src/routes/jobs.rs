@@ -264,7 +264,9 @@ async fn create_batch(
         apply_key(&mut job, key.as_deref(), Some(i))?;
         jobs.push(job);
     }
-    let out = kiln_queue::enqueue_many(&state.pool, &jobs).await?;
+    let out = kiln_queue::enqueue_many(&state.enqueue_pool, &jobs).await;
+    state.notifier.wake(&jobs);
+    let out = out?;
     let status = if out.iter().any(|e| e.created) {
         StatusCode::CREATED
     } else {
