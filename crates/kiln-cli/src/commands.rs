@@ -225,8 +225,8 @@ async fn list(backend: &Backend, a: ListArgs) -> anyhow::Result<()> {
             "{:>10}  {:<16} {:<14} {:<10} {:>3}/{:<3}  {}",
             j.id,
             j.queue,
-            j.kind,
-            j.state,
+            j.kind.as_str(),
+            j.state.as_str(),
             j.attempt,
             j.max_attempts,
             j.created_at.format("%Y-%m-%d %H:%M:%S")
