@@ -1,4 +1,6 @@
-//! Support shared by the integration tests: test handlers and worker processes.
+//! Support shared by the integration tests: test handlers, worker processes, an API server.
+
+pub mod api;
 
 use kiln_queue::{ClaimedJob, JobKind};
 use kiln_worker::{JobContext, JobError, QueueConfig, Worker, WorkerConfig};

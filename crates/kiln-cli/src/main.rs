@@ -1,12 +1,15 @@
 //! `kiln`: Kiln's one binary. Every role runs alone or together.
 
+mod client;
+mod commands;
 mod fleet;
 mod images;
 mod scheduler;
+mod serve;
+mod tokens;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use kiln_queue::{admin, JobSpec};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use std::path::PathBuf;
@@ -27,6 +30,12 @@ struct Cli {
     /// Log as JSON lines.
     #[arg(long, global = true)]
     json_logs: bool,
+    /// Send client commands (enqueue, jobs, queues) to this Kiln API instead of the database.
+    #[arg(long = "api", env = "KILN_API_URL", global = true)]
+    api_url: Option<String>,
+    /// API token for --api (default: the one in <data-dir>/admin-token).
+    #[arg(long, env = "KILN_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,21 +49,25 @@ enum Command {
     /// Everything on one machine: embedded Postgres, migrations, images, workers.
     Up(UpArgs),
     /// Enqueue one job, given as JSON (the fields of `JobSpec`), and print its id.
-    Enqueue {
-        /// e.g. '{"kind": "test", "payload": {...}, "priority": 5}'
-        job: String,
-    },
+    Enqueue(commands::EnqueueArgs),
     /// Fire cron schedules (those of workers.toml are declared first); many may run, one leads.
     Scheduler(scheduler::SchedulerArgs),
     /// Inspect and steer jobs.
     Jobs {
         #[command(subcommand)]
-        cmd: JobsCommand,
+        cmd: commands::JobsCommand,
     },
     /// Inspect and steer queues fleet-wide.
     Queues {
         #[command(subcommand)]
-        cmd: QueuesCommand,
+        cmd: commands::QueuesCommand,
+    },
+    /// Serve the HTTP API.
+    Api(serve::ApiArgs),
+    /// Create, list and revoke API tokens.
+    Tokens {
+        #[command(subcommand)]
+        cmd: tokens::TokensCommand,
     },
     /// Build and list the job images.
     Images {
@@ -85,26 +98,8 @@ struct UpArgs {
     /// Skip building missing images.
     #[arg(long)]
     no_images: bool,
-}
-
-#[derive(Debug, Subcommand)]
-enum JobsCommand {
-    /// Print a job and its attempts as JSON.
-    Show { id: i64 },
-    /// Cancel a job (a running one is stopped by its worker).
-    Cancel { id: i64 },
-    /// Run a finished job again.
-    Retry { id: i64 },
-}
-
-#[derive(Debug, Subcommand)]
-enum QueuesCommand {
-    /// Jobs per queue and state.
-    List,
-    /// Stop claiming from a queue across the fleet.
-    Pause { name: String },
-    /// Resume a paused queue.
-    Resume { name: String },
+    #[command(flatten)]
+    api: serve::ApiArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -140,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Worker(args) => {
             let pool = connect(&cli.database_url, &cli.data_dir).await?;
-            run_worker(pool, &args).await?;
+            run_worker(pool, &args, shutdown_signal()).await?;
         }
         Command::Up(args) => {
             if !args.no_images {
@@ -160,50 +155,67 @@ async fn main() -> anyhow::Result<()> {
             }
             let pool = connect(&cli.database_url, &cli.data_dir).await?;
             kiln_queue::migrate(&pool).await.context("migrate")?;
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let signal = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                signal.cancel();
+            });
             let sched = scheduler::SchedulerArgs {
                 config: args.worker.config.clone(),
                 id: None,
             };
-            tokio::try_join!(
-                run_worker(pool.clone(), &args.worker),
-                scheduler::run(pool, &sched, shutdown_signal())
-            )?;
+            let api = serve::run_api(pool.clone(), &args.api, &cli.data_dir, shutdown.clone());
+            let worker = run_worker(pool.clone(), &args.worker, shutdown.clone().cancelled_owned());
+            let scheduler = scheduler::run(pool, &sched, shutdown.clone().cancelled_owned());
+            let (api, worker, scheduler) = tokio::join!(
+                async {
+                    let r = api.await;
+                    shutdown.cancel();
+                    r
+                },
+                worker,
+                scheduler
+            );
+            api?;
+            worker?;
+            scheduler?;
         }
-        Command::Enqueue { job } => {
-            let spec: JobSpec = serde_json::from_str(&job).context("parse the job JSON")?;
-            let job = spec.into_new_job()?;
+        Command::Api(args) => {
             let pool = connect(&cli.database_url, &cli.data_dir).await?;
-            let out = kiln_queue::enqueue(&pool, &job).await?;
-            println!("{}", serde_json::to_string(&out)?);
+            kiln_queue::migrate(&pool).await.context("migrate")?;
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let signal = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                signal.cancel();
+            });
+            serve::run_api(pool, &args, &cli.data_dir, shutdown).await?;
+        }
+        Command::Tokens { cmd } => {
+            let pool = connect(&cli.database_url, &cli.data_dir).await?;
+            tokens::run(&pool, cmd).await?;
+        }
+        Command::Enqueue(args) => {
+            commands::enqueue(
+                &backend(&cli.api_url, &cli.token, &cli.database_url, &cli.data_dir).await?,
+                args,
+            )
+            .await?
         }
         Command::Jobs { cmd } => {
-            let pool = connect(&cli.database_url, &cli.data_dir).await?;
-            match cmd {
-                JobsCommand::Show { id } => {
-                    let job = admin::get_job(&pool, id).await?;
-                    let attempts = admin::attempts(&pool, id).await?;
-                    println!("{}", serde_json::json!({"job": job, "attempts": attempts}));
-                }
-                JobsCommand::Cancel { id } => println!("{}", admin::cancel(&pool, id).await?),
-                JobsCommand::Retry { id } => {
-                    admin::retry(&pool, id).await?;
-                    println!("available");
-                }
-            }
+            commands::jobs(
+                &backend(&cli.api_url, &cli.token, &cli.database_url, &cli.data_dir).await?,
+                cmd,
+            )
+            .await?
         }
         Command::Queues { cmd } => {
-            let pool = connect(&cli.database_url, &cli.data_dir).await?;
-            match cmd {
-                QueuesCommand::List => {
-                    for c in admin::queue_counts(&pool).await? {
-                        let state = c.state.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
-                        let paused = if c.paused { " (paused)" } else { "" };
-                        println!("{:<24} {:<10} {:>8}{paused}", c.queue, state, c.count);
-                    }
-                }
-                QueuesCommand::Pause { name } => println!("{:?}", admin::pause(&pool, &name).await?),
-                QueuesCommand::Resume { name } => println!("{:?}", admin::resume(&pool, &name).await?),
-            }
+            commands::queues(
+                &backend(&cli.api_url, &cli.token, &cli.database_url, &cli.data_dir).await?,
+                cmd,
+            )
+            .await?
         }
     }
     Ok(())
@@ -235,7 +247,39 @@ fn redact(url: &str) -> String {
     }
 }
 
-async fn run_worker(pool: PgPool, args: &WorkerArgs) -> anyhow::Result<()> {
+/// The API when `--api` is set (token from `--token`, else `<data-dir>/admin-token`), else
+/// the database.
+async fn backend(
+    api_url: &Option<String>,
+    token: &Option<String>,
+    database_url: &Option<String>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<commands::Backend> {
+    match api_url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => {
+            let token = match token {
+                Some(t) => t.clone(),
+                None => {
+                    let path = serve::admin_token_path(data_dir);
+                    std::fs::read_to_string(&path)
+                        .with_context(|| {
+                            format!("--api needs --token, KILN_TOKEN or a readable {}", path.display())
+                        })?
+                        .trim()
+                        .to_owned()
+                }
+            };
+            Ok(commands::Backend::Api(client::ApiClient::new(url, token)?))
+        }
+        None => Ok(commands::Backend::Db(connect(database_url, data_dir).await?)),
+    }
+}
+
+async fn run_worker(
+    pool: PgPool,
+    args: &WorkerArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     let mut fleet = fleet::FleetFile::load(&args.config)?;
     if args.id.is_some() {
         fleet.worker.id = args.id.clone();
@@ -251,7 +295,7 @@ async fn run_worker(pool: PgPool, args: &WorkerArgs) -> anyhow::Result<()> {
         worker = worker.id(),
         "starting; SIGTERM or Ctrl-C stops it gracefully"
     );
-    worker.run(shutdown_signal()).await?;
+    worker.run(shutdown).await?;
     Ok(())
 }
 

@@ -147,7 +147,7 @@ pub async fn queue_counts<'e>(db: impl PgExecutor<'e>) -> Result<Vec<QueueCount>
         .collect()
 }
 
-fn job_from_row(r: &PgRow) -> Result<JobRecord> {
+pub(crate) fn job_from_row(r: &PgRow) -> Result<JobRecord> {
     Ok(JobRecord {
         id: r.get("id"),
         queue: r.get("queue"),

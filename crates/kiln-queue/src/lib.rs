@@ -12,6 +12,7 @@ pub mod backoff;
 pub mod enqueue;
 pub mod error;
 pub mod lease;
+pub mod list;
 pub mod logs;
 pub mod maintenance;
 pub mod metrics;

@@ -1,0 +1,207 @@
+//! Kiln's HTTP API on axum: enqueue and inspect jobs, tail their logs over Server-Sent Events,
+//! steer queues, receive webhooks, manage API tokens; `/healthz`, `/readyz`, `/metrics` and
+//! `/openapi.json`.
+//!
+//! Routes are grouped one module per resource under [`routes`]; each group is a
+//! `utoipa_axum` [`OpenApiRouter`] whose handlers carry `#[utoipa::path]`, so the OpenAPI
+//! document is collected from the very routes that serve. Adding a group is one line in
+//! [`api_router`]. Every refusal is a JSON [`ErrorBody`](error::ErrorBody) naming the field.
+
+pub mod auth;
+pub mod coalesce;
+pub mod error;
+pub mod extract;
+pub mod hooks;
+pub mod live;
+pub mod routes;
+pub mod schema;
+pub mod tokens;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+pub use error::{ApiError, ApiResult, ErrorBody};
+
+/// Limits and tuning of one API process.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest request body, in bytes (413 beyond), except where a route says otherwise.
+    pub body_limit: usize,
+    /// Largest body of `POST /v1/jobs/batch`.
+    pub batch_body_limit: usize,
+    /// Most jobs in one batch.
+    pub max_batch_jobs: usize,
+    /// Largest webhook delivery body.
+    pub hook_body_limit: usize,
+    /// Concurrent statements writing coalesced single-job enqueues.
+    pub coalesce_flushers: usize,
+    /// Most single-job requests sharing one statement.
+    pub coalesce_max_batch: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            body_limit: 1024 * 1024,
+            batch_body_limit: 64 * 1024 * 1024,
+            max_batch_jobs: 10_000,
+            hook_body_limit: 8 * 1024 * 1024,
+            coalesce_flushers: 4,
+            coalesce_max_batch: 1_000,
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub pool: sqlx::PgPool,
+    /// Limits.
+    pub config: Arc<ApiConfig>,
+    /// Tokens verified recently.
+    pub tokens: Arc<auth::TokenCache>,
+    /// Shared-statement enqueue for single jobs.
+    pub coalescer: coalesce::Coalescer,
+    /// Pool whose sessions defer the enqueue NOTIFY (for batches); wake with `notifier`.
+    pub enqueue_pool: sqlx::PgPool,
+    /// Sends the deferred wake-ups.
+    pub notifier: coalesce::Notifier,
+    /// Wake-ups for live log streams.
+    pub logs: live::LogHub,
+    /// The local Docker engine, for `/readyz`.
+    pub docker: Option<bollard::Docker>,
+    /// Tripped at shutdown: ends live streams so the server can drain.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// State over `pool`; starts the enqueue coalescer and the log listener (a task each,
+    /// ended by `shutdown`). Must run inside a Tokio runtime.
+    pub fn new(pool: sqlx::PgPool, config: ApiConfig, shutdown: CancellationToken) -> Self {
+        let enqueue_pool = coalesce::enqueue_pool(&pool, config.coalesce_flushers as u32 + 8);
+        let notifier = coalesce::Notifier::start(pool.clone());
+        let coalescer = coalesce::Coalescer::start(
+            enqueue_pool.clone(),
+            notifier.clone(),
+            config.coalesce_flushers,
+            config.coalesce_max_batch,
+        );
+        let logs = live::LogHub::start(pool.clone(), shutdown.clone());
+        let docker = bollard::Docker::connect_with_local_defaults()
+            .inspect_err(|e| tracing::warn!(error = %e, "no Docker client; /readyz will report it"))
+            .ok();
+        AppState {
+            pool,
+            config: Arc::new(config),
+            tokens: Arc::default(),
+            coalescer,
+            enqueue_pool,
+            notifier,
+            logs,
+            docker,
+            shutdown,
+        }
+    }
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API token (`kiln tokens create`), scopes jobs:read, jobs:write, admin",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Kiln API", description = "Enqueue and inspect jobs, tail logs, steer queues, receive webhooks."),
+    modifiers(&BearerAuth),
+    components(schemas(ErrorBody, schema::JobSpecDoc, schema::JobDoc, schema::AttemptDoc, schema::LogChunkDoc))
+)]
+struct ApiDoc;
+
+/// Every route with its OpenAPI description. Add a route group here (and nowhere else).
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::jobs::router())
+        .merge(routes::logs::router())
+        .merge(routes::queues::router())
+        .merge(routes::hooks::router())
+        .merge(routes::tokens::router())
+        .merge(routes::health::router())
+}
+
+/// The OpenAPI document describing every route.
+pub fn openapi() -> &'static utoipa::openapi::OpenApi {
+    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOC.get_or_init(|| api_router().split_for_parts().1)
+}
+
+/// The service: routes, JSON fallbacks for unknown paths and methods, request metrics.
+pub fn router(state: AppState) -> axum::Router {
+    let (router, _) = api_router().split_for_parts();
+    router
+        .fallback(routes::health::not_found)
+        .method_not_allowed_fallback(routes::health::method_not_allowed)
+        .layer(axum::middleware::from_fn(track))
+        .with_state(state)
+}
+
+/// Counts every request by route pattern, method and status, and times it.
+async fn track(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().clone();
+    let res = next.run(req).await;
+    let m = kiln_metrics::metrics();
+    m.http_requests
+        .with_label_values(&[route.as_str(), method.as_str(), res.status().as_str()])
+        .inc();
+    m.http_seconds
+        .with_label_values(&[route.as_str(), method.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    res
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains: live streams end and
+/// in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let token = state.shutdown.clone();
+    let app = router(state);
+    tracing::info!(addr = %listener.local_addr()?, "API serving");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("API shutting down");
+            token.cancel();
+        })
+        .await
+}

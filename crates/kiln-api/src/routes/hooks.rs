@@ -1,0 +1,535 @@
+//! `/v1/hooks`: webhook CRUD (admin), and the delivery endpoints GitHub (or anything that
+//! signs its body the same way) posts to. Deliveries carry no bearer token: the
+//! `X-Hub-Signature-256` HMAC of the body under the hook's secret is their credential.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::tags;
+use crate::auth::{Admin, Auth};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{parse_json, read_body, JsonBody, PathParam};
+use crate::hooks::{self, Delivered, DeliveryError, Hook, Trigger, GITHUB_EVENTS};
+use crate::AppState;
+
+/// The routes of this group.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_hook, list_hooks))
+        .routes(routes!(get_hook, update_hook, delete_hook))
+        .routes(routes!(github_delivery))
+        .routes(routes!(generic_delivery))
+}
+
+/// A webhook as shown (its secret never is).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HookView {
+    /// Name, the `{hook}` of the delivery URLs.
+    pub name: String,
+    /// The job a delivery enqueues, with `{{repository}}`, `{{commit}}`, `{{ref}}`,
+    /// `{{event}}`, `{{delivery}}`, `{{hook}}` substituted in its strings.
+    #[schema(value_type = crate::schema::JobSpecDoc)]
+    pub job: Value,
+    /// GitHub events it reacts to.
+    pub events: Vec<String>,
+    /// Created at.
+    pub created_at: DateTime<Utc>,
+    /// Last changed at.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Hook> for HookView {
+    fn from(h: Hook) -> Self {
+        HookView {
+            name: h.name,
+            job: h.template,
+            events: h.events,
+            created_at: h.created_at,
+            updated_at: h.updated_at,
+        }
+    }
+}
+
+/// A webhook to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateHook {
+    /// `[a-z0-9][a-z0-9_.-]{0,63}`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")]
+    pub name: String,
+    /// HMAC key the sender signs with (16 to 256 characters).
+    #[schema(min_length = 16, max_length = 256)]
+    pub secret: String,
+    /// The job template.
+    #[schema(value_type = crate::schema::JobSpecDoc)]
+    pub job: Value,
+    /// GitHub events to react to (default both `push` and `pull_request`).
+    pub events: Option<Vec<String>>,
+}
+
+/// Changes to a webhook; absent fields stay.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateHook {
+    /// New secret.
+    #[schema(min_length = 16, max_length = 256)]
+    pub secret: Option<String>,
+    /// New job template.
+    #[schema(value_type = Option<crate::schema::JobSpecDoc>)]
+    pub job: Option<Value>,
+    /// New event list.
+    pub events: Option<Vec<String>>,
+}
+
+/// Every webhook.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HookList {
+    /// By name.
+    pub hooks: Vec<HookView>,
+}
+
+/// What a delivery did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryReply {
+    /// `enqueued`, `duplicate`, `ignored` or `pong`.
+    pub status: String,
+    /// The job enqueued (now, or by the earlier identical delivery).
+    pub job_id: Option<i64>,
+    /// Why it was ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+fn unprocessable(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).field(field)
+}
+
+fn check_hook_name(name: &str) -> ApiResult<()> {
+    let b = name.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(unprocessable("name", "must match [a-z0-9][a-z0-9_.-]{0,63}"))
+    }
+}
+
+fn check_secret(secret: &str) -> ApiResult<()> {
+    if (16..=256).contains(&secret.len()) && !secret.contains('\0') {
+        Ok(())
+    } else {
+        Err(unprocessable("secret", "must be 16 to 256 bytes"))
+    }
+}
+
+fn check_events(events: &[String]) -> ApiResult<()> {
+    if events.is_empty() {
+        return Err(unprocessable("events", "name at least one event"));
+    }
+    for (i, e) in events.iter().enumerate() {
+        if !GITHUB_EVENTS.contains(&e.as_str()) {
+            return Err(unprocessable(
+                format!("events[{i}]"),
+                format!("unknown event {e:?}, expected push or pull_request"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_template(name: &str, job: &Value) -> ApiResult<()> {
+    hooks::check_template(name, job).map_err(ApiError::invalid)
+}
+
+/// Create a webhook.
+#[utoipa::path(
+    post, path = "/v1/hooks", tag = tags::HOOKS,
+    request_body(content = CreateHook, content_type = "application/json"),
+    responses(
+        (status = 201, body = HookView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+async fn create_hook(
+    _auth: Auth<Admin>,
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<CreateHook>,
+) -> ApiResult<(StatusCode, Json<HookView>)> {
+    check_hook_name(&req.name)?;
+    check_secret(&req.secret)?;
+    let events = req
+        .events
+        .unwrap_or_else(|| GITHUB_EVENTS.iter().map(|e| e.to_string()).collect());
+    check_events(&events)?;
+    check_template(&req.name, &req.job)?;
+    match hooks::create(&state.pool, &req.name, &req.secret, &req.job, &events).await? {
+        Some(h) => Ok((StatusCode::CREATED, Json(h.into()))),
+        None => Err(ApiError::new(StatusCode::CONFLICT, format!("hook {:?} exists", req.name)).field("name")),
+    }
+}
+
+/// List webhooks.
+#[utoipa::path(
+    get, path = "/v1/hooks", tag = tags::HOOKS,
+    responses((status = 200, body = HookList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = ["admin"]))
+)]
+async fn list_hooks(_auth: Auth<Admin>, State(state): State<AppState>) -> ApiResult<Json<HookList>> {
+    let hooks = hooks::list(&state.pool).await?;
+    Ok(Json(HookList {
+        hooks: hooks.into_iter().map(Into::into).collect(),
+    }))
+}
+
+async fn find(state: &AppState, name: &str) -> ApiResult<Hook> {
+    hooks::get(&state.pool, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("hook {name:?} not found")))
+}
+
+/// Read a webhook.
+#[utoipa::path(
+    get, path = "/v1/hooks/{hook}", tag = tags::HOOKS,
+    params(("hook" = String, Path, description = "Hook name")),
+    responses(
+        (status = 200, body = HookView),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "No such hook", body = ErrorBody),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+async fn get_hook(
+    _auth: Auth<Admin>,
+    State(state): State<AppState>,
+    PathParam(name): PathParam<String>,
+) -> ApiResult<Json<HookView>> {
+    Ok(Json(find(&state, &name).await?.into()))
+}
+
+/// Change a webhook's secret, job template or events.
+#[utoipa::path(
+    patch, path = "/v1/hooks/{hook}", tag = tags::HOOKS,
+    params(("hook" = String, Path, description = "Hook name")),
+    request_body(content = UpdateHook, content_type = "application/json"),
+    responses(
+        (status = 200, body = HookView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "No such hook", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+async fn update_hook(
+    _auth: Auth<Admin>,
+    State(state): State<AppState>,
+    PathParam(name): PathParam<String>,
+    JsonBody(req): JsonBody<UpdateHook>,
+) -> ApiResult<Json<HookView>> {
+    if let Some(s) = &req.secret {
+        check_secret(s)?;
+    }
+    if let Some(e) = &req.events {
+        check_events(e)?;
+    }
+    if let Some(job) = &req.job {
+        check_template(&name, job)?;
+    }
+    hooks::update(
+        &state.pool,
+        &name,
+        req.secret.as_deref(),
+        req.job.as_ref(),
+        req.events.as_deref(),
+    )
+    .await?
+    .map(|h| Json(h.into()))
+    .ok_or_else(|| ApiError::not_found(format!("hook {name:?} not found")))
+}
+
+/// Delete a webhook.
+#[utoipa::path(
+    delete, path = "/v1/hooks/{hook}", tag = tags::HOOKS,
+    params(("hook" = String, Path, description = "Hook name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "No such hook", body = ErrorBody),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+async fn delete_hook(
+    _auth: Auth<Admin>,
+    State(state): State<AppState>,
+    PathParam(name): PathParam<String>,
+) -> ApiResult<StatusCode> {
+    if hooks::delete(&state.pool, &name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("hook {name:?} not found")))
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+fn count(source: &str, result: &str) {
+    kiln_metrics::metrics()
+        .webhook_deliveries
+        .with_label_values(&[source, result])
+        .inc();
+}
+
+/// Finds the hook, reads the body (capped) and checks its signature: 404, 413 or 401.
+async fn authenticate(
+    state: &AppState,
+    source: &str,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<(Hook, axum::body::Bytes)> {
+    let hook = match find(state, name).await {
+        Ok(h) => h,
+        Err(e) => {
+            count(source, "unknown_hook");
+            return Err(e);
+        }
+    };
+    let bytes = read_body(headers, body, state.config.hook_body_limit).await?;
+    let Some(sig) = header(headers, "x-hub-signature-256") else {
+        count(source, "missing_signature");
+        return Err(ApiError::unauthorized("missing X-Hub-Signature-256").field("X-Hub-Signature-256"));
+    };
+    if !hooks::verify_signature(&hook.secret, &bytes, sig) {
+        count(source, "bad_signature");
+        return Err(ApiError::unauthorized("signature does not match the body").field("X-Hub-Signature-256"));
+    }
+    Ok((hook, bytes))
+}
+
+fn text_at<'a>(body: &'a Value, path: &[&str]) -> ApiResult<&'a str> {
+    let mut v = body;
+    for p in path {
+        v = v.get(p).unwrap_or(&Value::Null);
+    }
+    v.as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| unprocessable(path.join("."), "missing or not a string"))
+}
+
+fn ignored(source: &str, reason: String) -> (StatusCode, Json<DeliveryReply>) {
+    count(source, "ignored");
+    (
+        StatusCode::ACCEPTED,
+        Json(DeliveryReply {
+            status: "ignored".into(),
+            job_id: None,
+            reason: Some(reason),
+        }),
+    )
+}
+
+async fn enqueue(
+    state: &AppState,
+    source: &str,
+    hook: &Hook,
+    t: &Trigger,
+) -> ApiResult<(StatusCode, Json<DeliveryReply>)> {
+    match hooks::deliver(&state.pool, hook, t).await {
+        Ok(Delivered::Enqueued(id)) => {
+            count(source, "enqueued");
+            tracing::info!(hook = %hook.name, delivery = %t.delivery, job = id, "webhook enqueued a job");
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(DeliveryReply {
+                    status: "enqueued".into(),
+                    job_id: Some(id),
+                    reason: None,
+                }),
+            ))
+        }
+        Ok(Delivered::Duplicate(id)) => {
+            count(source, "duplicate");
+            Ok((
+                StatusCode::OK,
+                Json(DeliveryReply {
+                    status: "duplicate".into(),
+                    job_id: id,
+                    reason: None,
+                }),
+            ))
+        }
+        Err(DeliveryError::Template(e)) => {
+            count(source, "invalid");
+            Err(ApiError::invalid(e))
+        }
+        Err(DeliveryError::Queue(e)) => {
+            count(source, "error");
+            Err(e.into())
+        }
+    }
+}
+
+/// Receive a GitHub delivery (`push` or `pull_request`) and enqueue the hook's job for that
+/// repository and commit. Signed with `X-Hub-Signature-256`; a repeated `X-GitHub-Delivery`
+/// enqueues nothing.
+#[utoipa::path(
+    post, path = "/v1/hooks/github/{hook}", tag = tags::HOOKS,
+    params(
+        ("hook" = String, Path, description = "Hook name"),
+        ("X-Hub-Signature-256" = String, Header, description = "sha256=HMAC of the body under the hook's secret"),
+        ("X-GitHub-Event" = String, Header, description = "push, pull_request or ping"),
+        ("X-GitHub-Delivery" = String, Header, description = "Unique delivery id"),
+    ),
+    request_body(content = Object, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Enqueued, or ignored (another event or action)", body = DeliveryReply),
+        (status = 200, description = "A repeated delivery, or a ping", body = DeliveryReply),
+        (status = 400, body = ErrorBody),
+        (status = 401, description = "Missing or bad signature", body = ErrorBody),
+        (status = 404, description = "No such hook", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+    )
+)]
+async fn github_delivery(
+    State(state): State<AppState>,
+    PathParam(name): PathParam<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<DeliveryReply>)> {
+    const SRC: &str = "github";
+    let (hook, bytes) = authenticate(&state, SRC, &name, &headers, body).await?;
+    let event = header(&headers, "x-github-event")
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| ApiError::bad_request("X-GitHub-Event", "missing X-GitHub-Event"))?
+        .to_owned();
+    let delivery = header(&headers, "x-github-delivery")
+        .filter(|d| !d.is_empty() && d.len() <= 180)
+        .ok_or_else(|| ApiError::bad_request("X-GitHub-Delivery", "missing or over 180 bytes"))?
+        .to_owned();
+    let payload: Value = parse_json(&bytes)?;
+    if event == "ping" {
+        count(SRC, "ping");
+        return Ok((
+            StatusCode::OK,
+            Json(DeliveryReply {
+                status: "pong".into(),
+                job_id: None,
+                reason: None,
+            }),
+        ));
+    }
+    if !hook.events.contains(&event) {
+        return Ok(ignored(
+            SRC,
+            format!("event {event:?} is not one this hook reacts to"),
+        ));
+    }
+    let repository = text_at(&payload, &["repository", "full_name"])?.to_owned();
+    let (commit, git_ref) = match event.as_str() {
+        "push" => {
+            let after = text_at(&payload, &["after"])?;
+            if payload.get("deleted").and_then(Value::as_bool) == Some(true)
+                || after.bytes().all(|b| b == b'0')
+            {
+                return Ok(ignored(SRC, "a deleted ref".into()));
+            }
+            (after.to_owned(), text_at(&payload, &["ref"])?.to_owned())
+        }
+        _ => {
+            let action = text_at(&payload, &["action"])?;
+            if !matches!(action, "opened" | "synchronize" | "reopened") {
+                return Ok(ignored(SRC, format!("pull_request action {action:?}")));
+            }
+            (
+                text_at(&payload, &["pull_request", "head", "sha"])?.to_owned(),
+                text_at(&payload, &["pull_request", "head", "ref"])?.to_owned(),
+            )
+        }
+    };
+    let t = Trigger {
+        repository,
+        commit,
+        git_ref,
+        event,
+        delivery,
+    };
+    enqueue(&state, SRC, &hook, &t).await
+}
+
+/// Receive any signed JSON delivery and enqueue the hook's job. The body's top-level
+/// `repository`, `commit` and `ref` strings (if present) fill the template; the delivery id is
+/// `X-Kiln-Delivery` (or `X-GitHub-Delivery`), else the body's SHA-256, so a replayed body is
+/// ignored.
+#[utoipa::path(
+    post, path = "/v1/hooks/generic/{hook}", tag = tags::HOOKS,
+    params(
+        ("hook" = String, Path, description = "Hook name"),
+        ("X-Hub-Signature-256" = String, Header, description = "sha256=HMAC of the body under the hook's secret"),
+        ("X-Kiln-Delivery" = Option<String>, Header, description = "Unique delivery id"),
+        ("X-Kiln-Event" = Option<String>, Header, description = "Event name for the template (default generic)"),
+    ),
+    request_body(content = Object, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Enqueued", body = DeliveryReply),
+        (status = 200, description = "A repeated delivery", body = DeliveryReply),
+        (status = 400, body = ErrorBody),
+        (status = 401, description = "Missing or bad signature", body = ErrorBody),
+        (status = 404, description = "No such hook", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+    )
+)]
+async fn generic_delivery(
+    State(state): State<AppState>,
+    PathParam(name): PathParam<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<DeliveryReply>)> {
+    const SRC: &str = "generic";
+    let (hook, bytes) = authenticate(&state, SRC, &name, &headers, body).await?;
+    let payload: Value = parse_json(&bytes)?;
+    if !payload.is_object() {
+        return Err(unprocessable("body", "must be a JSON object"));
+    }
+    let delivery = match header(&headers, "x-kiln-delivery").or_else(|| header(&headers, "x-github-delivery"))
+    {
+        Some(d) if !d.is_empty() && d.len() <= 180 => d.to_owned(),
+        Some(_) => return Err(ApiError::bad_request("X-Kiln-Delivery", "must be 1 to 180 bytes")),
+        None => format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
+    };
+    let text = |k: &str| -> ApiResult<String> {
+        match payload.get(k) {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(unprocessable(k, "must be a string")),
+        }
+    };
+    let t = Trigger {
+        repository: text("repository")?,
+        commit: text("commit")?,
+        git_ref: text("ref")?,
+        event: header(&headers, "x-kiln-event")
+            .filter(|e| !e.is_empty())
+            .unwrap_or("generic")
+            .chars()
+            .take(64)
+            .collect(),
+        delivery,
+    };
+    enqueue(&state, SRC, &hook, &t).await
+}

@@ -1,0 +1,472 @@
+//! `/v1/jobs`: enqueue (one, or a batch of up to 10,000), read, list, cancel, retry, diff.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use kiln_queue::list::{JobFilter, MAX_PAGE};
+use kiln_queue::{admin, AttemptRecord, JobKind, JobRecord, JobSpec, JobState, NewJob, ValidationError};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::tags;
+use crate::auth::{Auth, JobsRead, JobsWrite};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{parse_json, read_body, PathParam, QueryParams};
+use crate::AppState;
+
+/// The routes of this group.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_job, list_jobs))
+        .routes(routes!(create_batch))
+        .routes(routes!(get_job))
+        .routes(routes!(cancel_job))
+        .routes(routes!(retry_job))
+        .routes(routes!(job_diff))
+}
+
+/// The header naming a request whose repeats must return the same job(s).
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+/// What became of a requested job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EnqueuedJob {
+    /// The job standing for the request.
+    pub id: i64,
+    /// False when an existing job was returned (same idempotency key, or a live job holds the
+    /// unique key).
+    pub created: bool,
+}
+
+/// A batch of jobs, enqueued all or none.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// The jobs (1 to 10,000).
+    #[schema(value_type = Vec<crate::schema::JobSpecDoc>, min_items = 1, max_items = 10000)]
+    pub jobs: Vec<JobSpec>,
+}
+
+/// The outcome of a batch, one entry per requested job, in order.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BatchResponse {
+    /// One per requested job.
+    pub jobs: Vec<EnqueuedJob>,
+}
+
+/// A job with its attempts.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobDetail {
+    /// The job.
+    #[schema(value_type = crate::schema::JobDoc)]
+    pub job: JobRecord,
+    /// Its attempts, oldest first.
+    #[schema(value_type = Vec<crate::schema::AttemptDoc>)]
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// A page of jobs.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobPage {
+    /// Newest first.
+    #[schema(value_type = Vec<crate::schema::JobDoc>)]
+    pub jobs: Vec<JobRecord>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A job's state after an operator action.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobStateReply {
+    /// Job id.
+    pub id: i64,
+    /// Its state now (`running` while a cancelled job's worker stops it).
+    #[schema(value_type = crate::schema::JobState)]
+    pub state: JobState,
+}
+
+/// The diff of a job's latest attempt that recorded one.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobDiff {
+    /// Job id.
+    pub job_id: i64,
+    /// The attempt the diff is from; absent when no attempt recorded a diff.
+    pub attempt: Option<i32>,
+    /// Unified diff.
+    pub diff: Option<String>,
+    /// Files touched.
+    pub files: Option<i32>,
+    /// Lines added.
+    pub insertions: Option<i32>,
+    /// Lines removed.
+    pub deletions: Option<i32>,
+}
+
+/// Filters and paging of `GET /v1/jobs`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this kind.
+    #[param(value_type = Option<crate::schema::JobKind>)]
+    pub kind: Option<String>,
+    /// Only these states, comma-separated (e.g. `available,running`).
+    pub state: Option<String>,
+    /// Only jobs carrying this tag.
+    pub tag: Option<String>,
+    /// Created at or after this RFC 3339 time.
+    #[param(format = DateTime)]
+    pub created_after: Option<String>,
+    /// Created before this RFC 3339 time.
+    #[param(format = DateTime)]
+    pub created_before: Option<String>,
+    /// Only jobs of this pipeline.
+    pub pipeline_id: Option<i64>,
+    /// Page size (1 to 500, default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The `Idempotency-Key` header, if present and well-formed.
+fn idempotency_header(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(v) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    let bad = || ApiError::bad_request(IDEMPOTENCY_HEADER, "must be 1 to 200 visible ASCII characters");
+    let s = v.to_str().map_err(|_| bad())?.trim();
+    if s.is_empty() || s.len() > 200 || !s.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return Err(bad());
+    }
+    Ok(Some(s.to_owned()))
+}
+
+fn reply(out: kiln_queue::Enqueued) -> (StatusCode, Json<EnqueuedJob>) {
+    let status = if out.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        Json(EnqueuedJob {
+            id: out.id,
+            created: out.created,
+        }),
+    )
+}
+
+/// Enqueue one job.
+///
+/// Concurrent requests share one insert statement and commit; each gets its own id.
+/// With `Idempotency-Key`, a repeat returns the first job (200) instead of creating one (201).
+#[utoipa::path(
+    post, path = "/v1/jobs", tag = tags::JOBS,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key return the same job")),
+    request_body(content = crate::schema::JobSpecDoc, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Enqueued", body = EnqueuedJob),
+        (status = 200, description = "An existing job stands for this request", body = EnqueuedJob),
+        (status = 400, description = "Malformed JSON or header", body = ErrorBody),
+        (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 403, description = "Token lacks jobs:write", body = ErrorBody),
+        (status = 409, description = "Conflict", body = ErrorBody),
+        (status = 413, description = "Body over the cap", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "A field is refused", body = ErrorBody),
+    ),
+    security(("bearer" = ["jobs:write"]))
+)]
+async fn create_job(
+    _auth: Auth<JobsWrite>,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<EnqueuedJob>)> {
+    let key = idempotency_header(&headers)?;
+    let bytes = read_body(&headers, body, state.config.body_limit).await?;
+    let spec: JobSpec = parse_json(&bytes)?;
+    let mut job = spec.into_new_job().map_err(ApiError::invalid)?;
+    apply_key(&mut job, key.as_deref(), None)?;
+    let out = state.coalescer.enqueue(job).await?;
+    Ok(reply(out))
+}
+
+/// Puts the request's idempotency key on a job (`KEY` for a single job, `KEY#i` for the
+/// `i`-th of a batch) unless it carries its own; a single job's own key must agree.
+fn apply_key(job: &mut NewJob, key: Option<&str>, index: Option<usize>) -> ApiResult<()> {
+    let Some(key) = key else { return Ok(()) };
+    match (index, &job.idempotency_key) {
+        (None, Some(own)) if own != key => Err(ApiError::invalid(ValidationError::new(
+            IDEMPOTENCY_HEADER,
+            "differs from the body's idempotency_key",
+        ))),
+        (None, _) => {
+            job.idempotency_key = Some(key.to_owned());
+            Ok(())
+        }
+        (Some(_), Some(_)) => Ok(()),
+        (Some(i), None) => {
+            job.idempotency_key = Some(format!("{key}#{i}"));
+            Ok(())
+        }
+    }
+}
+
+/// Enqueue up to 10,000 jobs in one statement: all are accepted or none.
+///
+/// With `Idempotency-Key: K`, job `i` without its own key gets `K#i`, so a repeated batch
+/// returns the same jobs.
+#[utoipa::path(
+    post, path = "/v1/jobs/batch", tag = tags::JOBS,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key return the same jobs")),
+    request_body(content = BatchRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Enqueued (at least one new job)", body = BatchResponse),
+        (status = 200, description = "Every job already existed", body = BatchResponse),
+        (status = 400, description = "Malformed JSON or header", body = ErrorBody),
+        (status = 401, description = "No or unknown token", body = ErrorBody),
+        (status = 403, description = "Token lacks jobs:write", body = ErrorBody),
+        (status = 409, description = "Conflict", body = ErrorBody),
+        (status = 413, description = "Body over the cap", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "A field is refused (e.g. `jobs[3].priority`)", body = ErrorBody),
+    ),
+    security(("bearer" = ["jobs:write"]))
+)]
+async fn create_batch(
+    _auth: Auth<JobsWrite>,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<BatchResponse>)> {
+    let key = idempotency_header(&headers)?;
+    let bytes = read_body(&headers, body, state.config.batch_body_limit).await?;
+    let req: BatchRequest = parse_json(&bytes)?;
+    let max = state.config.max_batch_jobs;
+    if req.jobs.is_empty() || req.jobs.len() > max {
+        return Err(ApiError::invalid(ValidationError::new(
+            "jobs",
+            format!("{} jobs; a batch holds 1 to {max}", req.jobs.len()),
+        )));
+    }
+    let mut jobs = Vec::with_capacity(req.jobs.len());
+    for (i, spec) in req.jobs.into_iter().enumerate() {
+        let mut job = spec
+            .into_new_job()
+            .map_err(|e| ApiError::invalid(e.in_batch(i)))?;
+        apply_key(&mut job, key.as_deref(), Some(i))?;
+        jobs.push(job);
+    }
+    let out = kiln_queue::enqueue_many(&state.enqueue_pool, &jobs).await;
+    state.notifier.wake(&jobs);
+    let out = out?;
+    let status = if out.iter().any(|e| e.created) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let jobs = out
+        .into_iter()
+        .map(|e| EnqueuedJob {
+            id: e.id,
+            created: e.created,
+        })
+        .collect();
+    Ok((status, Json(BatchResponse { jobs })))
+}
+
+/// Read a job with its attempts.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", tag = tags::JOBS,
+    params(("id" = i64, Path, description = "Job id")),
+    responses(
+        (status = 200, body = JobDetail),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+    ),
+    security(("bearer" = ["jobs:read"]))
+)]
+async fn get_job(
+    _auth: Auth<JobsRead>,
+    State(state): State<AppState>,
+    PathParam(id): PathParam<i64>,
+) -> ApiResult<Json<JobDetail>> {
+    let job = admin::get_job(&state.pool, id).await?;
+    let attempts = admin::attempts(&state.pool, id).await?;
+    Ok(Json(JobDetail { job, attempts }))
+}
+
+fn parse_time(field: &str, value: Option<String>) -> ApiResult<Option<DateTime<Utc>>> {
+    value
+        .map(|v| {
+            DateTime::parse_from_rfc3339(&v)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| ApiError::bad_request(field, format!("{v:?} is not an RFC 3339 time ({e})")))
+        })
+        .transpose()
+}
+
+impl ListQuery {
+    fn into_filter(self) -> ApiResult<(JobFilter, Option<i64>, i64)> {
+        let kind = self
+            .kind
+            .map(|k| k.parse::<JobKind>().map_err(|e| ApiError::bad_request("kind", e)))
+            .transpose()?;
+        let states = match self.state {
+            None => Vec::new(),
+            Some(s) => s
+                .split(',')
+                .map(|s| {
+                    s.trim()
+                        .parse::<JobState>()
+                        .map_err(|e| ApiError::bad_request("state", e))
+                })
+                .collect::<ApiResult<_>>()?,
+        };
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ApiError::bad_request(
+                "limit",
+                format!("{limit} is out of range 1..={MAX_PAGE}"),
+            ));
+        }
+        let cursor = self
+            .cursor
+            .map(|c| {
+                c.parse::<i64>()
+                    .ok()
+                    .filter(|c| *c > 0)
+                    .ok_or_else(|| ApiError::bad_request("cursor", "not a cursor from a previous page"))
+            })
+            .transpose()?;
+        let filter = JobFilter {
+            queue: self.queue,
+            kind,
+            states,
+            tag: self.tag,
+            created_after: parse_time("created_after", self.created_after)?,
+            created_before: parse_time("created_before", self.created_before)?,
+            pipeline_id: self.pipeline_id,
+        };
+        Ok((filter, cursor, limit))
+    }
+}
+
+/// List jobs, newest first, with filters and keyset pagination.
+#[utoipa::path(
+    get, path = "/v1/jobs", tag = tags::JOBS,
+    params(ListQuery),
+    responses(
+        (status = 200, body = JobPage),
+        (status = 400, description = "A bad filter, named in `field`", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    ),
+    security(("bearer" = ["jobs:read"]))
+)]
+async fn list_jobs(
+    _auth: Auth<JobsRead>,
+    State(state): State<AppState>,
+    QueryParams(q): QueryParams<ListQuery>,
+) -> ApiResult<Json<JobPage>> {
+    let (filter, cursor, limit) = q.into_filter()?;
+    let jobs = kiln_queue::list::list_jobs(&state.pool, &filter, cursor, limit).await?;
+    let next_cursor = (jobs.len() as i64 == limit)
+        .then(|| jobs.last().map(|j| j.id.to_string()))
+        .flatten();
+    Ok(Json(JobPage { jobs, next_cursor }))
+}
+
+/// Cancel a job; a running one is stopped by its worker (state stays `running` until then).
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/cancel", tag = tags::JOBS,
+    params(("id" = i64, Path, description = "Job id")),
+    responses(
+        (status = 200, body = JobStateReply),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "Already final", body = ErrorBody),
+    ),
+    security(("bearer" = ["jobs:write"]))
+)]
+async fn cancel_job(
+    _auth: Auth<JobsWrite>,
+    State(state): State<AppState>,
+    PathParam(id): PathParam<i64>,
+) -> ApiResult<Json<JobStateReply>> {
+    let state = admin::cancel(&state.pool, id).await?;
+    Ok(Json(JobStateReply { id, state }))
+}
+
+/// Run a finished job (`failed`, `cancelled`, `succeeded`) again.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/retry", tag = tags::JOBS,
+    params(("id" = i64, Path, description = "Job id")),
+    responses(
+        (status = 200, body = JobStateReply),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "Not final, or its unique key is taken", body = ErrorBody),
+    ),
+    security(("bearer" = ["jobs:write"]))
+)]
+async fn retry_job(
+    _auth: Auth<JobsWrite>,
+    State(state): State<AppState>,
+    PathParam(id): PathParam<i64>,
+) -> ApiResult<Json<JobStateReply>> {
+    admin::retry(&state.pool, id).await?;
+    Ok(Json(JobStateReply {
+        id,
+        state: JobState::Available,
+    }))
+}
+
+/// The diff of the job's latest attempt that recorded one.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/diff", tag = tags::JOBS,
+    params(("id" = i64, Path, description = "Job id")),
+    responses(
+        (status = 200, body = JobDiff),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+    ),
+    security(("bearer" = ["jobs:read"]))
+)]
+async fn job_diff(
+    _auth: Auth<JobsRead>,
+    State(state): State<AppState>,
+    PathParam(id): PathParam<i64>,
+) -> ApiResult<Json<JobDiff>> {
+    admin::get_job(&state.pool, id).await?;
+    let attempts = admin::attempts(&state.pool, id).await?;
+    let latest = attempts.into_iter().rev().find(|a| a.details.diff.is_some());
+    Ok(Json(match latest {
+        Some(a) => JobDiff {
+            job_id: id,
+            attempt: Some(a.attempt),
+            diff: a.details.diff,
+            files: a.details.diff_files,
+            insertions: a.details.diff_insertions,
+            deletions: a.details.diff_deletions,
+        },
+        None => JobDiff {
+            job_id: id,
+            attempt: None,
+            diff: None,
+            files: None,
+            insertions: None,
+            deletions: None,
+        },
+    }))
+}

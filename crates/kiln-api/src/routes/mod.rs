@@ -1,0 +1,23 @@
+//! Route groups, one module per resource. Each exposes `router() -> OpenApiRouter<AppState>`
+//! built with `utoipa_axum::routes!` over handlers annotated with `#[utoipa::path]`.
+
+pub mod health;
+pub mod hooks;
+pub mod jobs;
+pub mod logs;
+pub mod queues;
+pub mod tokens;
+
+/// Tag names grouping operations in the OpenAPI document.
+pub mod tags {
+    /// Jobs.
+    pub const JOBS: &str = "jobs";
+    /// Queues.
+    pub const QUEUES: &str = "queues";
+    /// Webhooks.
+    pub const HOOKS: &str = "webhooks";
+    /// API tokens.
+    pub const TOKENS: &str = "tokens";
+    /// Health, metrics, the document itself.
+    pub const OPS: &str = "operations";
+}

@@ -1,0 +1,146 @@
+//! `/v1/queues`: counts by state, pause and resume fleet-wide.
+
+use axum::extract::State;
+use axum::Json;
+use kiln_queue::admin;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::tags;
+use crate::auth::{Admin, Auth, JobsRead};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::PathParam;
+use crate::AppState;
+
+/// The routes of this group.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_queues))
+        .routes(routes!(pause_queue))
+        .routes(routes!(resume_queue))
+}
+
+/// A queue: its settings and how many jobs it holds in each state.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct QueueView {
+    /// Queue name.
+    pub name: String,
+    /// No job is claimed while paused.
+    pub paused: bool,
+    /// Fleet-wide cap on running jobs.
+    pub max_running: Option<i32>,
+    /// Jobs by state (states with none are left out).
+    pub counts: BTreeMap<String, i64>,
+}
+
+/// Every queue.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct QueueList {
+    /// Sorted by name.
+    pub queues: Vec<QueueView>,
+}
+
+/// List queues with their job counts by state.
+#[utoipa::path(
+    get, path = "/v1/queues", tag = tags::QUEUES,
+    responses((status = 200, body = QueueList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = ["jobs:read"]))
+)]
+async fn list_queues(_auth: Auth<JobsRead>, State(state): State<AppState>) -> ApiResult<Json<QueueList>> {
+    let mut queues: Vec<QueueView> = Vec::new();
+    for c in admin::queue_counts(&state.pool).await? {
+        if queues.last().is_none_or(|q| q.name != c.queue) {
+            queues.push(QueueView {
+                name: c.queue.clone(),
+                paused: c.paused,
+                max_running: c.max_running,
+                counts: BTreeMap::new(),
+            });
+        }
+        if let (Some(s), Some(q)) = (c.state, queues.last_mut()) {
+            q.counts.insert(s.to_string(), c.count);
+        }
+    }
+    Ok(Json(QueueList { queues }))
+}
+
+fn check_name(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && !name.as_bytes()[0].is_ascii_uppercase()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "name",
+            "a queue name matches [a-z0-9][a-z0-9_.-]{0,63}",
+        ))
+    }
+}
+
+/// A queue's settings.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct QueueSettingsView {
+    /// Queue name.
+    pub name: String,
+    /// Paused fleet-wide.
+    pub paused: bool,
+    /// Fleet-wide cap.
+    pub max_running: Option<i32>,
+}
+
+impl From<admin::QueueSettings> for QueueSettingsView {
+    fn from(s: admin::QueueSettings) -> Self {
+        QueueSettingsView {
+            name: s.name,
+            paused: s.paused,
+            max_running: s.max_running,
+        }
+    }
+}
+
+/// Pause a queue across the fleet: running jobs finish, no new ones start.
+#[utoipa::path(
+    post, path = "/v1/queues/{name}/pause", tag = tags::QUEUES,
+    params(("name" = String, Path, description = "Queue name")),
+    responses(
+        (status = 200, body = QueueSettingsView),
+        (status = 400, description = "Bad name", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+async fn pause_queue(
+    _auth: Auth<Admin>,
+    State(state): State<AppState>,
+    PathParam(name): PathParam<String>,
+) -> ApiResult<Json<QueueSettingsView>> {
+    check_name(&name)?;
+    Ok(Json(admin::pause(&state.pool, &name).await?.into()))
+}
+
+/// Resume a paused queue.
+#[utoipa::path(
+    post, path = "/v1/queues/{name}/resume", tag = tags::QUEUES,
+    params(("name" = String, Path, description = "Queue name")),
+    responses(
+        (status = 200, body = QueueSettingsView),
+        (status = 400, description = "Bad name", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+async fn resume_queue(
+    _auth: Auth<Admin>,
+    State(state): State<AppState>,
+    PathParam(name): PathParam<String>,
+) -> ApiResult<Json<QueueSettingsView>> {
+    check_name(&name)?;
+    Ok(Json(admin::resume(&state.pool, &name).await?.into()))
+}

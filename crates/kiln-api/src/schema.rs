@@ -1,0 +1,166 @@
+//! Documentation-only shapes for the OpenAPI document, mirroring types of `kiln-queue`
+//! (which stays free of HTTP concerns). Each names the type it mirrors; keep them in step.
+
+#![allow(dead_code)]
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// A job to enqueue (mirrors `kiln_queue::JobSpec`). Unknown fields are refused.
+#[derive(Serialize, ToSchema)]
+#[schema(as = JobSpec)]
+pub struct JobSpecDoc {
+    /// Queue name (`[a-z0-9][a-z0-9_.-]{0,63}`); defaults to the kind's name.
+    #[schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")]
+    queue: Option<String>,
+    /// What the job does.
+    #[schema(value_type = JobKind)]
+    kind: String,
+    /// Kind-specific input, a JSON object (≤ 1 MiB); defaults to `{}`.
+    payload: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Higher runs first.
+    #[schema(minimum = -100, maximum = 100)]
+    priority: Option<i64>,
+    /// Not before this RFC 3339 time.
+    #[schema(format = DateTime)]
+    run_at: Option<String>,
+    /// Tries allowed.
+    #[schema(minimum = 1, maximum = 100)]
+    max_attempts: Option<i64>,
+    /// Per-attempt wall-clock limit in seconds.
+    #[schema(minimum = 1, maximum = 86400)]
+    timeout_secs: Option<f64>,
+    /// No second live job with this key.
+    #[schema(min_length = 1, max_length = 256)]
+    unique_key: Option<String>,
+    /// The same key returns the same job.
+    #[schema(min_length = 1, max_length = 256)]
+    idempotency_key: Option<String>,
+    /// Free-form labels (at most 32).
+    #[schema(max_items = 32)]
+    tags: Option<Vec<String>>,
+    /// Pipeline this job belongs to.
+    pipeline_id: Option<i64>,
+    /// Jobs that must succeed before this one runs.
+    depends_on: Option<Vec<i64>>,
+}
+
+/// What a job does.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobKind {
+    /// Produce code with an LLM.
+    Generation,
+    /// Run a workspace's tests.
+    Test,
+    /// Run linters.
+    Lint,
+    /// Run security scanners.
+    SecurityScan,
+    /// Serve the app for a while.
+    Preview,
+    /// Deliver an event.
+    Notification,
+}
+
+/// Where a job is in its life.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waits for its parents.
+    Pending,
+    /// Waits for its run_at.
+    Scheduled,
+    /// Ready to be claimed.
+    Available,
+    /// Leased by a worker.
+    Running,
+    /// Finished well.
+    Succeeded,
+    /// Runs again after a backoff.
+    Retryable,
+    /// Out of attempts (dead letter).
+    Failed,
+    /// Cancelled by request.
+    Cancelled,
+}
+
+/// A stored job (mirrors `kiln_queue::JobRecord`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Job)]
+pub struct JobDoc {
+    id: i64,
+    queue: String,
+    kind: JobKind,
+    state: JobState,
+    payload: serde_json::Value,
+    priority: i16,
+    #[schema(format = DateTime)]
+    run_at: String,
+    attempt: i32,
+    max_attempts: i32,
+    timeout_ms: i32,
+    unique_key: Option<String>,
+    idempotency_key: Option<String>,
+    tags: Vec<String>,
+    pipeline_id: Option<i64>,
+    depends_on: Vec<i64>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    attempted_at: Option<String>,
+    #[schema(format = DateTime)]
+    finalized_at: Option<String>,
+    locked_by: Option<String>,
+    #[schema(format = DateTime)]
+    lease_expires_at: Option<String>,
+    #[schema(format = DateTime)]
+    cancel_requested_at: Option<String>,
+    result: Option<serde_json::Value>,
+    last_error: Option<String>,
+}
+
+/// One try of a job (mirrors `kiln_queue::AttemptRecord`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Attempt)]
+pub struct AttemptDoc {
+    id: i64,
+    job_id: i64,
+    attempt: i32,
+    worker_id: String,
+    #[schema(format = DateTime)]
+    started_at: String,
+    #[schema(format = DateTime)]
+    finished_at: String,
+    /// succeeded, failed, timed_out, lost, cancelled or interrupted.
+    outcome: String,
+    error: Option<String>,
+    result: Option<serde_json::Value>,
+    exit_code: Option<i32>,
+    container_id: Option<String>,
+    image_digest: Option<String>,
+    peak_memory_bytes: Option<i64>,
+    cpu_time_ms: Option<i64>,
+    stdout_head: Option<String>,
+    stdout_tail: Option<String>,
+    stderr_head: Option<String>,
+    stderr_tail: Option<String>,
+    diff: Option<String>,
+    diff_files: Option<i32>,
+    diff_insertions: Option<i32>,
+    diff_deletions: Option<i32>,
+    timings: Option<serde_json::Value>,
+}
+
+/// A chunk of an attempt's output (mirrors `kiln_queue::logs::LogRecord`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = LogChunk)]
+pub struct LogChunkDoc {
+    attempt: i32,
+    seq: i32,
+    /// stdout or stderr.
+    stream: String,
+    data: String,
+    #[schema(format = DateTime)]
+    at: String,
+}

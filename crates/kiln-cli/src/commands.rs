@@ -1,0 +1,415 @@
+//! The client commands — `kiln enqueue`, `kiln jobs …`, `kiln queues …` — over either
+//! backend: the HTTP API when `--api` / `KILN_API_URL` is set, else the database directly.
+
+use anyhow::Context;
+use kiln_api::routes::jobs::JobDiff;
+use kiln_queue::list::JobFilter;
+use kiln_queue::logs::LogRecord;
+use kiln_queue::{admin, JobKind, JobRecord, JobSpec, JobState};
+use sqlx::PgPool;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use crate::client::ApiClient;
+
+/// Where the commands go.
+pub enum Backend {
+    /// The database, directly.
+    Db(PgPool),
+    /// The HTTP API.
+    Api(ApiClient),
+}
+
+/// `kiln enqueue`.
+#[derive(Debug, clap::Args)]
+pub struct EnqueueArgs {
+    /// The job as JSON (the fields of `JobSpec`), e.g. '{"kind": "test", "priority": 5}', or
+    /// a JSON array of jobs, enqueued all or none.
+    pub job: String,
+    /// Repeats with the same key return the same job.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `kiln jobs …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum JobsCommand {
+    /// List jobs, newest first.
+    List(ListArgs),
+    /// Print a job and its attempts as JSON.
+    Show { id: i64 },
+    /// Print a job's logs; --follow tails them until the job is final.
+    Logs {
+        id: i64,
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Print the diff of the job's latest attempt that recorded one.
+    Diff { id: i64 },
+    /// Cancel a job (a running one is stopped by its worker).
+    Cancel { id: i64 },
+    /// Run a finished job again.
+    Retry { id: i64 },
+}
+
+/// Filters of `kiln jobs list`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only this queue.
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Only this kind.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only these states, comma-separated.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only jobs with this tag.
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Created at or after (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Created before (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Page size (1 to 500).
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    /// The cursor printed after the previous page.
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
+/// `kiln queues …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum QueuesCommand {
+    /// Jobs per queue and state.
+    List,
+    /// Stop claiming from a queue across the fleet.
+    Pause { name: String },
+    /// Resume a paused queue.
+    Resume { name: String },
+}
+
+/// `kiln enqueue`: prints `{"id": …, "created": …}` (one line per job for an array).
+pub async fn enqueue(backend: &Backend, args: EnqueueArgs) -> anyhow::Result<()> {
+    let value: serde_json::Value = serde_json::from_str(&args.job).context("the job argument is not JSON")?;
+    if let serde_json::Value::Array(items) = value {
+        let out: Vec<kiln_api::routes::jobs::EnqueuedJob> = match backend {
+            Backend::Api(c) => c.enqueue_batch(&items).await?.jobs,
+            Backend::Db(pool) => {
+                let mut jobs = Vec::with_capacity(items.len());
+                for (i, item) in items.into_iter().enumerate() {
+                    let spec: JobSpec = serde_json::from_value(item).with_context(|| format!("job [{i}]"))?;
+                    jobs.push(
+                        spec.into_new_job()
+                            .map_err(|e| anyhow::anyhow!("{}", e.in_batch(i)))?,
+                    );
+                }
+                kiln_queue::enqueue_many(pool, &jobs)
+                    .await?
+                    .into_iter()
+                    .map(|e| kiln_api::routes::jobs::EnqueuedJob {
+                        id: e.id,
+                        created: e.created,
+                    })
+                    .collect()
+            }
+        };
+        for e in out {
+            println!("{}", serde_json::to_string(&e)?);
+        }
+        return Ok(());
+    }
+    let out = match backend {
+        Backend::Api(c) => c.enqueue(&value, args.idempotency_key.as_deref()).await?,
+        Backend::Db(pool) => {
+            let spec: JobSpec = serde_json::from_value(value).context("the job argument")?;
+            let mut job = spec
+                .into_new_job()
+                .map_err(|e| anyhow::anyhow!("the job argument: {e}"))?;
+            if let Some(k) = args.idempotency_key {
+                job.idempotency_key = Some(k);
+            }
+            let e = kiln_queue::enqueue(pool, &job).await?;
+            kiln_api::routes::jobs::EnqueuedJob {
+                id: e.id,
+                created: e.created,
+            }
+        }
+    };
+    println!("{}", serde_json::to_string(&out)?);
+    Ok(())
+}
+
+fn flag_time(flag: &str, v: &Option<String>) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+    v.as_deref()
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .with_context(|| format!("--{flag} {s:?} is not an RFC 3339 time"))
+        })
+        .transpose()
+}
+
+async fn list(backend: &Backend, a: ListArgs) -> anyhow::Result<()> {
+    let (jobs, next): (Vec<JobRecord>, Option<String>) = match backend {
+        Backend::Api(c) => {
+            let mut q: Vec<(&str, String)> = vec![("limit", a.limit.to_string())];
+            for (k, v) in [
+                ("queue", &a.queue),
+                ("kind", &a.kind),
+                ("state", &a.state),
+                ("tag", &a.tag),
+                ("created_after", &a.since),
+                ("created_before", &a.until),
+                ("cursor", &a.cursor),
+            ] {
+                if let Some(v) = v {
+                    q.push((k, v.clone()));
+                }
+            }
+            let page = c.list(&q).await?;
+            (page.jobs, page.next_cursor)
+        }
+        Backend::Db(pool) => {
+            if !(1..=kiln_queue::list::MAX_PAGE).contains(&a.limit) {
+                anyhow::bail!("--limit {} is out of range 1..=500", a.limit);
+            }
+            let filter = JobFilter {
+                queue: a.queue,
+                kind: a
+                    .kind
+                    .map(|k| k.parse::<JobKind>().map_err(|e| anyhow::anyhow!("--kind: {e}")))
+                    .transpose()?,
+                states: a
+                    .state
+                    .map(|s| {
+                        s.split(',')
+                            .map(|s| {
+                                s.trim()
+                                    .parse::<JobState>()
+                                    .map_err(|e| anyhow::anyhow!("--state: {e}"))
+                            })
+                            .collect::<anyhow::Result<Vec<_>>>()
+                    })
+                    .transpose()?
+                    .unwrap_or_default(),
+                tag: a.tag,
+                created_after: flag_time("since", &a.since)?,
+                created_before: flag_time("until", &a.until)?,
+                pipeline_id: None,
+            };
+            let cursor = a
+                .cursor
+                .map(|c| {
+                    c.parse::<i64>()
+                        .context("--cursor is not a cursor from a previous page")
+                })
+                .transpose()?;
+            let jobs = kiln_queue::list::list_jobs(pool, &filter, cursor, a.limit).await?;
+            let next = (jobs.len() as i64 == a.limit)
+                .then(|| jobs.last().map(|j| j.id.to_string()))
+                .flatten();
+            (jobs, next)
+        }
+    };
+    println!(
+        "{:>10}  {:<16} {:<14} {:<10} {:>7}  CREATED",
+        "ID", "QUEUE", "KIND", "STATE", "ATTEMPT"
+    );
+    for j in &jobs {
+        println!(
+            "{:>10}  {:<16} {:<14} {:<10} {:>3}/{:<3}  {}",
+            j.id,
+            j.queue,
+            j.kind.as_str(),
+            j.state.as_str(),
+            j.attempt,
+            j.max_attempts,
+            j.created_at.format("%Y-%m-%d %H:%M:%S")
+        );
+    }
+    if let Some(n) = next {
+        eprintln!("more: --cursor {n}");
+    }
+    Ok(())
+}
+
+fn print_chunk(c: &LogRecord) {
+    let out = if c.stream == "stderr" {
+        let mut e = std::io::stderr().lock();
+        e.write_all(c.data.as_bytes())
+    } else {
+        let mut o = std::io::stdout().lock();
+        o.write_all(c.data.as_bytes()).and_then(|_| o.flush())
+    };
+    let _ = out;
+}
+
+async fn logs(backend: &Backend, id: i64, follow: bool) -> anyhow::Result<()> {
+    match backend {
+        Backend::Api(c) if follow => {
+            let state = c.follow_logs(id, print_chunk).await?;
+            eprintln!("job {id} is {state}");
+        }
+        Backend::Api(c) => {
+            let mut after: Option<String> = None;
+            loop {
+                let page = c.logs(id, after.as_deref()).await?;
+                page.chunks.iter().for_each(print_chunk);
+                if page.chunks.is_empty() {
+                    break;
+                }
+                after = page.next;
+            }
+        }
+        Backend::Db(pool) => {
+            let mut after = None;
+            loop {
+                let job = admin::get_job(pool, id).await?;
+                loop {
+                    let chunks = kiln_queue::logs::read(pool, id, after, 500).await?;
+                    chunks.iter().for_each(print_chunk);
+                    match chunks.last() {
+                        Some(c) => after = Some((c.attempt, c.seq)),
+                        None => break,
+                    }
+                }
+                if !follow || job.state.is_final() {
+                    if follow {
+                        eprintln!("job {id} is {}", job.state);
+                    }
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn diff(backend: &Backend, id: i64) -> anyhow::Result<()> {
+    let d: JobDiff = match backend {
+        Backend::Api(c) => c.diff(id).await?,
+        Backend::Db(pool) => {
+            admin::get_job(pool, id).await?;
+            let a = admin::attempts(pool, id)
+                .await?
+                .into_iter()
+                .rev()
+                .find(|a| a.details.diff.is_some());
+            JobDiff {
+                job_id: id,
+                attempt: a.as_ref().map(|a| a.attempt),
+                files: a.as_ref().and_then(|a| a.details.diff_files),
+                insertions: a.as_ref().and_then(|a| a.details.diff_insertions),
+                deletions: a.as_ref().and_then(|a| a.details.diff_deletions),
+                diff: a.and_then(|a| a.details.diff),
+            }
+        }
+    };
+    match (d.attempt, d.diff) {
+        (Some(attempt), Some(text)) => {
+            eprintln!(
+                "attempt {attempt}: {} files, +{} -{}",
+                d.files.unwrap_or(0),
+                d.insertions.unwrap_or(0),
+                d.deletions.unwrap_or(0)
+            );
+            print!("{text}");
+        }
+        _ => eprintln!("job {id} has no diff"),
+    }
+    Ok(())
+}
+
+/// `kiln jobs …`.
+pub async fn jobs(backend: &Backend, cmd: JobsCommand) -> anyhow::Result<()> {
+    match cmd {
+        JobsCommand::List(a) => list(backend, a).await?,
+        JobsCommand::Show { id } => {
+            let detail = match backend {
+                Backend::Api(c) => c.job(id).await?,
+                Backend::Db(pool) => kiln_api::routes::jobs::JobDetail {
+                    job: admin::get_job(pool, id).await?,
+                    attempts: admin::attempts(pool, id).await?,
+                },
+            };
+            println!("{}", serde_json::to_string_pretty(&detail)?);
+        }
+        JobsCommand::Logs { id, follow } => logs(backend, id, follow).await?,
+        JobsCommand::Diff { id } => diff(backend, id).await?,
+        JobsCommand::Cancel { id } => {
+            let state = match backend {
+                Backend::Api(c) => c.cancel(id).await?.state,
+                Backend::Db(pool) => admin::cancel(pool, id).await?,
+            };
+            println!("{state}");
+        }
+        JobsCommand::Retry { id } => {
+            match backend {
+                Backend::Api(c) => {
+                    c.retry(id).await?;
+                }
+                Backend::Db(pool) => admin::retry(pool, id).await?,
+            }
+            println!("available");
+        }
+    }
+    Ok(())
+}
+
+/// `kiln queues …`.
+pub async fn queues(backend: &Backend, cmd: QueuesCommand) -> anyhow::Result<()> {
+    match cmd {
+        QueuesCommand::List => {
+            let rows: Vec<(String, bool, BTreeMap<String, i64>)> = match backend {
+                Backend::Api(c) => c
+                    .queues()
+                    .await?
+                    .queues
+                    .into_iter()
+                    .map(|q| (q.name, q.paused, q.counts))
+                    .collect(),
+                Backend::Db(pool) => {
+                    let mut rows: Vec<(String, bool, BTreeMap<String, i64>)> = Vec::new();
+                    for c in admin::queue_counts(pool).await? {
+                        if rows.last().is_none_or(|r| r.0 != c.queue) {
+                            rows.push((c.queue.clone(), c.paused, BTreeMap::new()));
+                        }
+                        if let (Some(s), Some(r)) = (c.state, rows.last_mut()) {
+                            r.2.insert(s.to_string(), c.count);
+                        }
+                    }
+                    rows
+                }
+            };
+            for (name, paused, counts) in rows {
+                let paused = if paused { " (paused)" } else { "" };
+                let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{s}={n}")).collect();
+                println!("{name:<24} {}{paused}", counts.join(" "));
+            }
+        }
+        QueuesCommand::Pause { name } | QueuesCommand::Resume { name } if name.is_empty() => {
+            anyhow::bail!("the queue name is empty")
+        }
+        QueuesCommand::Pause { name } => {
+            let s = match backend {
+                Backend::Api(c) => c.set_paused(&name, true).await?.paused,
+                Backend::Db(pool) => admin::pause(pool, &name).await?.paused,
+            };
+            println!("{name}: {}", if s { "paused" } else { "running" });
+        }
+        QueuesCommand::Resume { name } => {
+            let s = match backend {
+                Backend::Api(c) => c.set_paused(&name, false).await?.paused,
+                Backend::Db(pool) => admin::resume(pool, &name).await?.paused,
+            };
+            println!("{name}: {}", if s { "paused" } else { "running" });
+        }
+    }
+    Ok(())
+}

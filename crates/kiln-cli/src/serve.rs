@@ -1,0 +1,82 @@
+//! `kiln api` (and the API half of `kiln up`): serve the HTTP API on `--listen`, announce
+//! `listening on http://ADDR`, and keep an admin token in `<data-dir>/admin-token`.
+
+use anyhow::Context;
+use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use tokio_util::sync::CancellationToken;
+
+/// Flags of `kiln api`.
+#[derive(Debug, clap::Args)]
+pub struct ApiArgs {
+    /// Address to listen on.
+    #[arg(long, env = "KILN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Largest request body in bytes (413 beyond); the batch endpoint allows 64 times more.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+}
+
+/// Where the admin token of an embedded installation is kept.
+pub fn admin_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin-token")
+}
+
+/// Reuses `<data-dir>/admin-token` if it still names a live admin token; otherwise creates
+/// one and writes it there (mode 0600).
+pub async fn ensure_admin_token(pool: &PgPool, data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = admin_token_path(data_dir);
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        if kiln_api::tokens::is_live_admin(pool, existing.trim()).await? {
+            return Ok(path);
+        }
+    }
+    let token = kiln_api::tokens::create(pool, "admin (kiln up)", &[kiln_api::tokens::Scope::Admin]).await?;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+    write_private(&path, &format!("{}\n", token.token))?;
+    tracing::info!(path = %path.display(), id = token.info.id, "wrote a new admin token");
+    Ok(path)
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("write {}", tmp.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))?;
+    Ok(())
+}
+
+/// Serves the API until `shutdown` is cancelled.
+pub async fn run_api(
+    pool: PgPool,
+    args: &ApiArgs,
+    data_dir: &Path,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let token_path = ensure_admin_token(&pool, data_dir).await?;
+    let config = kiln_api::ApiConfig {
+        body_limit: args.body_limit,
+        batch_body_limit: args.body_limit.saturating_mul(64),
+        ..kiln_api::ApiConfig::default()
+    };
+    let state = kiln_api::AppState::new(pool, config, shutdown.child_token());
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("listening on http://{addr}");
+    println!("admin token in {}", token_path.display());
+    kiln_api::serve(listener, state, shutdown.cancelled_owned()).await?;
+    Ok(())
+}

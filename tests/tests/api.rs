@@ -1,0 +1,1145 @@
+//! The HTTP API end to end: the real server on loopback over a real Postgres, driven with
+//! reqwest. Every endpoint, every auth case, every bad-input class, idempotency, batches,
+//! pagination, live logs over SSE and webhook signatures.
+
+use chrono::Utc;
+use futures::StreamExt;
+use hmac::{Hmac, KeyInit, Mac};
+use kiln_queue::lease::{self, Completion};
+use kiln_queue::logs::LogChunk;
+use kiln_queue::{AttemptDetails, AttemptOutcome};
+use kiln_testkit::TestDb;
+use kiln_tests::api::ApiServer;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn job_count(db: &TestDb) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM kiln_jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+fn assert_error(status: u16, body: &Value, want_status: u16, want_field: Option<&str>) {
+    assert_eq!(status, want_status, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "no JSON error: {body}"
+    );
+    if let Some(f) = want_field {
+        assert_eq!(body["field"].as_str(), Some(f), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn every_endpoint_checks_its_token_and_scope() {
+    let db = TestDb::new().await;
+    let api = ApiServer::start(&db.pool).await;
+    let (_, created) = api.post_admin("/v1/jobs", json!({"kind": "test"})).await;
+    let id = created["id"].as_i64().unwrap();
+    let (s, _) = api
+        .post_admin(
+            "/v1/hooks",
+            json!({"name": "h1", "secret": "0123456789abcdef", "job": {"kind": "test"}}),
+        )
+        .await;
+    assert_eq!(s, 201);
+
+    // (method, path, body, the single-scope token that must pass, or None for admin only)
+    let read = Some("read");
+    let write = Some("write");
+    let cases: Vec<(Method, String, Option<Value>, Option<&str>)> = vec![
+        (
+            Method::POST,
+            "/v1/jobs".into(),
+            Some(json!({"kind": "lint"})),
+            write,
+        ),
+        (
+            Method::POST,
+            "/v1/jobs/batch".into(),
+            Some(json!({"jobs": [{"kind": "lint"}]})),
+            write,
+        ),
+        (Method::GET, "/v1/jobs".into(), None, read),
+        (Method::GET, format!("/v1/jobs/{id}"), None, read),
+        (Method::GET, format!("/v1/jobs/{id}/logs"), None, read),
+        (Method::GET, format!("/v1/jobs/{id}/diff"), None, read),
+        (Method::POST, format!("/v1/jobs/{id}/cancel"), None, write),
+        (Method::POST, format!("/v1/jobs/{id}/retry"), None, write),
+        (Method::GET, "/v1/queues".into(), None, read),
+        (Method::POST, "/v1/queues/test/pause".into(), None, None),
+        (Method::POST, "/v1/queues/test/resume".into(), None, None),
+        (Method::GET, "/v1/hooks".into(), None, None),
+        (
+            Method::POST,
+            "/v1/hooks".into(),
+            Some(json!({"name": "h2", "secret": "0123456789abcdef", "job": {"kind": "lint"}})),
+            None,
+        ),
+        (Method::GET, "/v1/hooks/h1".into(), None, None),
+        (
+            Method::PATCH,
+            "/v1/hooks/h1".into(),
+            Some(json!({"events": ["push"]})),
+            None,
+        ),
+        (Method::GET, "/v1/tokens".into(), None, None),
+        (
+            Method::POST,
+            "/v1/tokens".into(),
+            Some(json!({"name": "x", "scopes": ["jobs:read"]})),
+            None,
+        ),
+        (Method::DELETE, "/v1/hooks/h2".into(), None, None),
+    ];
+    for (method, path, body, scope) in &cases {
+        let build = |token: Option<&str>| {
+            let r = api.req(method.clone(), path, token);
+            match body {
+                Some(b) => r.json(b),
+                None => r,
+            }
+        };
+        let what = format!("{method} {path}");
+        let (s, b) = api.call(build(None)).await;
+        assert_error(s, &b, 401, Some("Authorization"));
+        let (s, b) = api.call(build(Some("kiln_not-a-real-token"))).await;
+        assert_error(s, &b, 401, Some("Authorization"));
+        let (s, b) = api
+            .call(
+                api.req(method.clone(), path, None)
+                    .header("Authorization", "Basic dXNlcjpwYXNz"),
+            )
+            .await;
+        assert_error(s, &b, 401, Some("Authorization"));
+        // A token without the scope: the other single-scope token (or both, for admin routes).
+        let wrong: Vec<&str> = match scope {
+            Some("read") => vec![&api.writer],
+            Some("write") => vec![&api.reader],
+            _ => vec![&api.reader, &api.writer],
+        };
+        for t in wrong {
+            let (s, b) = api.call(build(Some(t))).await;
+            assert_error(s, &b, 403, Some("Authorization"));
+        }
+        let right = match scope {
+            Some("read") => &api.reader,
+            Some("write") => &api.writer,
+            _ => &api.admin,
+        };
+        let (s, b) = api.call(build(Some(right))).await;
+        assert!(
+            (200..300).contains(&s) || s == 409,
+            "{what} with the right scope: {s} {b}"
+        );
+        // admin may do everything
+        if scope.is_some() {
+            let (s, b) = api.call(build(Some(&api.admin))).await;
+            assert!(s != 401 && s != 403, "{what} as admin: {s} {b}");
+        }
+    }
+
+    // A revoked token is refused at once.
+    let (s, t) = api
+        .post_admin(
+            "/v1/tokens",
+            json!({"name": "short-lived", "scopes": ["jobs:read"]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{t}");
+    let secret = t["token"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("kiln_"));
+    let (s, _) = api.call(api.req(Method::GET, "/v1/jobs", Some(&secret))).await;
+    assert_eq!(s, 200);
+    let (s, _) = api
+        .call(api.req(
+            Method::DELETE,
+            &format!("/v1/tokens/{}", t["id"]),
+            Some(&api.admin),
+        ))
+        .await;
+    assert_eq!(s, 204);
+    let (s, b) = api.call(api.req(Method::GET, "/v1/jobs", Some(&secret))).await;
+    assert_error(s, &b, 401, Some("Authorization"));
+    let (s, b) = api
+        .call(api.req(Method::DELETE, "/v1/tokens/999999", Some(&api.admin)))
+        .await;
+    assert_error(s, &b, 404, None);
+    // Tokens are stored hashed: the secret appears nowhere in the table.
+    let leaked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM kiln_api_tokens WHERE encode(token_hash, 'escape') LIKE '%' || $1 || '%'",
+    )
+    .bind(&secret[5..20])
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(leaked, 0);
+    let (s, list) = api.get_admin("/v1/tokens").await;
+    assert_eq!(s, 200);
+    assert!(
+        list.to_string().find(&secret).is_none(),
+        "a listed token shows its secret"
+    );
+    assert!(list["tokens"].as_array().unwrap().len() >= 5);
+}
+
+#[tokio::test]
+async fn create_read_and_idempotency_key() {
+    let db = TestDb::new().await;
+    let api = ApiServer::start(&db.pool).await;
+    let body =
+        json!({"kind": "test", "payload": {"repo": "a/b"}, "priority": 7, "tags": ["ci"], "queue": "q1"});
+    let (s, first) = api.post_admin("/v1/jobs", body.clone()).await;
+    assert_eq!(s, 201, "{first}");
+    assert_eq!(first["created"], true);
+    let id = first["id"].as_i64().unwrap();
+
+    let (s, detail) = api.get_admin(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(s, 200);
+    assert_eq!(detail["job"]["priority"], 7);
+    assert_eq!(detail["job"]["queue"], "q1");
+    assert_eq!(detail["job"]["state"], "available");
+    assert_eq!(detail["job"]["payload"], json!({"repo": "a/b"}));
+    assert_eq!(detail["attempts"], json!([]));
+
+    let with_key = || {
+        api.req(Method::POST, "/v1/jobs", Some(&api.writer))
+            .header("Idempotency-Key", "req-1")
+            .json(&json!({"kind": "lint"}))
+    };
+    let (s, a) = api.call(with_key()).await;
+    assert_eq!(s, 201, "{a}");
+    let (s, b) = api.call(with_key()).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(a["id"], b["id"]);
+    assert_eq!(b["created"], false);
+    // The header and the body's own key must agree.
+    let (s, e) = api
+        .call(
+            api.req(Method::POST, "/v1/jobs", Some(&api.writer))
+                .header("Idempotency-Key", "req-2")
+                .json(&json!({"kind": "lint", "idempotency_key": "other"})),
+        )
+        .await;
+    assert_error(s, &e, 422, Some("Idempotency-Key"));
+    assert_eq!(job_count(&db).await, 2);
+
+    let (s, e) = api.get_admin("/v1/jobs/987654321").await;
+    assert_error(s, &e, 404, None);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_by_field_and_nothing_is_written() {
+    let db = TestDb::new().await;
+    let api = ApiServer::start(&db.pool).await;
+    let raw = |path: &str, body: &str| {
+        api.req(Method::POST, path, Some(&api.admin))
+            .header("Content-Type", "application/json")
+            .body(body.to_owned())
+    };
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("/v1/jobs", r#"{"kind": "test", "#.into(), 400, "body"),
+        ("/v1/jobs", "not json".into(), 400, "body"),
+        ("/v1/jobs", r#"{"kind": "test", "prio": 1}"#.into(), 422, "prio"),
+        ("/v1/jobs", r#"{"kind": "test", "priority": "high"}"#.into(), 422, "priority"),
+        ("/v1/jobs", r#"{"kind": "test", "tags": "ci"}"#.into(), 422, "tags"),
+        ("/v1/jobs", r#"{"kind": "compile"}"#.into(), 422, "kind"),
+        ("/v1/jobs", r#"{"payload": {}}"#.into(), 422, "kind"),
+        ("/v1/jobs", r#"{"kind": "test", "priority": 101}"#.into(), 422, "priority"),
+        ("/v1/jobs", r#"{"kind": "test", "max_attempts": 0}"#.into(), 422, "max_attempts"),
+        ("/v1/jobs", r#"{"kind": "test", "timeout_secs": 1e9}"#.into(), 422, "timeout_secs"),
+        ("/v1/jobs", r#"{"kind": "test", "run_at": "soon"}"#.into(), 422, "run_at"),
+        ("/v1/jobs", r#"{"kind": "test", "queue": "No Spaces"}"#.into(), 422, "queue"),
+        ("/v1/jobs", r#"{"kind": "test", "payload": [1]}"#.into(), 422, "payload"),
+        ("/v1/jobs", r#"[1, 2]"#.into(), 422, "body"),
+        (
+            "/v1/jobs/batch",
+            json!({"jobs": [{"kind": "test"}, {"kind": "test"}, {"kind": "test"}, {"kind": "test", "priority": 500}]})
+                .to_string(),
+            422,
+            "jobs[3].priority",
+        ),
+        (
+            "/v1/jobs/batch",
+            json!({"jobs": [{"kind": "test"}, {"kind": "test", "prio": 1}]}).to_string(),
+            422,
+            "jobs[1].prio",
+        ),
+        (
+            "/v1/jobs/batch",
+            json!({"jobs": [{"kind": "test"}, {"kind": "nope"}]}).to_string(),
+            422,
+            "jobs[1].kind",
+        ),
+        ("/v1/jobs/batch", json!({"jobs": []}).to_string(), 422, "jobs"),
+        ("/v1/jobs/batch", json!({"job": []}).to_string(), 422, "job"),
+        ("/v1/tokens", json!({"name": "x", "scopes": ["root"]}).to_string(), 422, "scopes[0]"),
+        ("/v1/tokens", json!({"name": "x", "scopes": []}).to_string(), 422, "scopes"),
+        (
+            "/v1/hooks",
+            json!({"name": "h", "secret": "short", "job": {"kind": "test"}}).to_string(),
+            422,
+            "secret",
+        ),
+        (
+            "/v1/hooks",
+            json!({"name": "h", "secret": "0123456789abcdef", "job": {"kind": "bogus"}}).to_string(),
+            422,
+            "job.kind",
+        ),
+        (
+            "/v1/hooks",
+            json!({"name": "h", "secret": "0123456789abcdef", "job": {"kind": "test"}, "events": ["issues"]})
+                .to_string(),
+            422,
+            "events[0]",
+        ),
+    ];
+    for (path, body, status, field) in &cases {
+        let (s, b) = api.call(raw(path, body)).await;
+        assert_error(s, &b, *status, Some(field));
+    }
+
+    // Over the cap: 413, for single and batch.
+    let big = format!(
+        r#"{{"kind": "test", "payload": {{"x": "{}"}}}}"#,
+        "a".repeat(1024 * 1024 + 10)
+    );
+    let (s, b) = api.call(raw("/v1/jobs", &big)).await;
+    assert_error(s, &b, 413, Some("body"));
+    let small = ApiServer::start_with(
+        &db.pool,
+        kiln_api::ApiConfig {
+            batch_body_limit: 4096,
+            ..Default::default()
+        },
+    )
+    .await;
+    let jobs: Vec<Value> = (0..1000).map(|_| json!({"kind": "test"})).collect();
+    let (s, b) = small
+        .call(
+            small
+                .req(Method::POST, "/v1/jobs/batch", Some(&small.admin))
+                .json(&json!({ "jobs": jobs })),
+        )
+        .await;
+    assert_error(s, &b, 413, Some("body"));
+    // A chunked body without Content-Length is capped too.
+    let stream =
+        futures::stream::iter((0..300).map(|_| Ok::<_, std::io::Error>(bytes_of(&"x".repeat(4096)))));
+    let (s, b) = api
+        .call(
+            api.req(Method::POST, "/v1/jobs", Some(&api.admin))
+                .header("Content-Type", "application/json")
+                .body(reqwest::Body::wrap_stream(stream)),
+        )
+        .await;
+    assert_error(s, &b, 413, Some("body"));
+
+    // Not JSON at all.
+    let (s, b) = api
+        .call(
+            api.req(Method::POST, "/v1/jobs", Some(&api.admin))
+                .header("Content-Type", "text/plain")
+                .body(r#"{"kind": "test"}"#),
+        )
+        .await;
+    assert_error(s, &b, 415, Some("Content-Type"));
+
+    // Bad path and query parameters.
+    for (path, field) in [
+        ("/v1/jobs/abc", "id"),
+        ("/v1/jobs?limit=0", "limit"),
+        ("/v1/jobs?limit=ten", "limit"),
+        ("/v1/jobs?state=done", "state"),
+        ("/v1/jobs?kind=compile", "kind"),
+        ("/v1/jobs?created_after=yesterday", "created_after"),
+        ("/v1/jobs?cursor=-5", "cursor"),
+        ("/v1/jobs?colour=red", "colour"),
+        ("/v1/jobs/1/logs?after=x", "after"),
+        ("/v1/queues/Bad%20Name/pause", "name"),
+    ] {
+        let method = if path.ends_with("pause") {
+            Method::POST
+        } else {
+            Method::GET
+        };
+        let (s, b) = api.call(api.req(method, path, Some(&api.admin))).await;
+        assert_error(s, &b, 400, Some(field));
+    }
+    // Bad header.
+    let (s, b) = api
+        .call(
+            api.req(Method::POST, "/v1/jobs", Some(&api.admin))
+                .header("Idempotency-Key", "")
+                .json(&json!({"kind": "test"})),
+        )
+        .await;
+    assert_error(s, &b, 400, Some("Idempotency-Key"));
+
+    // Unknown routes and methods answer JSON too.
+    let (s, b) = api.get_admin("/v1/nothing-here").await;
+    assert_error(s, &b, 404, None);
+    let (s, b) = api
+        .call(api.req(Method::DELETE, "/v1/jobs", Some(&api.admin)))
+        .await;
+    assert_error(s, &b, 405, None);
+
+    assert_eq!(job_count(&db).await, 0, "a refused request left jobs behind");
+    let hooks: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_hooks")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(hooks, 0);
+}
+
+fn bytes_of(s: &str) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
+#[tokio::test]
+async fn batches_pagination_and_filters() {
+    let db = TestDb::new().await;
+    let api = ApiServer::start(&db.pool).await;
+    // The largest batch goes in whole; one more job is refused.
+    let jobs: Vec<Value> = (0..10_000)
+        .map(|i| json!({"kind": if i % 2 == 0 { "test" } else { "lint" }, "queue": "bulk", "payload": {"i": i}}))
+        .collect();
+    let (s, out) = api.post_admin("/v1/jobs/batch", json!({ "jobs": jobs })).await;
+    assert_eq!(s, 201);
+    assert_eq!(out["jobs"].as_array().unwrap().len(), 10_000);
+    let too_many: Vec<Value> = (0..10_001).map(|_| json!({"kind": "test"})).collect();
+    let (s, b) = api
+        .post_admin("/v1/jobs/batch", json!({ "jobs": too_many }))
+        .await;
+    assert_error(s, &b, 422, Some("jobs"));
+    assert_eq!(job_count(&db).await, 10_000);
+
+    // Idempotent batch: a repeat returns the same ids.
+    let batch = json!({"jobs": [{"kind": "test", "queue": "idem"}, {"kind": "lint", "queue": "idem"}]});
+    let send = || {
+        api.req(Method::POST, "/v1/jobs/batch", Some(&api.writer))
+            .header("Idempotency-Key", "batch-7")
+            .json(&batch)
+    };
+    let (s1, a) = api.call(send()).await;
+    let (s2, b) = api.call(send()).await;
+    assert_eq!((s1, s2), (201, 200));
+    assert_eq!(a["jobs"][0]["id"], b["jobs"][0]["id"]);
+    assert_eq!(a["jobs"][1]["id"], b["jobs"][1]["id"]);
+    assert_eq!(b["jobs"][1]["created"], false);
+
+    // Mixed jobs to filter.
+    let before = Utc::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut mixed = Vec::new();
+    for i in 0..25 {
+        mixed.push(json!({
+            "kind": (["test", "lint", "preview"][i % 3]),
+            "queue": if i < 15 { "alpha" } else { "beta" },
+            "tags": if i % 5 == 0 { json!(["nightly"]) } else { json!([]) },
+        }));
+    }
+    let (s, made) = api.post_admin("/v1/jobs/batch", json!({ "jobs": mixed })).await;
+    assert_eq!(s, 201);
+    let ids: Vec<i64> = made["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_i64().unwrap())
+        .collect();
+    let cancel = ids[3];
+    api.post_admin(&format!("/v1/jobs/{cancel}/cancel"), json!(null))
+        .await;
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("/v1/jobs?queue=alpha&limit=4&cursor={c}"),
+            None => "/v1/jobs?queue=alpha&limit=4".into(),
+        };
+        let (s, page) = api.call(api.req(Method::GET, &q, Some(&api.reader))).await;
+        assert_eq!(s, 200, "{page}");
+        for j in page["jobs"].as_array().unwrap() {
+            assert_eq!(j["queue"], "alpha");
+            seen.push(j["id"].as_i64().unwrap());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let mut want: Vec<i64> = ids[..15].to_vec();
+    want.reverse();
+    assert_eq!(seen, want, "pages are newest first, without gaps or repeats");
+
+    let count = |q: &'static str| {
+        let api = &api;
+        async move {
+            let (s, page) = api.get_admin(q).await;
+            assert_eq!(s, 200, "{q}: {page}");
+            page["jobs"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(count("/v1/jobs?queue=beta&limit=500").await, 10);
+    assert_eq!(count("/v1/jobs?queue=alpha&kind=preview&limit=500").await, 5);
+    assert_eq!(count("/v1/jobs?tag=nightly&limit=500").await, 5);
+    assert_eq!(count("/v1/jobs?state=cancelled").await, 1);
+    assert_eq!(
+        count("/v1/jobs?queue=alpha&state=available,cancelled&limit=500").await,
+        15
+    );
+    let since = before.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let (s, page) = api
+        .call(
+            api.req(Method::GET, "/v1/jobs", Some(&api.admin))
+                .query(&[("created_after", since.as_str()), ("limit", "500")]),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 25);
+    let (_, page) = api
+        .call(
+            api.req(Method::GET, "/v1/jobs", Some(&api.admin))
+                .query(&[("created_before", since.as_str()), ("queue", "idem")]),
+        )
+        .await;
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_single_enqueues_share_statements_but_keep_their_own_answers() {
+    let db = TestDb::new().await;
+    let api = ApiServer::start(&db.pool).await;
+    let mut tasks = Vec::new();
+    for i in 0..400 {
+        let req = api
+            .req(Method::POST, "/v1/jobs", Some(&api.writer))
+            .json(&json!({"kind": "test", "queue": "c", "payload": {"i": i}, "unique_key": if (i / 4) % 25 == 0 { Some("shared-u") } else { None }}));
+        // Every fourth request shares an idempotency key with its three neighbours; four
+        // such groups also share one unique key.
+        let req = req.header("Idempotency-Key", format!("k-{}", i / 4));
+        tasks.push(tokio::spawn(async move {
+            let res = req.send().await.unwrap();
+            let s = res.status().as_u16();
+            (s, res.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut by_key: std::collections::HashMap<usize, Vec<i64>> = Default::default();
+    let mut created = 0;
+    for (i, t) in tasks.into_iter().enumerate() {
+        let (s, b) = t.await.unwrap();
+        assert!(s == 200 || s == 201, "{s} {b}");
+        if b["created"] == true {
+            created += 1;
+        }
+        by_key.entry(i / 4).or_default().push(b["id"].as_i64().unwrap());
+    }
+    for (k, ids) in &by_key {
+        assert!(ids.iter().all(|id| *id == ids[0]), "key {k} got ids {ids:?}");
+    }
+    let shared: Vec<i64> = [0, 25, 50, 75].iter().map(|k| by_key[k][0]).collect();
+    assert!(
+        shared.iter().all(|id| *id == shared[0]),
+        "one live job holds the unique key: {shared:?}"
+    );
+    assert_eq!(created, 97);
+    assert_eq!(job_count(&db).await, 97);
+}
+
+fn completion(id: i64, outcome: AttemptOutcome, details: Option<AttemptDetails>) -> Completion {
+    Completion {
+        id,
+        attempt: 1,
+        outcome,
+        result: None,
+        error: (outcome != AttemptOutcome::Succeeded).then(|| "boom".to_owned()),
+        started_at: Utc::now(),
+        finished_at: Utc::now(),
+        retry_at: None,
+        details: details.map(Box::new),
+    }
+}
+
+#[tokio::test]
+async fn cancel_retry_diff_and_queues() {
+    let db = TestDb::new().await;
+    let api = ApiServer::start(&db.pool).await;
+    let (_, a) = api
+        .post_admin("/v1/jobs", json!({"kind": "test", "queue": "ops"}))
+        .await;
+    let (_, b) = api
+        .post_admin("/v1/jobs", json!({"kind": "test", "queue": "ops"}))
+        .await;
+    let (a, b) = (a["id"].as_i64().unwrap(), b["id"].as_i64().unwrap());
+
+    let (s, r) = api.post_admin(&format!("/v1/jobs/{a}/cancel"), json!(null)).await;
+    assert_eq!((s, r["state"].as_str()), (200, Some("cancelled")), "{r}");
+    let (s, r) = api.post_admin(&format!("/v1/jobs/{a}/cancel"), json!(null)).await;
+    assert_error(s, &r, 409, None);
+    let (s, r) = api.post_admin(&format!("/v1/jobs/{a}/retry"), json!(null)).await;
+    assert_eq!((s, r["state"].as_str()), (200, Some("available")), "{r}");
+    let (s, r) = api.post_admin(&format!("/v1/jobs/{a}/retry"), json!(null)).await;
+    assert_error(s, &r, 409, None);
+    let (s, r) = api.post_admin("/v1/jobs/424242/cancel", json!(null)).await;
+    assert_error(s, &r, 404, None);
+
+    // A finished attempt with a diff, written through the real completion path.
+    let claimed = lease::claim(&db.pool, "ops", "w1", 2, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    let (s, d) = api.get_admin(&format!("/v1/jobs/{b}/diff")).await;
+    assert_eq!(s, 200);
+    assert_eq!(d["diff"], Value::Null);
+    let details = AttemptDetails {
+        diff: Some("--- a/x.py\n+++ b/x.py\n@@ -1 +1 @@\n-a\n+b\n".into()),
+        diff_files: Some(1),
+        diff_insertions: Some(1),
+        diff_deletions: Some(1),
+        exit_code: Some(0),
+        ..AttemptDetails::default()
+    };
+    lease::complete(
+        &db.pool,
+        "w1",
+        &[
+            completion(b, AttemptOutcome::Succeeded, Some(details)),
+            completion(a, AttemptOutcome::Failed, None),
+        ],
+    )
+    .await
+    .unwrap();
+    let (s, d) = api.get_admin(&format!("/v1/jobs/{b}/diff")).await;
+    assert_eq!(s, 200);
+    assert_eq!(d["attempt"], 1);
+    assert_eq!(d["files"], 1);
+    assert!(d["diff"].as_str().unwrap().contains("+b"));
+    let (_, detail) = api.get_admin(&format!("/v1/jobs/{b}")).await;
+    assert_eq!(detail["job"]["state"], "succeeded");
+    assert_eq!(detail["attempts"][0]["outcome"], "succeeded");
+    assert_eq!(detail["attempts"][0]["exit_code"], 0);
+    let (s, d) = api.get_admin("/v1/jobs/999999/diff").await;
+    assert_error(s, &d, 404, None);
+
+    // Queues: counts by state, pause and resume.
+    api.post_admin("/v1/jobs", json!({"kind": "lint", "queue": "ops"}))
+        .await;
+    let (s, q) = api.get_admin("/v1/queues").await;
+    assert_eq!(s, 200);
+    let ops = q["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "ops")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        ops["counts"],
+        json!({"available": 1, "failed": 1, "succeeded": 1}),
+        "{ops}"
+    );
+    assert_eq!(ops["paused"], false);
+    let (s, p) = api.post_admin("/v1/queues/ops/pause", json!(null)).await;
+    assert_eq!((s, p["paused"].as_bool()), (200, Some(true)));
+    let (_, q) = api.get_admin("/v1/queues").await;
+    assert!(q["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|q| q["name"] == "ops" && q["paused"] == true));
+    assert!(lease::claim(&db.pool, "ops", "w1", 5, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .is_empty());
+    let (s, p) = api.post_admin("/v1/queues/ops/resume", json!(null)).await;
+    assert_eq!((s, p["paused"].as_bool()), (200, Some(false)));
+    assert_eq!(
+        lease::claim(&db.pool, "ops", "w1", 5, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // A new queue can be paused before it has jobs.
+    let (s, _) = api.post_admin("/v1/queues/later/pause", json!(null)).await;
+    assert_eq!(s, 200);
+    let (_, q) = api.get_admin("/v1/queues").await;
+    assert!(q["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|q| q["name"] == "later" && q["counts"] == json!({})));
+}
+
+/// Reads server-sent events from `res` until `end`, returning the `log` data and the end data.
+async fn read_sse(res: reqwest::Response, mut on_log: impl FnMut(Value)) -> Value {
+    let mut body = res.bytes_stream();
+    let mut buf = String::new();
+    let (mut event, mut data) = (String::new(), String::new());
+    while let Some(chunk) = body.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(nl) = buf.find('\n') {
+            let line: String = buf.drain(..=nl).collect();
+            let line = line.trim_end();
+            if line.is_empty() {
+                match event.as_str() {
+                    "log" => on_log(serde_json::from_str(&data).unwrap()),
+                    "end" => return serde_json::from_str(&data).unwrap(),
+                    _ => {}
+                }
+                event.clear();
+                data.clear();
+            } else if let Some(v) = line.strip_prefix("event:") {
+                event = v.trim().to_owned();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            }
+        }
+    }
+    panic!("the stream closed without an end event");
+}
+
+fn chunk(seq: i32, data: &str) -> LogChunk {
+    LogChunk {
+        seq,
+        stream: if seq % 2 == 0 { "stdout" } else { "stderr" }.into(),
+        data: data.into(),
+    }
+}
+
+#[tokio::test]
+async fn logs_as_json_pages_and_live_over_sse() {
+    let db = TestDb::new().await;
+    let api = ApiServer::start(&db.pool).await;
+    let (_, j) = api
+        .post_admin("/v1/jobs", json!({"kind": "test", "queue": "logs"}))
+        .await;
+    let id = j["id"].as_i64().unwrap();
+    lease::claim(&db.pool, "logs", "w1", 1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    kiln_queue::logs::append(&db.pool, id, 1, &[chunk(0, "line 0\n"), chunk(1, "line 1\n")])
+        .await
+        .unwrap();
+
+    let res = api
+        .req(
+            Method::GET,
+            &format!("/v1/jobs/{id}/logs/stream"),
+            Some(&api.reader),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(read_sse(res, move |v| {
+        let _ = tx.send(v);
+    }));
+    // The two stored chunks come first, then chunks appended while the stream is open.
+    for want in ["line 0\n", "line 1\n"] {
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got["data"], want);
+    }
+    for seq in 2..6 {
+        kiln_queue::logs::append(&db.pool, id, 1, &[chunk(seq, &format!("line {seq}\n"))])
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a chunk appended while streaming arrives")
+            .unwrap();
+        assert_eq!(got["data"], format!("line {seq}\n"));
+        assert_eq!(got["seq"], seq);
+    }
+    assert!(!reader.is_finished(), "the stream ended while the job runs");
+    // The job finishes: the last chunk is delivered, then the stream ends.
+    kiln_queue::logs::append(&db.pool, id, 1, &[chunk(6, "bye\n")])
+        .await
+        .unwrap();
+    lease::complete(&db.pool, "w1", &[completion(id, AttemptOutcome::Succeeded, None)])
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .expect("the stream ends once the job is final")
+        .unwrap();
+    assert_eq!(end["state"], "succeeded");
+    let last = rx.recv().await.unwrap();
+    assert_eq!(last["data"], "bye\n");
+
+    // Resuming with Last-Event-ID sends only what follows.
+    let res = api
+        .req(
+            Method::GET,
+            &format!("/v1/jobs/{id}/logs/stream"),
+            Some(&api.reader),
+        )
+        .header("Last-Event-ID", "1:4")
+        .send()
+        .await
+        .unwrap();
+    let mut resumed = Vec::new();
+    let end = read_sse(res, |v| resumed.push(v["seq"].as_i64().unwrap())).await;
+    assert_eq!(resumed, vec![5, 6]);
+    assert_eq!(end["state"], "succeeded");
+
+    // JSON pages.
+    let (s, page) = api.get_admin(&format!("/v1/jobs/{id}/logs?limit=3")).await;
+    assert_eq!(s, 200);
+    assert_eq!(page["chunks"].as_array().unwrap().len(), 3);
+    assert_eq!(page["next"], "1:2");
+    assert_eq!(page["done"], false);
+    let (_, page) = api.get_admin(&format!("/v1/jobs/{id}/logs?after=1:2")).await;
+    let data: Vec<&str> = page["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(data, ["line 3\n", "line 4\n", "line 5\n", "bye\n"]);
+    assert_eq!(page["done"], true);
+    let (s, e) = api.get_admin("/v1/jobs/777777/logs/stream").await;
+    assert_error(s, &e, 404, None);
+}
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = <Hmac<sha2_hmac::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn webhooks_verify_signatures_and_ignore_replays() {
+    let db = TestDb::new().await;
+    let api = ApiServer::start(&db.pool).await;
+    let secret = "s3cret-s3cret-s3cret";
+    let (s, h) = api
+        .post_admin(
+            "/v1/hooks",
+            json!({
+                "name": "ci",
+                "secret": secret,
+                "job": {
+                    "kind": "test",
+                    "queue": "hooks",
+                    "payload": {"repo": "{{repository}}", "sha": "{{commit}}", "ref": "{{ref}}", "why": "{{event}}"},
+                    "unique_key": "ci:{{repository}}@{{commit}}",
+                    "tags": ["hook:{{hook}}"]
+                }
+            }),
+        )
+        .await;
+    assert_eq!(s, 201, "{h}");
+    assert!(h.get("secret").is_none(), "the secret is echoed back");
+    let (s, e) = api
+        .post_admin(
+            "/v1/hooks",
+            json!({"name": "ci", "secret": secret, "job": {"kind": "test"}}),
+        )
+        .await;
+    assert_error(s, &e, 409, Some("name"));
+
+    let push = json!({
+        "ref": "refs/heads/main",
+        "after": "4b825dc642cb6eb9a060e54bf8d69288fbee4904",
+        "repository": {"full_name": "acme/widgets"},
+    });
+    let body = serde_json::to_vec(&push).unwrap();
+    let deliver = |sig: Option<String>, delivery: &str, event: &str, body: Vec<u8>| {
+        let mut r = api
+            .req(Method::POST, "/v1/hooks/github/ci", None)
+            .header("Content-Type", "application/json")
+            .header("X-GitHub-Event", event)
+            .header("X-GitHub-Delivery", delivery)
+            .body(body);
+        if let Some(sig) = sig {
+            r = r.header("X-Hub-Signature-256", sig);
+        }
+        api.call(r)
+    };
+    // Missing and bad signatures enqueue nothing.
+    let (s, e) = deliver(None, "d-1", "push", body.clone()).await;
+    assert_error(s, &e, 401, Some("X-Hub-Signature-256"));
+    let (s, e) = deliver(
+        Some(sign("wrong-secret-wrong", &body)),
+        "d-1",
+        "push",
+        body.clone(),
+    )
+    .await;
+    assert_error(s, &e, 401, Some("X-Hub-Signature-256"));
+    let (s, e) = deliver(Some("sha256=zz".into()), "d-1", "push", body.clone()).await;
+    assert_error(s, &e, 401, Some("X-Hub-Signature-256"));
+    let mut tampered = body.clone();
+    tampered[10] ^= 1;
+    let (s, e) = deliver(Some(sign(secret, &body)), "d-1", "push", tampered).await;
+    assert_error(s, &e, 401, Some("X-Hub-Signature-256"));
+    assert_eq!(job_count(&db).await, 0);
+
+    // A good one enqueues the template for that repository and commit.
+    let (s, r) = deliver(Some(sign(secret, &body)), "d-1", "push", body.clone()).await;
+    assert_eq!((s, r["status"].as_str()), (202, Some("enqueued")), "{r}");
+    let job_id = r["job_id"].as_i64().unwrap();
+    let (_, detail) = api.get_admin(&format!("/v1/jobs/{job_id}")).await;
+    assert_eq!(
+        detail["job"]["payload"],
+        json!({"repo": "acme/widgets", "sha": "4b825dc642cb6eb9a060e54bf8d69288fbee4904", "ref": "refs/heads/main", "why": "push"})
+    );
+    assert_eq!(detail["job"]["tags"], json!(["hook:ci"]));
+    assert_eq!(detail["job"]["queue"], "hooks");
+
+    // The same delivery again: no second job.
+    let (s, r) = deliver(Some(sign(secret, &body)), "d-1", "push", body.clone()).await;
+    assert_eq!(
+        (s, r["status"].as_str(), r["job_id"].as_i64()),
+        (200, Some("duplicate"), Some(job_id))
+    );
+    assert_eq!(job_count(&db).await, 1);
+
+    // Concurrent twins of a new delivery make exactly one job.
+    let pr = json!({
+        "action": "synchronize",
+        "repository": {"full_name": "acme/widgets"},
+        "pull_request": {"head": {"sha": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "ref": "feature"}},
+    });
+    let pr_body = serde_json::to_vec(&pr).unwrap();
+    let twins = futures::future::join_all((0..5).map(|_| {
+        deliver(
+            Some(sign(secret, &pr_body)),
+            "d-2",
+            "pull_request",
+            pr_body.clone(),
+        )
+    }))
+    .await;
+    let enqueued = twins.iter().filter(|(_, r)| r["status"] == "enqueued").count();
+    assert_eq!(enqueued, 1, "{twins:?}");
+    assert!(twins.iter().all(|(_, r)| r["job_id"] == twins[0].1["job_id"]));
+    assert_eq!(job_count(&db).await, 2);
+
+    // Events and actions it does not react to, pings, and a deleted branch: nothing enqueued.
+    let closed =
+        serde_json::to_vec(&json!({"action": "closed", "repository": {"full_name": "a/b"}})).unwrap();
+    let (s, r) = deliver(Some(sign(secret, &closed)), "d-3", "pull_request", closed).await;
+    assert_eq!((s, r["status"].as_str()), (202, Some("ignored")), "{r}");
+    let issue = b"{}".to_vec();
+    let (s, r) = deliver(Some(sign(secret, &issue)), "d-4", "issues", issue.clone()).await;
+    assert_eq!((s, r["status"].as_str()), (202, Some("ignored")), "{r}");
+    let (s, r) = deliver(Some(sign(secret, &issue)), "d-5", "ping", issue.clone()).await;
+    assert_eq!((s, r["status"].as_str()), (200, Some("pong")), "{r}");
+    let deleted = serde_json::to_vec(&json!({"ref": "refs/heads/x", "after": "0000000000000000000000000000000000000000", "deleted": true, "repository": {"full_name": "a/b"}})).unwrap();
+    let (s, r) = deliver(Some(sign(secret, &deleted)), "d-6", "push", deleted).await;
+    assert_eq!((s, r["status"].as_str()), (202, Some("ignored")), "{r}");
+    let incomplete = serde_json::to_vec(&json!({"ref": "refs/heads/x", "after": "abc"})).unwrap();
+    let (s, e) = deliver(Some(sign(secret, &incomplete)), "d-7", "push", incomplete).await;
+    assert_error(s, &e, 422, Some("repository.full_name"));
+    let (s, e) = api
+        .call(
+            api.req(Method::POST, "/v1/hooks/github/nope", None)
+                .header("X-Hub-Signature-256", sign(secret, &body))
+                .body(body.clone()),
+        )
+        .await;
+    assert_error(s, &e, 404, None);
+    assert_eq!(job_count(&db).await, 2);
+
+    // Generic hook: same signing; the body's own fields fill the template; replays ignored.
+    let generic =
+        serde_json::to_vec(&json!({"repository": "acme/api", "commit": "cafe", "ref": "main"})).unwrap();
+    let send_generic = |sig: Option<String>, delivery: Option<&str>| {
+        let mut r = api
+            .req(Method::POST, "/v1/hooks/generic/ci", None)
+            .header("Content-Type", "application/json")
+            .body(generic.clone());
+        if let Some(sig) = sig {
+            r = r.header("X-Hub-Signature-256", sig);
+        }
+        if let Some(d) = delivery {
+            r = r.header("X-Kiln-Delivery", d);
+        }
+        api.call(r)
+    };
+    let (s, e) = send_generic(None, None).await;
+    assert_error(s, &e, 401, Some("X-Hub-Signature-256"));
+    let (s, e) = send_generic(Some(sign("nope-nope-nope-nope", &generic)), None).await;
+    assert_error(s, &e, 401, Some("X-Hub-Signature-256"));
+    let (s, r) = send_generic(Some(sign(secret, &generic)), None).await;
+    assert_eq!((s, r["status"].as_str()), (202, Some("enqueued")), "{r}");
+    let (_, detail) = api.get_admin(&format!("/v1/jobs/{}", r["job_id"])).await;
+    assert_eq!(detail["job"]["payload"]["repo"], "acme/api");
+    assert_eq!(detail["job"]["payload"]["why"], "generic");
+    let (s, r) = send_generic(Some(sign(secret, &generic)), None).await;
+    assert_eq!(
+        (s, r["status"].as_str()),
+        (200, Some("duplicate")),
+        "a replayed body"
+    );
+    let (s, r) = send_generic(Some(sign(secret, &generic)), Some("g-2")).await;
+    assert_eq!(
+        r["status"], "duplicate",
+        "{s} {r}: same unique key, the live job stands"
+    );
+    assert_eq!(job_count(&db).await, 3);
+
+    // CRUD.
+    let (s, list) = api.get_admin("/v1/hooks").await;
+    assert_eq!(s, 200);
+    assert_eq!(list["hooks"].as_array().unwrap().len(), 1);
+    let (s, u) = api
+        .call(
+            api.req(Method::PATCH, "/v1/hooks/ci", Some(&api.admin))
+                .json(&json!({"events": ["push"], "secret": "another-secret-value"})),
+        )
+        .await;
+    assert_eq!((s, u["events"].clone()), (200, json!(["push"])), "{u}");
+    let (s, r) = deliver(Some(sign(secret, &body)), "d-8", "push", body.clone()).await;
+    assert_error(s, &r, 401, None);
+    let (s, _) = api
+        .call(api.req(Method::DELETE, "/v1/hooks/ci", Some(&api.admin)))
+        .await;
+    assert_eq!(s, 204);
+    let (s, e) = api.get_admin("/v1/hooks/ci").await;
+    assert_error(s, &e, 404, None);
+
+    let metrics = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        r#"kiln_webhook_deliveries_total{result="enqueued",source="github"}"#,
+        r#"kiln_webhook_deliveries_total{result="duplicate",source="github"}"#,
+        r#"kiln_webhook_deliveries_total{result="bad_signature",source="github"}"#,
+        r#"kiln_webhook_deliveries_total{result="missing_signature",source="generic"}"#,
+    ] {
+        assert!(metrics.contains(want), "{want} missing from /metrics");
+    }
+}
+
+#[tokio::test]
+async fn health_metrics_and_openapi_document() {
+    let db = TestDb::new().await;
+    let api = ApiServer::start(&db.pool).await;
+    let (s, h) = api.call(api.req(Method::GET, "/healthz", None)).await;
+    assert_eq!((s, h["status"].as_str()), (200, Some("ok")));
+    let (s, r) = api.call(api.req(Method::GET, "/readyz", None)).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["checks"], json!({"database": "ok", "docker": "ok"}));
+
+    api.post_admin("/v1/jobs", json!({"kind": "test"})).await;
+    let text = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"kiln_http_requests_total{method="POST",route="/v1/jobs",status="201"}"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"kiln_http_request_seconds_count{method="POST",route="/v1/jobs"}"#));
+
+    let (s, doc) = api.call(api.req(Method::GET, "/openapi.json", None)).await;
+    assert_eq!(s, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    let want = [
+        ("/v1/jobs", &["get", "post"][..]),
+        ("/v1/jobs/batch", &["post"]),
+        ("/v1/jobs/{id}", &["get"]),
+        ("/v1/jobs/{id}/logs", &["get"]),
+        ("/v1/jobs/{id}/logs/stream", &["get"]),
+        ("/v1/jobs/{id}/diff", &["get"]),
+        ("/v1/jobs/{id}/cancel", &["post"]),
+        ("/v1/jobs/{id}/retry", &["post"]),
+        ("/v1/queues", &["get"]),
+        ("/v1/queues/{name}/pause", &["post"]),
+        ("/v1/queues/{name}/resume", &["post"]),
+        ("/v1/hooks", &["get", "post"]),
+        ("/v1/hooks/{hook}", &["get", "patch", "delete"]),
+        ("/v1/hooks/github/{hook}", &["post"]),
+        ("/v1/hooks/generic/{hook}", &["post"]),
+        ("/v1/tokens", &["get", "post"]),
+        ("/v1/tokens/{id}", &["delete"]),
+        ("/healthz", &["get"]),
+        ("/readyz", &["get"]),
+        ("/metrics", &["get"]),
+        ("/openapi.json", &["get"]),
+    ];
+    for (path, methods) in want {
+        let item = paths
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} is not documented"));
+        for m in methods {
+            assert!(item.get(*m).is_some(), "{m} {path} is not documented");
+        }
+    }
+    assert_eq!(
+        paths.len(),
+        want.len(),
+        "documented paths: {:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    assert!(doc["components"]["schemas"]["JobSpec"].is_object());
+}
+
+#[tokio::test]
+async fn api_enqueues_still_wake_workers() {
+    let db = TestDb::new().await;
+    let api = ApiServer::start(&db.pool).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool).await.unwrap();
+    listener.listen(kiln_queue::admin::JOBS_CHANNEL).await.unwrap();
+    let (s, _) = api
+        .post_admin("/v1/jobs", json!({"kind": "test", "queue": "wake-single"}))
+        .await;
+    assert_eq!(s, 201);
+    let n = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n.payload(), "wake-single");
+    let (s, _) = api
+        .post_admin(
+            "/v1/jobs/batch",
+            json!({"jobs": [{"kind": "test", "queue": "wake-batch"}]}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let n = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n.payload(), "wake-batch");
+    // Other enqueuers keep the trigger's notification.
+    kiln_queue::enqueue(
+        &db.pool,
+        &kiln_queue::NewJob::new("wake-direct", kiln_queue::JobKind::Lint, json!({})),
+    )
+    .await
+    .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n.payload(), "wake-direct");
+}
