@@ -11,6 +11,7 @@ pub mod auth;
 pub mod coalesce;
 pub mod error;
 pub mod extract;
+pub mod first_analyze;
 pub mod hooks;
 pub mod live;
 pub mod routes;
@@ -96,6 +97,7 @@ impl AppState {
             config.coalesce_max_batch,
         );
         let logs = live::LogHub::start(pool.clone(), shutdown.clone());
+        first_analyze::start(pool.clone(), shutdown.clone());
         let docker = bollard::Docker::connect_with_local_defaults()
             .inspect_err(|e| tracing::warn!(error = %e, "no Docker client; /readyz will report it"))
             .ok();
