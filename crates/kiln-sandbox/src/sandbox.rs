@@ -19,7 +19,7 @@ use crate::policy::Owner;
 use crate::pool::WarmPool;
 use crate::readback::read_work;
 use crate::reaper::{reap, Reaped};
-use crate::report::{JobReport, LogChunk, Outcome};
+use crate::report::{JobReport, LogChunk, Outcome, Timings};
 use crate::snapshot::{Snapshot, SnapshotCaps};
 use crate::spec::{JobSpec, Limits};
 
@@ -141,6 +141,7 @@ impl Sandbox {
         let _enter = span.enter();
         drop(_enter);
         let is_warm = warm.is_some();
+        let t0 = std::time::Instant::now();
         let container = match warm {
             Some(c) => c,
             None => {
@@ -157,7 +158,12 @@ impl Sandbox {
             removals: self.removals.clone(),
         };
         let container = guard.container.as_ref().expect("set above");
-        let result = self.execute(container, spec, logs, is_warm).await;
+        let start_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let result = self.execute(container, spec, logs, is_warm).await.map(|mut r| {
+            r.timings.container_start_ms = start_ms;
+            r.timings.total_ms = t0.elapsed().as_secs_f64() * 1e3;
+            r
+        });
         drop(guard);
         match &result {
             Ok(r) => {
@@ -187,7 +193,14 @@ impl Sandbox {
         let (after, image_id) = tokio::join!(read_work(&self.docker, c, caps), self.image_id(&c.image));
         let after = after?;
         let before = Snapshot::of_workspace(&spec.workspace);
-        let diff = WorkspaceDiff::between(&before, &after);
+        let diff = if spec.diff_ignore.is_empty() {
+            WorkspaceDiff::between(&before, &after)
+        } else {
+            WorkspaceDiff::between(
+                &before.without(&spec.diff_ignore),
+                &after.without(&spec.diff_ignore),
+            )
+        };
         tracing::debug!(
             upload_ms = uploaded.as_secs_f64() * 1e3,
             command_ms = (ran_at - uploaded).as_secs_f64() * 1e3,
@@ -196,6 +209,13 @@ impl Sandbox {
             "job phases"
         );
         let outputs = Outputs::select(&after, &spec.outputs, spec.limits.output_bytes);
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let timings = Timings {
+            upload_ms: ms(uploaded),
+            run_ms: ms(ran_at - uploaded),
+            readback_ms: ms(t.elapsed() - ran_at),
+            ..Timings::default()
+        };
         let truncated = ran.stdout.truncated() || ran.stderr.truncated();
         Ok(JobReport {
             outcome: Outcome::decide(ran.timed_out, ran.oom_killed, ran.exit_code, truncated),
@@ -209,6 +229,7 @@ impl Sandbox {
             container_id: c.id.clone(),
             image_id,
             warm,
+            timings,
         })
     }
 

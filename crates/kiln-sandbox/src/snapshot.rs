@@ -55,6 +55,20 @@ pub struct SnapshotCaps {
 }
 
 impl Snapshot {
+    /// The same snapshot without the entries at or under any of `paths` (clean relative paths).
+    pub fn without(&self, paths: &[String]) -> Snapshot {
+        let mut s = self.clone();
+        s.entries.retain(|path, _| {
+            !paths.iter().any(|p| {
+                path == p
+                    || (path.len() > p.len()
+                        && path.starts_with(p.as_str())
+                        && path.as_bytes()[p.len()] == b'/')
+            })
+        });
+        s
+    }
+
     /// The snapshot of an input workspace (all content kept).
     pub fn of_workspace(ws: &Workspace) -> Snapshot {
         let entries = ws
