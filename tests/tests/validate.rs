@@ -1,0 +1,442 @@
+//! Validation pipelines end to end: real Postgres, the real images on the real Docker engine,
+//! the fixtures under `tests/fixtures/`, counts and findings asserted exactly.
+
+use std::time::{Duration, Instant};
+
+use kiln_pipeline::{PipelineError, Source, SubmitOptions};
+use kiln_testkit::TestDb;
+use kiln_tests::validation::{fixture, Rig};
+use serde_json::Value;
+
+/// (tool, rule, file, line, severity) of every finding, sorted as the result is.
+fn findings(v: &Value) -> Vec<(String, String, String, Option<u64>, String)> {
+    v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            (
+                f["tool"].as_str().unwrap().to_string(),
+                f["rule"].as_str().unwrap().to_string(),
+                f["file"].as_str().unwrap().to_string(),
+                f["line"].as_u64(),
+                f["severity"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn counts(test: &Value) -> (u64, u64, u64, u64) {
+    let n = |k: &str| test[k].as_u64().unwrap_or_else(|| panic!("{k} in {test}"));
+    (n("passed"), n("failed"), n("skipped"), n("errors"))
+}
+
+fn f(
+    tool: &str,
+    rule: &str,
+    file: &str,
+    line: u64,
+    sev: &str,
+) -> (String, String, String, Option<u64>, String) {
+    (tool.into(), rule.into(), file.into(), Some(line), sev.into())
+}
+
+/// Submits `source`, waits for the verdict, returns the summary and the wall time.
+async fn validate(
+    db: &TestDb,
+    source: Source,
+    opts: SubmitOptions,
+) -> (Value, Duration, kiln_pipeline::PipelineView) {
+    let t = Instant::now();
+    let sub = kiln_pipeline::submit(&db.pool, source, &opts)
+        .await
+        .expect("submit");
+    let view = kiln_pipeline::wait(&db.pool, sub.pipeline_id, Duration::from_secs(400))
+        .await
+        .expect("pipeline finishes");
+    let wall = t.elapsed();
+    let summary = view.summary();
+    eprintln!("{}", serde_json::to_string_pretty(&summary).unwrap());
+    (summary, wall, view)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_python_fixture_gives_exactly_what_its_tools_report() {
+    let db = TestDb::new().await;
+    let rig = Rig::start(&db.pool, "val-python").await;
+    let (s, wall, view) = validate(&db, Source::Dir(fixture("python")), SubmitOptions::default()).await;
+    eprintln!("python pipeline: {wall:?}");
+    assert_eq!(counts(&s["test"]), (3, 2, 1, 0));
+    assert_eq!(s["test"]["coverage_percent"], 87.1);
+    let names: Vec<&str> = s["test"]["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "test_calc.py::test_add",
+            "test_calc.py::test_div",
+            "test_calc.py::test_is_none",
+            "test_calc.py::test_add_wrong",
+            "test_calc.py::test_div_by_zero",
+            "test_calc.py::test_later"
+        ]
+    );
+    assert_eq!(
+        findings(&s["lint"]),
+        [
+            f("ruff", "F401", "calc.py", 2, "medium"),
+            f("ruff", "F401", "calc.py", 4, "medium"),
+            f("ruff", "F541", "calc.py", 30, "medium"),
+        ]
+    );
+    let mut sec = vec![
+        f("bandit", "B404", "calc.py", 3, "low"),
+        f("bandit", "B105", "calc.py", 6, "low"),
+        f("detect-secrets", "AWS Access Key", "calc.py", 6, "high"),
+        f("bandit", "B307", "calc.py", 22, "medium"),
+        f("semgrep", "kiln.python.eval", "calc.py", 22, "high"),
+        f("bandit", "B602", "calc.py", 26, "high"),
+        f("semgrep", "kiln.python.shell-injection", "calc.py", 26, "high"),
+    ];
+    for line in [7, 11, 15, 19, 23, 28] {
+        sec.push(f("bandit", "B101", "test_calc.py", line, "low"));
+    }
+    assert_eq!(findings(&s["security"]), sec);
+    // 10 − 1 (3 lint findings) − 3 (4 high) − 0.5 (1 medium) = 5.5 → 6.
+    assert_eq!(s["verdict"], "failed");
+    assert_eq!(s["quality_score"], 6);
+    assert_eq!(view.jobs.len(), 3);
+    assert!(
+        view.jobs.iter().all(|j| j.state == "succeeded"),
+        "{:?}",
+        view.jobs
+    );
+
+    // Each attempt records what the sandbox reported, and its logs were stored while it ran.
+    for j in &view.jobs {
+        let attempts = kiln_queue::admin::attempts(&db.pool, j.id).await.unwrap();
+        assert_eq!(attempts.len(), 1);
+        let d = &attempts[0].details;
+        assert!(d.container_id.is_some() && d.image_digest.as_deref().unwrap().starts_with("sha256:"));
+        assert!(d.exit_code.is_some());
+        let timings = d.timings.as_ref().expect("timings");
+        assert!(timings["container_start_ms"].as_f64().unwrap() > 0.0, "{timings}");
+        assert!(timings["run_ms"].as_f64().unwrap() > 0.0, "{timings}");
+        assert_eq!(
+            d.diff_files,
+            Some(0),
+            "validation changes nothing in the workspace: {:?}",
+            d.diff
+        );
+        let logs = kiln_queue::logs::read(&db.pool, j.id, None, 10_000)
+            .await
+            .unwrap();
+        assert!(!logs.is_empty(), "job {} ({}) stored no log", j.id, j.kind);
+        assert!(logs
+            .iter()
+            .enumerate()
+            .all(|(i, l)| l.seq == i as i32 && l.attempt == 1));
+    }
+    let test_job = view.jobs.iter().find(|j| j.kind == "test").unwrap();
+    let logs = kiln_queue::logs::read(&db.pool, test_job.id, None, 10_000)
+        .await
+        .unwrap();
+    let text: String = logs.iter().map(|l| l.data.as_str()).collect();
+    assert!(
+        text.contains("test_add_wrong"),
+        "pytest's own output is in the logs: {text}"
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_node_fixture_gives_exactly_what_its_tools_report() {
+    let db = TestDb::new().await;
+    let rig = Rig::start(&db.pool, "val-node").await;
+    let (s, wall, _) = validate(&db, Source::Dir(fixture("node")), SubmitOptions::default()).await;
+    eprintln!("node pipeline: {wall:?}");
+    assert_eq!(counts(&s["test"]), (2, 2, 1, 0));
+    assert_eq!(s["test"]["coverage_percent"], 81.48);
+    let cases: Vec<(&str, &str)> = s["test"]["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        cases,
+        [
+            ("test/calc.test.js::add", "passed"),
+            ("test/calc.test.js::div", "passed"),
+            ("test/calc.test.js::add wrong", "failed"),
+            ("test/calc.test.js::later", "skipped"),
+            ("test/calc.test.js::div by zero", "failed"),
+        ]
+    );
+    assert_eq!(
+        findings(&s["lint"]),
+        [
+            f("eslint", "no-unused-vars", "src/calc.js", 4, "medium"),
+            f("eslint", "no-empty", "src/calc.js", 13, "medium"),
+            f("eslint", "no-undef", "src/calc.js", 27, "medium"),
+        ]
+    );
+    assert_eq!(
+        findings(&s["security"]),
+        [
+            f("detect-secrets", "AWS Access Key", "src/calc.js", 6, "high"),
+            f("semgrep", "kiln.javascript.eval", "src/calc.js", 19, "high"),
+            f(
+                "semgrep",
+                "kiln.javascript.shell-injection",
+                "src/calc.js",
+                23,
+                "high"
+            ),
+        ]
+    );
+    // 10 − 1 (lint) − 3 (3 high) = 6.
+    assert_eq!(
+        (s["verdict"].as_str(), s["quality_score"].as_u64()),
+        (Some("failed"), Some(6))
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_go_fixture_gives_exactly_what_its_tools_report() {
+    let db = TestDb::new().await;
+    let rig = Rig::start(&db.pool, "val-go").await;
+    let (s, wall, _) = validate(&db, Source::Dir(fixture("go")), SubmitOptions::default()).await;
+    eprintln!("go pipeline: {wall:?}");
+    assert_eq!(counts(&s["test"]), (2, 2, 1, 0));
+    assert_eq!(s["test"]["coverage_percent"], 44.44);
+    let failed: Vec<&str> = s["test"]["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "failed")
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            "example.com/calc::TestAddWrong",
+            "example.com/calc::TestDivByZero"
+        ]
+    );
+    assert_eq!(
+        findings(&s["lint"]),
+        [
+            f("go vet", "printf", "calc.go", 26, "medium"),
+            f("go vet", "printf", "calc.go", 41, "medium")
+        ]
+    );
+    assert_eq!(
+        findings(&s["security"]),
+        [
+            f("detect-secrets", "AWS Access Key", "calc.go", 9, "high"),
+            f("semgrep", "kiln.go.shell-injection", "calc.go", 31, "high"),
+            f("semgrep", "kiln.go.eval", "calc.go", 36, "high"),
+        ]
+    );
+    // 10 − 2 (coverage 44 %) − 1 (lint) − 3 (3 high) = 4.
+    assert_eq!(
+        (s["verdict"].as_str(), s["quality_score"].as_u64()),
+        (Some("failed"), Some(4))
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rust_fixture_gives_exactly_what_its_tools_report() {
+    let db = TestDb::new().await;
+    let rig = Rig::start(&db.pool, "val-rust").await;
+    let (s, wall, _) = validate(&db, Source::Dir(fixture("rust")), SubmitOptions::default()).await;
+    eprintln!("rust pipeline: {wall:?}");
+    assert_eq!(counts(&s["test"]), (2, 2, 1, 0));
+    assert_eq!(
+        s["test"]["coverage_percent"],
+        Value::Null,
+        "cargo test measures no coverage"
+    );
+    let cases: Vec<(&str, &str)> = s["test"]["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect();
+    assert!(cases.contains(&("tests::later", "skipped")) && cases.contains(&("tests::adds_wrong", "failed")));
+    assert_eq!(
+        findings(&s["lint"]),
+        [f("clippy", "clippy::needless_return", "src/lib.rs", 7, "low")]
+    );
+    assert_eq!(
+        findings(&s["security"]),
+        [
+            f("detect-secrets", "AWS Access Key", "src/lib.rs", 4, "high"),
+            f("semgrep", "kiln.rust.shell-injection", "src/lib.rs", 22, "high"),
+            f("semgrep", "kiln.rust.eval", "src/lib.rs", 26, "high"),
+        ]
+    );
+    // 10 − 1 (lint) − 3 (3 high) = 6.
+    assert_eq!(
+        (s["verdict"].as_str(), s["quality_score"].as_u64()),
+        (Some("failed"), Some(6))
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workspace_with_no_recognised_language_is_refused_clearly() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("README.md"), "# nothing to run\n").unwrap();
+    std::fs::write(dir.path().join("data.csv"), "a,b\n1,2\n").unwrap();
+    let err = kiln_pipeline::submit(
+        &db.pool,
+        Source::Dir(dir.path().into()),
+        &SubmitOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PipelineError::Validate(kiln_validate::ValidateError::NoLanguage)
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("no recognised language") && msg.contains("go.mod"),
+        "{msg}"
+    );
+    let pipelines: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_pipelines")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (pipelines, jobs),
+        (0, 0),
+        "nothing is written for a refused workspace"
+    );
+
+    // A job enqueued directly on such a workspace fails for good with the same message.
+    let packed = kiln_artifacts::pack_dir(dir.path(), kiln_artifacts::DEFAULT_MAX_BYTES).unwrap();
+    kiln_artifacts::store(&db.pool, &packed).await.unwrap();
+    let job = kiln_queue::NewJob::new(
+        "lint",
+        kiln_queue::JobKind::Lint,
+        serde_json::json!({"workspace": packed.digest}),
+    );
+    let id = kiln_queue::enqueue(&db.pool, &job).await.unwrap().id;
+    let rig = Rig::start(&db.pool, "val-nolang").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let rec = loop {
+        let rec = kiln_queue::admin::get_job(&db.pool, id).await.unwrap();
+        if rec.state.is_final() || Instant::now() > deadline {
+            break rec;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(rec.state, kiln_queue::JobState::Failed, "not retried: {rec:?}");
+    assert_eq!(rec.attempt, 1);
+    assert!(rec.last_error.unwrap().contains("no recognised language"));
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hanging_tests_are_cut_at_the_timeout_and_say_so() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("test_hang.py"),
+        "import time\n\n\ndef test_quick():\n    assert True\n\n\ndef test_hangs():\n    time.sleep(3600)\n",
+    )
+    .unwrap();
+    let rig = Rig::start(&db.pool, "val-hang").await;
+    let opts = SubmitOptions {
+        timeout: Duration::from_secs(20),
+        ..SubmitOptions::default()
+    };
+    let (s, wall, view) = validate(&db, Source::Dir(dir.path().into()), opts).await;
+    assert!(
+        wall < Duration::from_secs(60),
+        "cut at its timeout, not later: {wall:?}"
+    );
+    assert_eq!(s["test"]["errors"], 1);
+    let case = &s["test"]["cases"].as_array().unwrap()[0];
+    assert_eq!(case["status"], "error");
+    let msg = case["message"].as_str().unwrap();
+    assert!(
+        msg.contains("timed out") && msg.contains("killed after 18 s"),
+        "{msg}"
+    );
+    assert_eq!(s["verdict"], "failed");
+    let test_job = view.jobs.iter().find(|j| j.kind == "test").unwrap();
+    assert_eq!(
+        test_job.state, "succeeded",
+        "a hanging test is data, not a job failure"
+    );
+    let attempts = kiln_queue::admin::attempts(&db.pool, test_job.id).await.unwrap();
+    let runs = &attempts[0].details.timings.as_ref().unwrap()["runs"];
+    assert_eq!(runs[0]["outcome"], "timed_out");
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mixed_workspace_runs_each_language_found() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, sub) in [("python", "py"), ("go", "svc")] {
+        let src = fixture(name);
+        let dest = dir.path().join(sub);
+        std::fs::create_dir_all(&dest).unwrap();
+        for e in std::fs::read_dir(&src).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dest.join(e.file_name())).unwrap();
+        }
+    }
+    let rig = Rig::start(&db.pool, "val-mixed").await;
+    let (s, _, view) = validate(&db, Source::Dir(dir.path().into()), SubmitOptions::default()).await;
+    assert_eq!(view.languages, ["python", "go"]);
+    // The python fixture's 3/2/1 plus the go fixture's 2/2/1.
+    assert_eq!(counts(&s["test"]), (5, 4, 2, 0));
+    let names: Vec<&str> = s["test"]["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"py/test_calc.py::test_add") && names.contains(&"example.com/calc::TestAdd"),
+        "{names:?}"
+    );
+    let lint = findings(&s["lint"]);
+    assert_eq!(
+        lint.iter()
+            .filter(|x| x.0 == "ruff" && x.2 == "py/calc.py")
+            .count(),
+        3
+    );
+    assert_eq!(
+        lint.iter()
+            .filter(|x| x.0 == "go vet" && x.2 == "svc/calc.go")
+            .count(),
+        2
+    );
+    let sec = findings(&s["security"]);
+    assert!(sec.contains(&f("semgrep", "kiln.go.eval", "svc/calc.go", 36, "high")));
+    assert!(sec.contains(&f("bandit", "B602", "py/calc.py", 26, "high")));
+    assert_eq!(sec.len(), 13 + 3);
+    rig.stop().await;
+}
