@@ -440,3 +440,90 @@ async fn a_mixed_workspace_runs_each_language_found() {
     assert_eq!(sec.len(), 13 + 3);
     rig.stop().await;
 }
+
+/// Runs `script` in `image` with `fixture` copied to a scratch directory, with `docker run`
+/// (not Kiln's sandbox), and returns its stdout.
+fn by_hand(image: &str, fixture_dir: &std::path::Path, script: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args(["run", "--rm", "--network", "none", "--label", "kiln.test=by-hand"])
+        .args([
+            "--tmpfs",
+            "/tmp:exec,mode=1777",
+            "-e",
+            "HOME=/tmp",
+            "-e",
+            "CARGO_TARGET_DIR=/tmp/target",
+        ])
+        .arg("-v")
+        .arg(format!("{}:/src:ro", fixture_dir.display()))
+        .args([image, "sh", "-c"])
+        .arg(format!("cp -r /src /tmp/w && cd /tmp/w && {script}"))
+        .output()
+        .expect("docker run");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_pipeline_agrees_with_the_tools_run_by_hand() {
+    let images = kiln_tests::validation::images();
+    let python = images.tag("python").unwrap().to_string();
+    // Counts straight from each tool's own machine-readable output, computed in the image.
+    let script = r#"python3 -m pytest -q -p no:cacheprovider --junitxml=/tmp/j.xml >/dev/null 2>&1
+ruff check --no-cache --output-format=json --exit-zero . > /tmp/ruff.json
+bandit -q -r . -f json -o /tmp/bandit.json >/dev/null 2>&1
+detect-secrets scan --all-files . > /tmp/secrets.json
+python3 - <<'PY'
+import json, xml.etree.ElementTree as ET
+s = ET.parse('/tmp/j.xml').getroot().find('testsuite')
+b = json.load(open('/tmp/bandit.json'))['results']
+print(json.dumps({
+  'tests': [int(s.get('tests')), int(s.get('failures')), int(s.get('skipped')), int(s.get('errors'))],
+  'ruff': sorted([r['code'], r['location']['row']] for r in json.load(open('/tmp/ruff.json'))),
+  'bandit': sorted([r['test_id'], r['line_number']] for r in b),
+  'secrets': sum(len(v) for v in json.load(open('/tmp/secrets.json'))['results'].values()),
+}))
+PY"#;
+    let hand: Value =
+        serde_json::from_str(by_hand(&python, &fixture("python"), script).trim()).expect("by-hand JSON");
+
+    let db = TestDb::new().await;
+    let rig = Rig::start(&db.pool, "val-byhand").await;
+    let (s, _, _) = validate(&db, Source::Dir(fixture("python")), SubmitOptions::default()).await;
+    rig.stop().await;
+
+    let (p, fl, sk, er) = counts(&s["test"]);
+    assert_eq!(hand["tests"], serde_json::json!([p + fl + sk + er, fl, sk, er]));
+    let ruff: Vec<Value> = findings(&s["lint"])
+        .into_iter()
+        .map(|x| serde_json::json!([x.1, x.3]))
+        .collect();
+    assert_eq!(hand["ruff"], Value::Array(ruff));
+    let mut bandit: Vec<Value> = findings(&s["security"])
+        .into_iter()
+        .filter(|x| x.0 == "bandit")
+        .map(|x| serde_json::json!([x.1, x.3]))
+        .collect();
+    bandit.sort_by_key(|v| (v[0].as_str().unwrap().to_string(), v[1].as_u64()));
+    assert_eq!(hand["bandit"], Value::Array(bandit));
+    let secrets = findings(&s["security"])
+        .iter()
+        .filter(|x| x.0 == "detect-secrets")
+        .count();
+    assert_eq!(hand["secrets"], secrets);
+
+    // go test -json by hand in the go image: the same passes, failures and skips.
+    let go = images.tag("go").unwrap().to_string();
+    let out = by_hand(&go, &fixture("go"), "go test -vet=off -json ./... 2>/dev/null");
+    let mut got = (0, 0, 0);
+    for line in out.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()) {
+        if line["Test"].is_string() {
+            match line["Action"].as_str() {
+                Some("pass") => got.0 += 1,
+                Some("fail") => got.1 += 1,
+                Some("skip") => got.2 += 1,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(got, (2, 2, 1), "go test by hand: {out}");
+}

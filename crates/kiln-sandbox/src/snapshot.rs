@@ -292,6 +292,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn without_drops_paths_and_what_is_under_them_only() {
+        let mut ws = Workspace::new();
+        for p in [
+            ".kiln-validate/reports/a.json",
+            ".kiln-validate",
+            ".kiln-validate-not/x",
+            "src/a.py",
+        ] {
+            if p != ".kiln-validate" {
+                ws.add_file(p, "x").unwrap();
+            }
+        }
+        let snap = Snapshot::of_workspace(&ws).without(&[".kiln-validate".to_string()]);
+        let paths: Vec<&str> = snap.entries.keys().map(String::as_str).collect();
+        assert!(
+            paths.contains(&"src/a.py") && paths.contains(&".kiln-validate-not/x"),
+            "{paths:?}"
+        );
+        assert!(!paths
+            .iter()
+            .any(|p| p.starts_with(".kiln-validate/") || *p == ".kiln-validate"));
+    }
+
+    #[test]
     fn reads_a_tree_in_place_without_following_links() {
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir(t.path().join("d")).unwrap();
