@@ -527,3 +527,105 @@ PY"#;
     }
     assert_eq!(got, (2, 2, 1), "go test by hand: {out}");
 }
+
+/// The `kiln` binary built next to the test executables (`cargo build -p kiln-cli`, which
+/// `scripts/test` and a workspace-wide nextest run both do).
+fn kiln_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("kiln");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p kiln-cli` first",
+        bin.display()
+    );
+    bin
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kiln_submit_validate_wait_json_prints_one_object_with_no_worker_running() {
+    let db = TestDb::new().await;
+    let out = tokio::process::Command::new(kiln_binary())
+        .args(["--database-url", &db.url, "submit", "validate"])
+        .arg(fixture("python"))
+        .args(["--wait", "--json"])
+        .env_remove("KILN_API_URL")
+        .output()
+        .await
+        .expect("run kiln");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("running one in this process"), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.trim().lines().count(), 1, "one JSON object: {stdout}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "lint",
+            "pipeline_id",
+            "quality_score",
+            "security",
+            "test",
+            "verdict"
+        ]
+    );
+    assert_eq!(
+        (v["verdict"].as_str(), v["quality_score"].as_u64()),
+        (Some("failed"), Some(6))
+    );
+    assert_eq!(counts(&v["test"]), (3, 2, 1, 0));
+    let mut test_keys: Vec<&str> = v["test"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    test_keys.sort();
+    assert_eq!(
+        test_keys,
+        [
+            "cases",
+            "coverage_percent",
+            "errors",
+            "failed",
+            "passed",
+            "skipped"
+        ]
+    );
+    let finding_keys: Vec<&str> = v["security"]["findings"][0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(finding_keys.len(), 6);
+    // The in-process worker deregistered when the wait was over.
+    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_workers WHERE stopped_at IS NULL")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(live, 0);
+
+    // Bad input names the flag.
+    let out = tokio::process::Command::new(kiln_binary())
+        .args([
+            "--database-url",
+            &db.url,
+            "submit",
+            "validate",
+            "--language",
+            "cobol",
+        ])
+        .arg(fixture("python"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--language: unknown language \"cobol\""));
+}

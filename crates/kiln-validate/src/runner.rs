@@ -42,6 +42,11 @@ impl Images {
     }
 }
 
+/// A linter report parser (bytes, project root).
+type LintParser = fn(&[u8], &str) -> Result<Findings, ParseError>;
+/// A scanner report parser (paths are workspace-relative already).
+type ScanParser = fn(&[u8]) -> Result<Findings, ParseError>;
+
 /// Everything one attempt's runs share.
 pub struct Attempt<'a> {
     /// The sandbox.
@@ -337,7 +342,7 @@ pub async fn lint(
         )
         .await?;
         let tool = tools::tools_of(JobKind::Lint, lang)[0];
-        let (file, parser): (&str, fn(&[u8], &str) -> Result<Findings, ParseError>) = match lang {
+        let (file, parser): (&str, LintParser) = match lang {
             Language::Python => ("ruff.json", parse::lint::ruff),
             Language::Javascript => ("eslint.json", parse::lint::eslint),
             Language::Go => ("go-vet.json", parse::lint::go_vet),
@@ -400,7 +405,7 @@ pub async fn security(
         ));
     }
     let mut all = Findings::default();
-    let mut scanners: Vec<(&str, &str, fn(&[u8]) -> Result<Findings, ParseError>)> = vec![
+    let mut scanners: Vec<(&str, &str, ScanParser)> = vec![
         ("semgrep", "semgrep.json", parse::security::semgrep),
         ("detect-secrets", "secrets.json", parse::security::detect_secrets),
     ];
