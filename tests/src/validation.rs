@@ -37,8 +37,21 @@ pub struct Rig {
 impl Rig {
     /// Starts the worker and the settler.
     pub async fn start(pool: &PgPool, name: &str) -> Rig {
+        Self::start_with_pool(pool, name, 0).await
+    }
+
+    /// Like [`Rig::start`], with a warm pool of `warm` containers per job image.
+    pub async fn start_with_pool(pool: &PgPool, name: &str, warm: usize) -> Rig {
         let worker_id = format!("{name}-{}", std::process::id());
         let sandbox = Sandbox::connect(&worker_id).await.expect("docker engine");
+        if warm > 0 {
+            let imgs = images();
+            let tags: Vec<String> = kiln_images::JOB_IMAGES
+                .iter()
+                .map(|n| imgs.tag(n).unwrap().to_string())
+                .collect();
+            sandbox.start_pool(&tags, warm);
+        }
         let validator = Validator::new(pool.clone(), sandbox.clone(), images());
         let config = WorkerConfig {
             id: Some(worker_id.clone()),

@@ -15,6 +15,10 @@ pub struct FleetFile {
     /// Job images a worker may use, by name (directories under `images/`).
     #[serde(default)]
     pub images: Vec<String>,
+    /// Pre-started containers kept per image for validation jobs (0: none; each job then
+    /// creates its own container).
+    #[serde(default)]
+    pub warm_pool: usize,
 }
 
 impl FleetFile {

@@ -239,7 +239,8 @@ async fn run_worker(pool: PgPool, args: &WorkerArgs) -> anyhow::Result<()> {
             kiln_images::image_tag(&dir, name).with_context(|| format!("image `{name}` in workers.toml"))?;
         tracing::info!(image = %name, %tag, "job image available to this worker");
     }
-    let (worker, validation) = validation::build_worker(pool, fleet.worker).await?;
+    let (worker, validation) =
+        validation::build_worker(pool, fleet.worker, fleet.warm_pool, &fleet.images).await?;
     tracing::info!(
         worker = worker.id(),
         "starting; SIGTERM or Ctrl-C stops it gracefully"

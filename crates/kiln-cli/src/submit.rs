@@ -201,7 +201,7 @@ async fn wait_with_worker(
         poll_every: Duration::from_millis(500),
         ..WorkerConfig::default()
     };
-    let (worker, services) = validation::build_worker(pool.clone(), config).await?;
+    let (worker, services) = validation::build_worker(pool.clone(), config, 0, &[]).await?;
     let stop = CancellationToken::new();
     let s = stop.clone();
     let handle = tokio::spawn(async move { worker.run(s.cancelled_owned()).await });

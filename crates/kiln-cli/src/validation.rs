@@ -43,9 +43,12 @@ pub fn worker_id(prefix: &str) -> String {
 
 /// Builds the worker for `config`; when it serves a `test`, `lint` or `security-scan`
 /// queue, registers the validation handlers (connecting to Docker) and starts a settler.
+/// `warm` containers per image in `warm_images` are kept started for them.
 pub async fn build_worker(
     pool: PgPool,
     mut config: WorkerConfig,
+    warm: usize,
+    warm_images: &[String],
 ) -> anyhow::Result<(Worker, Option<Services>)> {
     let serves_validation = config
         .queues
@@ -61,6 +64,14 @@ pub async fn build_worker(
         .await
         .context("connect to the Docker engine")?;
     sandbox.start_reaper(Duration::from_secs(60), None);
+    if warm > 0 {
+        let tags: Vec<String> = warm_images
+            .iter()
+            .filter_map(|n| images.tag(n).ok().map(str::to_string))
+            .collect();
+        tracing::info!(per_image = warm, images = ?tags, "starting the warm pool");
+        sandbox.start_pool(&tags, warm);
+    }
     let validator = Validator::new(pool.clone(), sandbox.clone(), images);
     let worker = validator
         .register(Worker::builder(pool.clone(), config))
