@@ -365,7 +365,7 @@ async fn hanging_tests_are_cut_at_the_timeout_and_say_so() {
     .unwrap();
     let rig = Rig::start(&db.pool, "val-hang").await;
     let opts = SubmitOptions {
-        timeout: Duration::from_secs(20),
+        test_timeout: Some(Duration::from_secs(20)),
         ..SubmitOptions::default()
     };
     let (s, wall, view) = validate(&db, Source::Dir(dir.path().into()), opts).await;

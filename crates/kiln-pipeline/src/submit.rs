@@ -39,6 +39,8 @@ pub struct SubmitOptions {
     pub languages: Vec<Language>,
     /// Per-attempt timeout of each job (default 120 s).
     pub timeout: Duration,
+    /// Per-attempt timeout of the test job, when it should differ from `timeout`.
+    pub test_timeout: Option<Duration>,
     /// Tries per job (default 3; only retryable failures are retried).
     pub max_attempts: i32,
     /// Job priority.
@@ -54,6 +56,7 @@ impl Default for SubmitOptions {
         SubmitOptions {
             languages: Vec::new(),
             timeout: Duration::from_secs(120),
+            test_timeout: None,
             max_attempts: 3,
             priority: 0,
             tags: Vec::new(),
@@ -125,7 +128,10 @@ pub async fn submit(pool: &PgPool, source: Source, opts: &SubmitOptions) -> Resu
         .map(|&kind: &JobKind| {
             let mut job = NewJob::new(kind.as_str(), kind, payload.clone())
                 .pipeline(id)
-                .timeout(opts.timeout)
+                .timeout(match kind {
+                    JobKind::Test => opts.test_timeout.unwrap_or(opts.timeout),
+                    _ => opts.timeout,
+                })
                 .max_attempts(opts.max_attempts)
                 .priority(opts.priority)
                 .tag(format!("pipeline:{id}"));

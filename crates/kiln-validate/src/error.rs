@@ -31,6 +31,17 @@ pub enum ValidateError {
         /// Exit code and the end of its error output.
         detail: String,
     },
+    /// A linter or scanner was still running at the deadline (a test run that times out is
+    /// recorded as an error case instead). Retryable: a less loaded machine may finish.
+    #[error("{tool} ({language}) did not finish within {seconds:.0} s")]
+    TimedOut {
+        /// The tool.
+        tool: String,
+        /// The language project (or projects).
+        language: String,
+        /// The time it had.
+        seconds: f64,
+    },
     /// No image is known for a language.
     #[error("no image for {0}: {1}")]
     Image(String, String),
@@ -42,8 +53,37 @@ impl ValidateError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ValidateError::Sandbox(e) => e.is_retryable(),
+            ValidateError::TimedOut { .. } => true,
             ValidateError::Artifact(ArtifactError::Database { .. }) => true,
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_transient_causes_are_retried() {
+        assert!(!ValidateError::NoLanguage.is_retryable());
+        let timed_out = ValidateError::TimedOut {
+            tool: "semgrep".into(),
+            language: "go".into(),
+            seconds: 18.0,
+        };
+        assert!(timed_out.is_retryable());
+        assert_eq!(timed_out.to_string(), "semgrep (go) did not finish within 18 s");
+        let broken = ValidateError::ToolFailed {
+            tool: "ruff".into(),
+            language: "python".into(),
+            detail: "exit 2".into(),
+        };
+        assert!(!broken.is_retryable());
+        assert!(SandboxError::DaemonUnavailable("down".into())
+            .to_string()
+            .contains("down"));
+        assert!(ValidateError::Sandbox(SandboxError::DaemonUnavailable("down".into())).is_retryable());
+        assert!(!ValidateError::Sandbox(SandboxError::ImageMissing("kiln-x".into())).is_retryable());
     }
 }

@@ -108,6 +108,14 @@ impl Done {
         self.report.outcome == Outcome::TimedOut
     }
 
+    fn timeout_error(&self, tool: &str, lang: &str) -> ValidateError {
+        ValidateError::TimedOut {
+            tool: tool.to_string(),
+            language: lang.to_string(),
+            seconds: self.report.timings.run_ms / 1e3,
+        }
+    }
+
     /// Why `tool` left no usable report: its exit code, the run's outcome, its last words.
     fn failure(&self, tool: &str, lang: &str, why: Option<ParseError>) -> ValidateError {
         let stderr = self.report.stderr.text();
@@ -349,11 +357,7 @@ pub async fn lint(
             Language::Rust => ("clippy.jsonl", parse::lint::clippy),
         };
         if done.timed_out() {
-            return Err(done.failure(
-                tool,
-                lang.as_str(),
-                Some(ParseError::new("run", "timed out before the linter finished")),
-            ));
+            return Err(done.timeout_error(tool, lang.as_str()));
         }
         let bytes = done
             .file(file)
@@ -398,11 +402,7 @@ pub async fn security(
     let done = run_script(at, ws, "python", "security-scan".into(), script, "", runs).await?;
     let what = langs.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("+");
     if done.timed_out() {
-        return Err(done.failure(
-            "security scan",
-            &what,
-            Some(ParseError::new("run", "timed out before the scanners finished")),
-        ));
+        return Err(done.timeout_error("security scan", &what));
     }
     let mut all = Findings::default();
     let mut scanners: Vec<(&str, &str, ScanParser)> = vec![
