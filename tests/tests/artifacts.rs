@@ -134,3 +134,67 @@ async fn a_git_checkout_packs_the_tracked_files_at_the_ref() {
         kiln_artifacts::git::checkout("--upload-pack=touch /tmp/x", None, DEFAULT_MAX_BYTES).unwrap_err();
     assert!(err.to_string().contains("refusing"), "{err}");
 }
+
+#[tokio::test]
+async fn an_uploaded_tar_becomes_the_same_artifact_and_a_pipeline_of_three_jobs() {
+    let db = TestDb::new().await;
+    let fixture = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/python");
+    let packed = kiln_artifacts::pack_dir(&fixture, DEFAULT_MAX_BYTES).unwrap();
+    // An upload as a client would make it: any gzip-compressed tar of the files.
+    let tree = kiln_artifacts::Tree::from_tar_gz(&packed.data, DEFAULT_MAX_BYTES).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &tree.to_tar().unwrap()).unwrap();
+    let upload = gz.finish().unwrap();
+    assert_ne!(upload, packed.data);
+
+    let opts = kiln_pipeline::SubmitOptions {
+        tags: vec!["ci".into()],
+        ..Default::default()
+    };
+    let sub = kiln_pipeline::submit(&db.pool, kiln_pipeline::Source::TarGz(upload), &opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        sub.workspace, packed.digest,
+        "re-packed canonically: same digest as the directory"
+    );
+    assert_eq!(sub.jobs.len(), 3);
+    let view = kiln_pipeline::get(&db.pool, sub.pipeline_id).await.unwrap();
+    assert_eq!((view.state.as_str(), view.verdict.as_deref()), ("running", None));
+    assert_eq!(view.languages, ["python"]);
+    let kinds: Vec<&str> = view.jobs.iter().map(|j| j.kind.as_str()).collect();
+    assert_eq!(kinds, ["test", "lint", "security-scan"]);
+    for j in &view.jobs {
+        let job = kiln_queue::admin::get_job(&db.pool, j.id).await.unwrap();
+        assert_eq!(job.pipeline_id, Some(sub.pipeline_id));
+        assert_eq!(job.queue, j.kind);
+        assert_eq!(
+            job.payload,
+            serde_json::json!({"workspace": packed.digest, "languages": ["python"]})
+        );
+        assert!(
+            job.tags.contains(&"ci".to_string())
+                && job.tags.contains(&format!("pipeline:{}", sub.pipeline_id))
+        );
+    }
+    let s = view.summary();
+    assert_eq!(s["verdict"], serde_json::Value::Null);
+
+    // Cancelling a job settles the pipeline as `error` once the others are final too.
+    for j in &view.jobs {
+        kiln_queue::admin::cancel(&db.pool, j.id).await.unwrap();
+    }
+    let done = kiln_pipeline::wait(&db.pool, sub.pipeline_id, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.state.as_str(), done.verdict.as_deref(), done.quality_score),
+        ("finished", Some("error"), None)
+    );
+    assert!(done.summary()["errors"]["test"]
+        .as_str()
+        .unwrap()
+        .contains("cancelled"));
+    let err = kiln_pipeline::get(&db.pool, 999_999).await.unwrap_err();
+    assert!(matches!(err, kiln_pipeline::PipelineError::NotFound(999_999)));
+}
