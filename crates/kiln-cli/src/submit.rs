@@ -47,6 +47,9 @@ pub struct ValidateArgs {
     /// Per-job timeout in seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// Per-attempt timeout of the test job in seconds, when it should differ from --timeout.
+    #[arg(long)]
+    pub test_timeout: Option<u64>,
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 1800)]
     pub wait_timeout: u64,
@@ -81,6 +84,9 @@ pub async fn run(
             args.timeout
         );
     }
+    if let Some(t) = args.test_timeout.filter(|t| *t == 0 || *t > 86_400) {
+        bail!("--test-timeout: must be between 1 and 86400 seconds, got {t}");
+    }
     let source = match (&args.dir, &args.git) {
         (Some(dir), _) => {
             if !dir.is_dir() {
@@ -99,6 +105,7 @@ pub async fn run(
     let opts = SubmitOptions {
         languages,
         timeout: Duration::from_secs(args.timeout),
+        test_timeout: args.test_timeout.map(Duration::from_secs),
         ..SubmitOptions::default()
     };
     let submitted = kiln_pipeline::submit(&pool, source, &opts)

@@ -39,7 +39,46 @@ pub enum PipelineError {
 }
 
 impl PipelineError {
+    /// For an API: the request field to blame when the submitter's input is at fault
+    /// (`workspace`, `languages`, `git`), or None for Kiln's own failures (database, queue).
+    pub fn client_field(&self) -> Option<&'static str> {
+        match self {
+            PipelineError::Validate(ValidateError::Language(..)) => Some("languages"),
+            PipelineError::Validate(_) => Some("workspace"),
+            PipelineError::Artifact(ArtifactError::Git(_)) => Some("git"),
+            PipelineError::Artifact(
+                ArtifactError::TooLarge { .. } | ArtifactError::Invalid(_) | ArtifactError::Io { .. },
+            ) => Some("workspace"),
+            PipelineError::NotFound(_) => Some("pipeline_id"),
+            _ => None,
+        }
+    }
+
     pub(crate) fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> PipelineError {
         move |source| PipelineError::Database { op, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_errors_name_their_field() {
+        assert_eq!(
+            PipelineError::from(ValidateError::NoLanguage).client_field(),
+            Some("workspace")
+        );
+        let big = PipelineError::from(ArtifactError::TooLarge { size: 9, cap: 1 });
+        assert_eq!(big.client_field(), Some("workspace"));
+        assert_eq!(
+            PipelineError::from(ArtifactError::Git("bad ref".into())).client_field(),
+            Some("git")
+        );
+        let db = PipelineError::Database {
+            op: "x",
+            source: sqlx::Error::PoolTimedOut,
+        };
+        assert_eq!(db.client_field(), None);
     }
 }
