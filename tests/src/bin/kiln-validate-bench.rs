@@ -23,6 +23,8 @@ struct Sample {
     critical_start_ms: f64,
     /// Container start-up summed over the pipeline's runs.
     total_start_ms: f64,
+    /// From the last job's completion to the pipeline's verdict.
+    settle_lag_ms: f64,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
@@ -68,6 +70,16 @@ async fn main() {
             let mut jobs = Vec::new();
             let mut last: Option<(chrono::DateTime<chrono::Utc>, f64)> = None;
             let mut total_start = 0.0;
+            let last_final = view
+                .jobs
+                .iter()
+                .filter_map(|j| j.finalized_at)
+                .max()
+                .expect("final jobs");
+            let settle_lag = (view.finished_at.unwrap() - last_final)
+                .num_microseconds()
+                .unwrap() as f64
+                / 1e3;
             for j in &view.jobs {
                 let job = kiln_queue::admin::get_job(&db.pool, j.id).await.unwrap();
                 let attempts = kiln_queue::admin::attempts(&db.pool, j.id).await.unwrap();
@@ -97,6 +109,7 @@ async fn main() {
                 jobs,
                 critical_start_ms: last.map(|l| l.1).unwrap_or(0.0),
                 total_start_ms: total_start,
+                settle_lag_ms: settle_lag,
             });
         }
         rig.stop().await;
@@ -107,8 +120,8 @@ async fn main() {
     }
     println!("validation pipeline, enqueue → verdict (3 jobs in parallel, one worker, warm pool {warm}):");
     println!(
-        "{:<8} {:>4} {:>10} {:>16} {:>15}   per job: start / run ms (test, lint, security-scan)",
-        "fixture", "run", "wall ms", "start crit. ms", "start sum ms"
+        "{:<8} {:>4} {:>10} {:>16} {:>15} {:>9}   per job: start / run ms (test, lint, security-scan)",
+        "fixture", "run", "wall ms", "start crit. ms", "start sum ms", "settle ms"
     );
     for s in &samples {
         let per: Vec<String> = s
@@ -123,13 +136,14 @@ async fn main() {
             })
             .collect();
         println!(
-            "{:<8} {:>4} {:>10.0} {:>9.0} ({:>4.1}%) {:>15.0}   {}",
+            "{:<8} {:>4} {:>10.0} {:>9.0} ({:>4.1}%) {:>15.0} {:>9.1}   {}",
             s.fixture,
             s.run,
             s.enqueue_to_verdict_ms,
             s.critical_start_ms,
             100.0 * s.critical_start_ms / s.enqueue_to_verdict_ms,
             s.total_start_ms,
+            s.settle_lag_ms,
             per.join(", ")
         );
     }
