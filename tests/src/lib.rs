@@ -7,6 +7,8 @@ use kiln_worker::{JobContext, JobError, QueueConfig, Worker, WorkerConfig};
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 
+pub mod validation;
+
 /// A handler for tests: sleeps `payload.sleep_ms`, fails when `payload.fail` is set, and
 /// records each execution in `test_executions` (created on demand) so tests can count them.
 pub async fn recording_handler(

@@ -18,6 +18,10 @@ pub struct FleetFile {
     /// Cron schedules `kiln scheduler` creates or updates at start (`[[schedules]]`).
     #[serde(default)]
     pub schedules: Vec<kiln_scheduler::ScheduleSpec>,
+    /// Pre-started containers kept per image for validation jobs (0: none; each job then
+    /// creates its own container).
+    #[serde(default)]
+    pub warm_pool: usize,
 }
 
 impl FleetFile {

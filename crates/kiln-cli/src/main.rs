@@ -6,7 +6,9 @@ mod fleet;
 mod images;
 mod scheduler;
 mod serve;
+mod submit;
 mod tokens;
+mod validation;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -74,6 +76,11 @@ enum Command {
         #[command(subcommand)]
         cmd: images::ImagesCommand,
     },
+    /// Submit work: `kiln submit validate DIR [--language L] [--wait] [--json]`.
+    Submit {
+        #[command(subcommand)]
+        cmd: submit::SubmitCommand,
+    },
     /// Manage the embedded Postgres cluster under --data-dir (used by the scripts).
     Postgres {
         #[command(subcommand)]
@@ -123,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
                 PostgresCommand::Stop => cluster.stop()?,
             }
         }
+        Command::Submit { cmd } => submit::run(cmd, &cli.database_url, &cli.data_dir).await?,
         Command::Migrate => {
             let pool = connect(&cli.database_url, &cli.data_dir).await?;
             kiln_queue::migrate(&pool).await.context("migrate")?;
@@ -290,12 +298,16 @@ async fn run_worker(
             kiln_images::image_tag(&dir, name).with_context(|| format!("image `{name}` in workers.toml"))?;
         tracing::info!(image = %name, %tag, "job image available to this worker");
     }
-    let worker = kiln_worker::Worker::builder(pool, fleet.worker).build()?;
+    let (worker, validation) =
+        validation::build_worker(pool, fleet.worker, fleet.warm_pool, &fleet.images).await?;
     tracing::info!(
         worker = worker.id(),
         "starting; SIGTERM or Ctrl-C stops it gracefully"
     );
     worker.run(shutdown).await?;
+    if let Some(v) = validation {
+        v.shutdown().await;
+    }
     Ok(())
 }
 

@@ -28,7 +28,7 @@ pub use diff::WorkspaceDiff;
 pub use error::SandboxError;
 pub use isolation::Isolation;
 pub use outputs::{OutputEntry, Outputs};
-pub use report::{Captured, JobReport, LogChunk, Outcome, Stream, Usage};
+pub use report::{Captured, JobReport, LogChunk, Outcome, Stream, Timings, Usage};
 pub use sandbox::Sandbox;
 pub use spec::{JobLabels, JobSpec, Limits};
 pub use workspace::{Entry, Workspace};

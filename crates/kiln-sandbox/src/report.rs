@@ -86,6 +86,22 @@ pub struct Usage {
     pub peak_memory_bytes: u64,
 }
 
+/// Where the time of one run went, phase by phase (each in milliseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Timings {
+    /// Getting a container ready: create volume + create + start on the cold path; taking one
+    /// from the warm pool on the warm path.
+    pub container_start_ms: f64,
+    /// Copying the workspace into `/work`.
+    pub upload_ms: f64,
+    /// The command itself, from exec to exit (includes the exec round trips).
+    pub run_ms: f64,
+    /// Reading `/work` back, diffing and picking outputs.
+    pub readback_ms: f64,
+    /// All of the above: from `Sandbox::run` to the report.
+    pub total_ms: f64,
+}
+
 /// Everything recorded about one run.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobReport {
@@ -111,6 +127,8 @@ pub struct JobReport {
     pub image_id: String,
     /// True when the job started in a pre-started (warm) container.
     pub warm: bool,
+    /// Phase durations as the runner measured them.
+    pub timings: Timings,
 }
 
 impl Outcome {

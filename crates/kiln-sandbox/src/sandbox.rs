@@ -19,7 +19,7 @@ use crate::policy::Owner;
 use crate::pool::WarmPool;
 use crate::readback::read_work;
 use crate::reaper::{reap, Reaped};
-use crate::report::{JobReport, LogChunk, Outcome};
+use crate::report::{JobReport, LogChunk, Outcome, Timings};
 use crate::snapshot::{Snapshot, SnapshotCaps};
 use crate::spec::{JobSpec, Limits};
 
@@ -159,7 +159,15 @@ impl Sandbox {
             removals: self.removals.clone(),
         };
         let container = guard.container.as_ref().expect("set above");
-        let result = self.execute(container, spec, logs, is_warm, acquired).await;
+        let start_ms = asked.elapsed().as_secs_f64() * 1e3;
+        let result = self
+            .execute(container, spec, logs, is_warm, acquired)
+            .await
+            .map(|mut r| {
+                r.timings.container_start_ms = start_ms;
+                r.timings.total_ms = asked.elapsed().as_secs_f64() * 1e3;
+                r
+            });
         drop(guard);
         match &result {
             Ok(r) => {
@@ -197,7 +205,14 @@ impl Sandbox {
         let (after, image_id) = tokio::join!(read_work(&self.docker, c, caps), self.image_id(&c.image));
         let after = after?;
         let before = Snapshot::of_workspace(&spec.workspace);
-        let diff = WorkspaceDiff::between(&before, &after);
+        let diff = if spec.diff_ignore.is_empty() {
+            WorkspaceDiff::between(&before, &after)
+        } else {
+            WorkspaceDiff::between(
+                &before.without(&spec.diff_ignore),
+                &after.without(&spec.diff_ignore),
+            )
+        };
         tracing::debug!(
             upload_ms = uploaded.as_secs_f64() * 1e3,
             command_ms = (ran_at - uploaded).as_secs_f64() * 1e3,
@@ -206,6 +221,13 @@ impl Sandbox {
             "job phases"
         );
         let outputs = Outputs::select(&after, &spec.outputs, spec.limits.output_bytes);
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let timings = Timings {
+            upload_ms: ms(uploaded),
+            run_ms: ms(ran_at - uploaded),
+            readback_ms: ms(t.elapsed() - ran_at),
+            ..Timings::default()
+        };
         let truncated = ran.stdout.truncated() || ran.stderr.truncated();
         Ok(JobReport {
             outcome: Outcome::decide(ran.timed_out, ran.oom_killed, ran.exit_code, truncated),
@@ -219,6 +241,7 @@ impl Sandbox {
             container_id: c.id.clone(),
             image_id,
             warm,
+            timings,
         })
     }
 

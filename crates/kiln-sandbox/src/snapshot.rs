@@ -55,6 +55,20 @@ pub struct SnapshotCaps {
 }
 
 impl Snapshot {
+    /// The same snapshot without the entries at or under any of `paths` (clean relative paths).
+    pub fn without(&self, paths: &[String]) -> Snapshot {
+        let mut s = self.clone();
+        s.entries.retain(|path, _| {
+            !paths.iter().any(|p| {
+                path == p
+                    || (path.len() > p.len()
+                        && path.starts_with(p.as_str())
+                        && path.as_bytes()[p.len()] == b'/')
+            })
+        });
+        s
+    }
+
     /// The snapshot of an input workspace (all content kept).
     pub fn of_workspace(ws: &Workspace) -> Snapshot {
         let entries = ws
@@ -276,6 +290,30 @@ pub fn sha256_hex(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_drops_paths_and_what_is_under_them_only() {
+        let mut ws = Workspace::new();
+        for p in [
+            ".kiln-validate/reports/a.json",
+            ".kiln-validate",
+            ".kiln-validate-not/x",
+            "src/a.py",
+        ] {
+            if p != ".kiln-validate" {
+                ws.add_file(p, "x").unwrap();
+            }
+        }
+        let snap = Snapshot::of_workspace(&ws).without(&[".kiln-validate".to_string()]);
+        let paths: Vec<&str> = snap.entries.keys().map(String::as_str).collect();
+        assert!(
+            paths.contains(&"src/a.py") && paths.contains(&".kiln-validate-not/x"),
+            "{paths:?}"
+        );
+        assert!(!paths
+            .iter()
+            .any(|p| p.starts_with(".kiln-validate/") || *p == ".kiln-validate"));
+    }
 
     #[test]
     fn reads_a_tree_in_place_without_following_links() {

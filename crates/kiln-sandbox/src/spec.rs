@@ -73,6 +73,9 @@ pub struct JobSpec {
     pub outputs: Vec<String>,
     /// Labels identifying the job, attempt and worker.
     pub labels: JobLabels,
+    /// Paths (relative to `/work`, files or directories) left out of the diff: scratch space
+    /// such as tool reports that the job writes but that is not a change to the code.
+    pub diff_ignore: Vec<String>,
 }
 
 impl JobSpec {
@@ -87,6 +90,7 @@ impl JobSpec {
             timeout: Duration::from_secs(120),
             outputs: Vec::new(),
             labels,
+            diff_ignore: Vec::new(),
         }
     }
 }

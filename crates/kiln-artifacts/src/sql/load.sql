@@ -1,0 +1,1 @@
+SELECT data, size_bytes FROM kiln_artifacts WHERE digest = $1

@@ -1,0 +1,277 @@
+//! `kiln submit validate DIR`: pack a directory (or check out a git source), enqueue a
+//! validation pipeline and, with `--wait`, print its verdict. With no API configured it runs
+//! against the embedded default (or `DATABASE_URL`) and the local Docker engine; when no live
+//! worker serves the validation queues it runs one in this process for the wait.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use kiln_pipeline::{PipelineView, Source, SubmitOptions};
+use kiln_validate::Language;
+use kiln_worker::{QueueConfig, WorkerConfig};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::validation;
+
+/// What to submit.
+#[derive(Debug, clap::Subcommand)]
+pub enum SubmitCommand {
+    /// Run test, lint and security-scan on a workspace and (with --wait) report the verdict.
+    Validate(ValidateArgs),
+}
+
+/// `kiln submit validate` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// The workspace directory (only the files git would track, when it is a git work tree).
+    #[arg(required_unless_present = "git", conflicts_with = "git")]
+    pub dir: Option<PathBuf>,
+    /// Validate a git repository (URL or local path) instead of DIR, checked out by Kiln.
+    #[arg(long)]
+    pub git: Option<String>,
+    /// The git ref (branch, tag or commit) to check out with --git; HEAD by default.
+    #[arg(long = "ref", requires = "git")]
+    pub git_ref: Option<String>,
+    /// Languages to run (python, javascript/node, go, rust); repeat or comma-separate.
+    /// Detected from the workspace when absent.
+    #[arg(long = "language", short = 'l', value_delimiter = ',')]
+    pub languages: Vec<String>,
+    /// Wait for the verdict.
+    #[arg(long)]
+    pub wait: bool,
+    /// Print one JSON object (with --wait: pipeline_id, verdict, quality_score, test, lint, security).
+    #[arg(long)]
+    pub json: bool,
+    /// Per-job timeout in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+    /// Per-attempt timeout of the test job in seconds, when it should differ from --timeout.
+    #[arg(long)]
+    pub test_timeout: Option<u64>,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub wait_timeout: u64,
+    /// The Kiln API to submit to (also KILN_API_URL).
+    #[arg(long, env = "KILN_API_URL")]
+    pub api: Option<String>,
+}
+
+/// Runs `kiln submit …`.
+pub async fn run(
+    cmd: SubmitCommand,
+    database_url: &Option<String>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let SubmitCommand::Validate(args) = cmd;
+    if let Some(api) = args.api.as_deref().filter(|a| !a.is_empty()) {
+        bail!(
+            "--api / KILN_API_URL ({api}): submitting through the HTTP API is not available in this build; \
+             unset it to submit directly to the database (DATABASE_URL or the embedded default under --data-dir)"
+        );
+    }
+    let mut languages = Vec::new();
+    for l in &args.languages {
+        languages.push(
+            l.parse::<Language>()
+                .map_err(|e| anyhow::anyhow!("--language: {e}"))?,
+        );
+    }
+    if args.timeout == 0 || args.timeout > 86_400 {
+        bail!(
+            "--timeout: must be between 1 and 86400 seconds, got {}",
+            args.timeout
+        );
+    }
+    if let Some(t) = args.test_timeout.filter(|t| *t == 0 || *t > 86_400) {
+        bail!("--test-timeout: must be between 1 and 86400 seconds, got {t}");
+    }
+    let source = match (&args.dir, &args.git) {
+        (Some(dir), _) => {
+            if !dir.is_dir() {
+                bail!("DIR: {} is not a directory", dir.display());
+            }
+            Source::Dir(dir.clone())
+        }
+        (None, Some(g)) => Source::Git {
+            source: g.clone(),
+            git_ref: args.git_ref.clone(),
+        },
+        (None, None) => bail!("give a DIR or --git SOURCE"),
+    };
+    let pool = crate::connect(database_url, data_dir).await?;
+    kiln_queue::migrate(&pool).await.context("migrate")?;
+    let opts = SubmitOptions {
+        languages,
+        timeout: Duration::from_secs(args.timeout),
+        test_timeout: args.test_timeout.map(Duration::from_secs),
+        ..SubmitOptions::default()
+    };
+    let submitted = kiln_pipeline::submit(&pool, source, &opts)
+        .await
+        .map_err(|e| match &e {
+            kiln_pipeline::PipelineError::Validate(kiln_validate::ValidateError::NoLanguage) => {
+                anyhow::anyhow!("DIR: {e}")
+            }
+            kiln_pipeline::PipelineError::Artifact(kiln_artifacts::ArtifactError::TooLarge { .. }) => {
+                anyhow::anyhow!("DIR: {e}")
+            }
+            kiln_pipeline::PipelineError::Artifact(kiln_artifacts::ArtifactError::Git(_)) => {
+                anyhow::anyhow!("--git/--ref: {e}")
+            }
+            _ => anyhow::Error::new(e),
+        })?;
+    if !args.wait {
+        if args.json {
+            println!("{}", serde_json::to_string(&submitted)?);
+        } else {
+            println!(
+                "pipeline {} submitted (workspace {}, {}; jobs {:?})",
+                submitted.pipeline_id,
+                submitted.workspace,
+                submitted
+                    .languages
+                    .iter()
+                    .map(|l| l.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                submitted.jobs
+            );
+        }
+        return Ok(());
+    }
+    let view = wait_with_worker(
+        &pool,
+        submitted.pipeline_id,
+        &submitted.languages,
+        Duration::from_secs(args.wait_timeout),
+    )
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&view.summary())?);
+    } else {
+        print_human(&view);
+    }
+    Ok(())
+}
+
+/// Validation queues without a live worker (heartbeat in the last 30 s).
+async fn unserved_queues(pool: &PgPool) -> anyhow::Result<Vec<String>> {
+    let served: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT unnest(queues) FROM kiln_workers \
+         WHERE stopped_at IS NULL AND last_heartbeat_at > now() - interval '30 seconds'",
+    )
+    .fetch_all(pool)
+    .await
+    .context("read the worker registry")?;
+    Ok(kiln_validate::KINDS
+        .iter()
+        .map(|k| k.as_str().to_string())
+        .filter(|q| !served.contains(q))
+        .collect())
+}
+
+/// Waits for the pipeline, running an in-process worker for the queues no live worker serves.
+async fn wait_with_worker(
+    pool: &PgPool,
+    id: i64,
+    languages: &[Language],
+    limit: Duration,
+) -> anyhow::Result<PipelineView> {
+    let missing = unserved_queues(pool).await?;
+    if missing.is_empty() {
+        tracing::info!(pipeline = id, "live workers serve the validation queues; waiting");
+        return Ok(kiln_pipeline::wait(pool, id, limit).await?);
+    }
+    tracing::info!(pipeline = id, queues = ?missing, "no live worker serves these queues: running one in this process");
+    let mut needed: Vec<String> = vec!["python".into()];
+    needed.extend(languages.iter().map(|l| l.image().to_string()));
+    needed.dedup();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        for name in needed {
+            kiln_images::build(&kiln_images::BuildOptions {
+                images_dir: kiln_images::default_images_dir(),
+                only: Some(name),
+                force: false,
+            })?;
+        }
+        Ok(())
+    })
+    .await??;
+    let config = WorkerConfig {
+        id: Some(validation::worker_id("kiln-submit-")),
+        queues: missing
+            .iter()
+            .map(|q| QueueConfig::new(q.clone()).concurrency(1).batch(1))
+            .collect(),
+        poll_every: Duration::from_millis(500),
+        ..WorkerConfig::default()
+    };
+    let (worker, services) = validation::build_worker(pool.clone(), config, 0, &[]).await?;
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let handle = tokio::spawn(async move { worker.run(s.cancelled_owned()).await });
+    let view = kiln_pipeline::wait(pool, id, limit).await;
+    stop.cancel();
+    handle.await.context("worker task")??;
+    if let Some(services) = services {
+        services.shutdown().await;
+    }
+    Ok(view?)
+}
+
+fn print_human(view: &PipelineView) {
+    let s = view.summary();
+    println!(
+        "pipeline {}: {} (quality {}/10) — {}",
+        view.pipeline_id,
+        view.verdict.as_deref().unwrap_or("?"),
+        view.quality_score
+            .map(|q| q.to_string())
+            .unwrap_or_else(|| "-".into()),
+        view.languages.join(", ")
+    );
+    let t = &s["test"];
+    if t.is_object() {
+        let cov = t["coverage_percent"]
+            .as_f64()
+            .map(|c| format!(", coverage {c}%"))
+            .unwrap_or_default();
+        println!(
+            "tests: {} passed, {} failed, {} skipped, {} errors{cov}",
+            t["passed"], t["failed"], t["skipped"], t["errors"]
+        );
+        for c in t["cases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["status"] == "failed" || c["status"] == "error")
+        {
+            let msg = c["message"].as_str().unwrap_or("").lines().next().unwrap_or("");
+            println!(
+                "  {} {}: {msg}",
+                c["status"].as_str().unwrap_or(""),
+                c["name"].as_str().unwrap_or("")
+            );
+        }
+    }
+    for (title, key) in [("lint", "lint"), ("security", "security")] {
+        let f = s[key]["findings"].as_array();
+        println!("{title}: {} findings", f.map(|f| f.len()).unwrap_or(0));
+        for x in f.into_iter().flatten() {
+            println!(
+                "  [{}] {}:{} {} {}: {}",
+                x["severity"].as_str().unwrap_or(""),
+                x["file"].as_str().unwrap_or(""),
+                x["line"],
+                x["tool"].as_str().unwrap_or(""),
+                x["rule"].as_str().unwrap_or(""),
+                x["message"].as_str().unwrap_or("")
+            );
+        }
+    }
+    if let Some(e) = s.get("errors") {
+        println!("errors: {e}");
+    }
+}

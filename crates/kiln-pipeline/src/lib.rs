@@ -1,0 +1,20 @@
+//! Validation pipelines: `test`, `lint` and `security-scan` on one stored workspace, run in
+//! parallel and settled into a verdict and a 1–10 quality score.
+//!
+//! For callers (CLI, HTTP API): [`submit`] (from packed bytes, a directory or a git source),
+//! [`get`] (the [`PipelineView`], whose [`PipelineView::summary`] is the
+//! `kiln submit validate --json` object), [`wait`] (until settled). [`settler`] settles
+//! pipelines as their jobs finish: woken by the `kiln_pipelines` notification that a trigger
+//! sends when a pipeline job reaches a final state, with a polling fallback.
+
+pub mod error;
+pub mod score;
+pub mod settle;
+pub mod submit;
+pub mod view;
+
+pub use error::PipelineError;
+pub use score::{quality_score, verdict, Verdict};
+pub use settle::{settle, settle_ready, settler, PIPELINES_CHANNEL};
+pub use submit::{submit, Source, SubmitOptions, Submitted};
+pub use view::{get, wait, JobSummary, PipelineView};

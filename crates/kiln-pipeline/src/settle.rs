@@ -1,0 +1,161 @@
+//! Settling pipelines: once every job of a pipeline is final, its results are merged and its
+//! verdict and score written, exactly once.
+
+use std::time::Duration;
+
+use kiln_validate::{Findings, TestResult};
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::PipelineError;
+use crate::score::{quality_score, verdict, Verdict};
+use crate::view::{read, PipelineView};
+
+const FINISH_SQL: &str = include_str!("sql/finish.sql");
+const READY_SQL: &str = include_str!("sql/ready.sql");
+
+/// Notified (payload: pipeline id) when a pipeline job reaches a final state.
+pub const PIPELINES_CHANNEL: &str = "kiln_pipelines";
+
+/// Settles pipeline `id` if all its jobs are final and it is still running; returns its view.
+pub async fn settle(pool: &PgPool, id: i64) -> Result<PipelineView, PipelineError> {
+    let view = read(pool, id).await?;
+    if view.is_finished()
+        || view.jobs.is_empty()
+        || !view
+            .jobs
+            .iter()
+            .all(|j| matches!(j.state.as_str(), "succeeded" | "failed" | "cancelled"))
+    {
+        return Ok(view);
+    }
+    let job = |kind: &str| view.jobs.iter().rev().find(|j| j.kind == kind);
+    let mut errors = serde_json::Map::new();
+    let mut part = |kind: &str, key: &str| -> serde_json::Value {
+        match job(kind) {
+            Some(j) if j.state == "succeeded" => j.result.clone().unwrap_or(serde_json::Value::Null),
+            Some(j) => {
+                errors.insert(
+                    key.to_string(),
+                    serde_json::json!(format!(
+                        "{} job {} {}: {}",
+                        kind,
+                        j.id,
+                        j.state,
+                        j.last_error.as_deref().unwrap_or("no error recorded")
+                    )),
+                );
+                serde_json::Value::Null
+            }
+            None => {
+                errors.insert(key.to_string(), serde_json::json!(format!("no {kind} job")));
+                serde_json::Value::Null
+            }
+        }
+    };
+    let test_v = part("test", "test");
+    let lint_v = part("lint", "lint");
+    let sec_v = part("security-scan", "security");
+    let parsed = (
+        serde_json::from_value::<TestResult>(test_v.clone()),
+        serde_json::from_value::<Findings>(lint_v.clone()),
+        serde_json::from_value::<Findings>(sec_v.clone()),
+    );
+    let (v, score) = match (errors.is_empty(), parsed) {
+        (true, (Ok(t), Ok(l), Ok(s))) => (verdict(&t, &l, &s), Some(quality_score(&t, &l, &s) as i16)),
+        (true, _) => {
+            errors.insert(
+                "result".into(),
+                serde_json::json!("a job's result does not have the validation shape"),
+            );
+            (Verdict::Error, None)
+        }
+        (false, _) => (Verdict::Error, None),
+    };
+    let mut result = serde_json::json!({"test": test_v, "lint": lint_v, "security": sec_v});
+    if !errors.is_empty() {
+        result["errors"] = serde_json::Value::Object(errors);
+    }
+    let settled = sqlx::query(FINISH_SQL)
+        .bind(id)
+        .bind(v.as_str())
+        .bind(score)
+        .bind(sqlx::types::Json(&result))
+        .fetch_optional(pool)
+        .await
+        .map_err(PipelineError::db("settle pipeline"))?;
+    if settled.is_some() {
+        tracing::info!(pipeline = id, verdict = v.as_str(), quality_score = ?score, "pipeline settled");
+    }
+    read(pool, id).await
+}
+
+/// Settles every running pipeline whose jobs are all final (up to `limit`); returns how many.
+pub async fn settle_ready(pool: &PgPool, limit: i64) -> Result<usize, PipelineError> {
+    let ids: Vec<i64> = sqlx::query_scalar(READY_SQL)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+        .map_err(PipelineError::db("ready pipelines"))?;
+    for &id in &ids {
+        settle(pool, id).await?;
+    }
+    Ok(ids.len())
+}
+
+/// Settles pipelines as their jobs finish until `stop` fires: on each `kiln_pipelines`
+/// notification, and every `poll` in case a notification was missed (any number of settlers
+/// may run; settling is idempotent). Also prunes unreferenced workspace artifacts hourly.
+pub async fn settler(pool: PgPool, poll: Duration, stop: CancellationToken) {
+    let mut listener: Option<PgListener> = None;
+    let mut last_prune = tokio::time::Instant::now();
+    loop {
+        if listener.is_none() {
+            match PgListener::connect_with(&pool).await {
+                Ok(mut l) => {
+                    if l.listen(PIPELINES_CHANNEL).await.is_ok() {
+                        listener = Some(l);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "settler LISTEN failed; polling"),
+            }
+        }
+        match listener.as_mut() {
+            Some(l) => {
+                tokio::select! {
+                    n = l.try_recv() => match n {
+                        Ok(Some(n)) => {
+                            if let Ok(id) = n.payload().parse::<i64>() {
+                                if let Err(e) = settle(&pool, id).await {
+                                    tracing::warn!(pipeline = id, error = %e, "settling failed");
+                                }
+                            }
+                            continue;
+                        }
+                        Ok(None) | Err(_) => listener = None,
+                    },
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+            None => tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = stop.cancelled() => return,
+            },
+        }
+        match settle_ready(&pool, 100).await {
+            Ok(n) if n > 0 => tracing::info!(settled = n, "settled pipelines found by polling"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "settling pipelines failed"),
+        }
+        if last_prune.elapsed() >= Duration::from_secs(3600) {
+            last_prune = tokio::time::Instant::now();
+            match kiln_artifacts::prune_unreferenced(&pool, Duration::from_secs(86_400)).await {
+                Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned unreferenced workspace artifacts"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning artifacts failed"),
+            }
+        }
+    }
+}

@@ -1,0 +1,3 @@
+INSERT INTO kiln_pipelines (kind, workspace, languages, tags)
+VALUES ('validation', $1, $2, $3)
+RETURNING id

@@ -1,0 +1,154 @@
+//! Submitting a validation pipeline: store the workspace once, create the pipeline row and
+//! enqueue its three jobs, all in one transaction.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kiln_artifacts::{Packed, Tree};
+use kiln_queue::{JobKind, NewJob};
+use kiln_validate::{language, Language, ValidateError, ValidationPayload, KINDS};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::error::PipelineError;
+
+const INSERT_SQL: &str = include_str!("sql/insert.sql");
+
+/// Where the workspace comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// An already packed artifact.
+    Packed(Packed),
+    /// A gzip-compressed tar as uploaded (re-packed canonically, so equal trees share a digest).
+    TarGz(Vec<u8>),
+    /// A directory on this machine (only what git would track, when it is a work tree).
+    Dir(PathBuf),
+    /// A git repository (URL or local path) at a ref (`HEAD` when None), checked out by Kiln.
+    Git {
+        /// URL or path.
+        source: String,
+        /// Branch, tag or commit.
+        git_ref: Option<String>,
+    },
+}
+
+/// How the pipeline's jobs are enqueued.
+#[derive(Debug, Clone)]
+pub struct SubmitOptions {
+    /// Languages to run; detected from the workspace when empty.
+    pub languages: Vec<Language>,
+    /// Per-attempt timeout of each job (default 120 s).
+    pub timeout: Duration,
+    /// Per-attempt timeout of the test job, when it should differ from `timeout`.
+    pub test_timeout: Option<Duration>,
+    /// Tries per job (default 3; only retryable failures are retried).
+    pub max_attempts: i32,
+    /// Job priority.
+    pub priority: i16,
+    /// Tags on the pipeline and its jobs.
+    pub tags: Vec<String>,
+    /// Workspace cap in bytes (default 50 MiB).
+    pub max_workspace_bytes: u64,
+}
+
+impl Default for SubmitOptions {
+    fn default() -> Self {
+        SubmitOptions {
+            languages: Vec::new(),
+            timeout: Duration::from_secs(120),
+            test_timeout: None,
+            max_attempts: 3,
+            priority: 0,
+            tags: Vec::new(),
+            max_workspace_bytes: kiln_artifacts::DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+/// What a submission created.
+#[derive(Debug, Clone, Serialize)]
+pub struct Submitted {
+    /// The pipeline.
+    pub pipeline_id: i64,
+    /// The workspace artifact's digest.
+    pub workspace: String,
+    /// Languages that will run.
+    pub languages: Vec<Language>,
+    /// The test, lint and security-scan job ids.
+    pub jobs: Vec<i64>,
+}
+
+/// Packs (if needed) and stores the workspace, checks that it holds a language to validate,
+/// and creates the pipeline with its three jobs. Nothing is written when the workspace is
+/// refused (too large, no recognised language).
+pub async fn submit(pool: &PgPool, source: Source, opts: &SubmitOptions) -> Result<Submitted, PipelineError> {
+    let cap = opts.max_workspace_bytes;
+    let packed = match source {
+        Source::Packed(p) => p,
+        Source::TarGz(bytes) => tokio::task::spawn_blocking(move || {
+            let mut p = Tree::from_tar_gz(&bytes, cap)?.pack(cap)?;
+            p.source = serde_json::json!({"upload": true});
+            Ok::<_, kiln_artifacts::ArtifactError>(p)
+        })
+        .await
+        .expect("packing task")?,
+        Source::Dir(dir) => tokio::task::spawn_blocking(move || kiln_artifacts::pack_dir(&dir, cap))
+            .await
+            .expect("packing task")?,
+        Source::Git { source, git_ref } => tokio::task::spawn_blocking(move || {
+            kiln_artifacts::git::checkout(&source, git_ref.as_deref(), cap)
+        })
+        .await
+        .expect("checkout task")?,
+    };
+    let tree = Tree::from_tar_gz(&packed.data, cap)?;
+    let projects = language::select(&tree, &opts.languages);
+    if projects.is_empty() {
+        return Err(ValidateError::NoLanguage.into());
+    }
+    let languages: Vec<Language> = projects.iter().map(|p| p.language).collect();
+    let lang_names: Vec<&str> = languages.iter().map(|l| l.as_str()).collect();
+
+    let mut tx = pool.begin().await.map_err(PipelineError::db("begin"))?;
+    kiln_artifacts::store(&mut *tx, &packed).await?;
+    let id: i64 = sqlx::query_scalar(INSERT_SQL)
+        .bind(&packed.digest)
+        .bind(&lang_names)
+        .bind(&opts.tags)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(PipelineError::db("insert pipeline"))?;
+    let payload = serde_json::to_value(ValidationPayload {
+        workspace: packed.digest.clone(),
+        languages: languages.clone(),
+    })
+    .expect("payload serialises");
+    let jobs: Vec<NewJob> = KINDS
+        .iter()
+        .map(|&kind: &JobKind| {
+            let mut job = NewJob::new(kind.as_str(), kind, payload.clone())
+                .pipeline(id)
+                .timeout(match kind {
+                    JobKind::Test => opts.test_timeout.unwrap_or(opts.timeout),
+                    _ => opts.timeout,
+                })
+                .max_attempts(opts.max_attempts)
+                .priority(opts.priority)
+                .tag(format!("pipeline:{id}"));
+            for t in &opts.tags {
+                job = job.tag(t.clone());
+            }
+            job
+        })
+        .collect();
+    let enqueued = kiln_queue::enqueue_many(&mut *tx, &jobs).await?;
+    tx.commit().await.map_err(PipelineError::db("commit"))?;
+    let jobs: Vec<i64> = enqueued.iter().map(|e| e.id).collect();
+    tracing::info!(pipeline = id, workspace = %packed.digest, languages = ?lang_names, ?jobs, "validation pipeline submitted");
+    Ok(Submitted {
+        pipeline_id: id,
+        workspace: packed.digest,
+        languages,
+        jobs,
+    })
+}

@@ -1,0 +1,188 @@
+//! Reading a pipeline: its state, its jobs and (once settled) its verdict; waiting for it.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::postgres::PgListener;
+use sqlx::{PgPool, Row};
+
+use crate::error::PipelineError;
+use crate::settle::{settle, PIPELINES_CHANNEL};
+
+const GET_SQL: &str = include_str!("sql/get.sql");
+const JOBS_SQL: &str = include_str!("sql/jobs.sql");
+
+/// One job of a pipeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobSummary {
+    /// Job id.
+    pub id: i64,
+    /// `test`, `lint` or `security-scan`.
+    pub kind: String,
+    /// Its state.
+    pub state: String,
+    /// Attempts begun.
+    pub attempt: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// Its result, once it succeeded.
+    pub result: Option<serde_json::Value>,
+    /// Its last error.
+    pub last_error: Option<String>,
+    /// Enqueued at.
+    pub created_at: DateTime<Utc>,
+    /// Final at.
+    pub finalized_at: Option<DateTime<Utc>>,
+}
+
+/// A pipeline as stored, with its jobs.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineView {
+    /// Pipeline id.
+    pub pipeline_id: i64,
+    /// `validation`.
+    pub kind: String,
+    /// Workspace artifact digest.
+    pub workspace: String,
+    /// Languages run.
+    pub languages: Vec<String>,
+    /// `running` or `finished`.
+    pub state: String,
+    /// `passed`, `failed` or `error` once finished.
+    pub verdict: Option<String>,
+    /// 1..=10 once finished (none when the verdict is `error`).
+    pub quality_score: Option<i16>,
+    /// The merged results `{"test", "lint", "security"}` once finished.
+    pub result: Option<serde_json::Value>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Submitted at.
+    pub created_at: DateTime<Utc>,
+    /// Settled at.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Its jobs.
+    pub jobs: Vec<JobSummary>,
+}
+
+impl PipelineView {
+    /// True once settled.
+    pub fn is_finished(&self) -> bool {
+        self.state == "finished"
+    }
+
+    /// The `kiln submit validate --json` object: `{"pipeline_id", "verdict", "quality_score",
+    /// "test", "lint", "security"}` (results are null until the pipeline is finished, and a
+    /// job that could not run has null with its error under `errors`).
+    pub fn summary(&self) -> serde_json::Value {
+        let part = |k: &str| {
+            self.result
+                .as_ref()
+                .and_then(|r| r.get(k))
+                .cloned()
+                .unwrap_or(serde_json::Value::Null)
+        };
+        let mut out = serde_json::json!({
+            "pipeline_id": self.pipeline_id,
+            "verdict": self.verdict,
+            "quality_score": self.quality_score,
+            "test": part("test"),
+            "lint": part("lint"),
+            "security": part("security"),
+        });
+        if let Some(errors) = self.result.as_ref().and_then(|r| r.get("errors")) {
+            out["errors"] = errors.clone();
+        }
+        out
+    }
+}
+
+pub(crate) async fn read(pool: &PgPool, id: i64) -> Result<PipelineView, PipelineError> {
+    let r = sqlx::query(GET_SQL)
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(PipelineError::db("get pipeline"))?
+        .ok_or(PipelineError::NotFound(id))?;
+    let jobs = sqlx::query(JOBS_SQL)
+        .bind(id)
+        .fetch_all(pool)
+        .await
+        .map_err(PipelineError::db("pipeline jobs"))?
+        .iter()
+        .map(|j| JobSummary {
+            id: j.get("id"),
+            kind: j.get("kind"),
+            state: j.get("state"),
+            attempt: j.get("attempt"),
+            max_attempts: j.get("max_attempts"),
+            result: j
+                .get::<Option<sqlx::types::Json<serde_json::Value>>, _>("result")
+                .map(|x| x.0),
+            last_error: j.get("last_error"),
+            created_at: j.get("created_at"),
+            finalized_at: j.get("finalized_at"),
+        })
+        .collect();
+    Ok(PipelineView {
+        pipeline_id: r.get("id"),
+        kind: r.get("kind"),
+        workspace: r.get("workspace"),
+        languages: r.get("languages"),
+        state: r.get("state"),
+        verdict: r.get("verdict"),
+        quality_score: r.get("quality_score"),
+        result: r
+            .get::<Option<sqlx::types::Json<serde_json::Value>>, _>("result")
+            .map(|x| x.0),
+        tags: r.get("tags"),
+        created_at: r.get("created_at"),
+        finished_at: r.get("finished_at"),
+        jobs,
+    })
+}
+
+/// Reads pipeline `id`, settling it first when all its jobs are final (so a reader never sees
+/// a finished set of jobs under a running pipeline).
+pub async fn get(pool: &PgPool, id: i64) -> Result<PipelineView, PipelineError> {
+    settle(pool, id).await
+}
+
+/// Waits until pipeline `id` is finished (or `timeout` passes) and returns it. Woken by the
+/// `kiln_pipelines` notification, polling every second as a fallback.
+pub async fn wait(pool: &PgPool, id: i64, timeout: Duration) -> Result<PipelineView, PipelineError> {
+    let start = tokio::time::Instant::now();
+    let mut listener = match PgListener::connect_with(pool).await {
+        Ok(mut l) => match l.listen(PIPELINES_CHANNEL).await {
+            Ok(()) => Some(l),
+            Err(e) => {
+                tracing::debug!(error = %e, "LISTEN failed; polling");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::debug!(error = %e, "LISTEN connection failed; polling");
+            None
+        }
+    };
+    loop {
+        let view = get(pool, id).await?;
+        if view.is_finished() {
+            return Ok(view);
+        }
+        let left = timeout.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return Err(PipelineError::WaitTimedOut {
+                id,
+                waited: start.elapsed(),
+            });
+        }
+        let nap = left.min(Duration::from_secs(1));
+        match listener.as_mut() {
+            Some(l) => {
+                let _ = tokio::time::timeout(nap, l.recv()).await;
+            }
+            None => tokio::time::sleep(nap).await,
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Security scanner reports: bandit's JSON, detect-secrets' baseline JSON, semgrep's JSON.
+//!
+//! Severity: bandit's own (HIGH/MEDIUM/LOW); every detected secret is `high`; semgrep rules
+//! carry `metadata.kiln_severity`, else ERROR → `high`, WARNING → `medium`, INFO → `low`.
+
+use super::{json, line, s, ParseError};
+use crate::result::{workspace_path, Finding, Findings, Severity};
+
+/// bandit's `-f json` (run from the workspace top, so paths are workspace-relative).
+pub fn bandit(report: &[u8]) -> Result<Findings, ParseError> {
+    let v = json("bandit.json", report)?;
+    let mut out = Findings::default();
+    for r in v.get("results").and_then(|r| r.as_array()).into_iter().flatten() {
+        let severity = match s(r, "issue_severity") {
+            "HIGH" => Severity::High,
+            "MEDIUM" => Severity::Medium,
+            "LOW" => Severity::Low,
+            _ => Severity::Info,
+        };
+        out.findings.push(Finding {
+            tool: "bandit".into(),
+            rule: s(r, "test_id").to_string(),
+            severity,
+            file: workspace_path(s(r, "filename"), ""),
+            line: line(r.get("line_number")),
+            message: s(r, "issue_text").to_string(),
+        });
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// detect-secrets' `scan` output (a baseline): `results` maps files to detected secrets.
+pub fn detect_secrets(report: &[u8]) -> Result<Findings, ParseError> {
+    let v = json("detect-secrets", report)?;
+    let results = v
+        .get("results")
+        .and_then(|r| r.as_object())
+        .ok_or_else(|| ParseError::new("detect-secrets", "no `results` object"))?;
+    let mut out = Findings::default();
+    for (file, secrets) in results {
+        for sec in secrets.as_array().into_iter().flatten() {
+            out.findings.push(Finding {
+                tool: "detect-secrets".into(),
+                rule: s(sec, "type").to_string(),
+                severity: Severity::High,
+                file: workspace_path(file, ""),
+                line: line(sec.get("line_number")),
+                message: format!("possible hard-coded secret: {}", s(sec, "type")),
+            });
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// semgrep's `--json`: rule ids are cut to their `kiln.` part (semgrep prefixes the config
+/// file's path).
+pub fn semgrep(report: &[u8]) -> Result<Findings, ParseError> {
+    let v = json("semgrep.json", report)?;
+    let mut out = Findings::default();
+    for r in v.get("results").and_then(|r| r.as_array()).into_iter().flatten() {
+        let id = s(r, "check_id");
+        let rule = id.find("kiln.").map(|i| &id[i..]).unwrap_or(id).to_string();
+        let extra = &r["extra"];
+        let severity = match extra["metadata"]["kiln_severity"].as_str() {
+            Some("critical") => Severity::Critical,
+            Some("high") => Severity::High,
+            Some("medium") => Severity::Medium,
+            Some("low") => Severity::Low,
+            Some("info") => Severity::Info,
+            _ => match s(extra, "severity") {
+                "ERROR" => Severity::High,
+                "WARNING" => Severity::Medium,
+                "INFO" => Severity::Low,
+                _ => Severity::Info,
+            },
+        };
+        out.findings.push(Finding {
+            tool: "semgrep".into(),
+            rule,
+            severity,
+            file: workspace_path(s(r, "path"), ""),
+            line: line(r.get("start").and_then(|st| st.get("line"))),
+            message: s(extra, "message").to_string(),
+        });
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+    use crate::parse::testdata;
+
+    #[test]
+    fn bandit_json_from_the_python_image() {
+        let f = bandit(&testdata("bandit.json")).unwrap();
+        assert_eq!(f.findings.len(), 10);
+        let b602 = f.findings.iter().find(|x| x.rule == "B602").unwrap();
+        assert_eq!(
+            (b602.file.as_str(), b602.line, b602.severity),
+            ("calc.py", Some(26), Severity::High)
+        );
+        assert_eq!(f.count(Severity::Medium), 1);
+    }
+
+    #[test]
+    fn detect_secrets_from_the_python_image() {
+        let f = detect_secrets(&testdata("secrets.json")).unwrap();
+        assert_eq!(f.findings.len(), 1);
+        assert_eq!(f.findings[0].rule, "AWS Access Key");
+        assert_eq!(
+            (f.findings[0].file.as_str(), f.findings[0].line),
+            ("calc.py", Some(6))
+        );
+    }
+
+    #[test]
+    fn semgrep_json_from_the_python_image() {
+        let f = semgrep(&testdata("semgrep.json")).unwrap();
+        let got: Vec<(&str, Option<u32>)> = f.findings.iter().map(|x| (x.rule.as_str(), x.line)).collect();
+        assert_eq!(
+            got,
+            [
+                ("kiln.python.eval", Some(22)),
+                ("kiln.python.shell-injection", Some(26))
+            ]
+        );
+        assert!(f.findings.iter().all(|x| x.severity == Severity::High));
+    }
+}

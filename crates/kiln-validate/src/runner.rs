@@ -1,0 +1,422 @@
+//! Runs a validation kind on a workspace: one sandbox run per language project (one for the
+//! whole workspace for security scans), reports parsed and merged into one result.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use kiln_artifacts::{Tree, TreeEntry};
+use kiln_queue::JobKind;
+use kiln_sandbox::{Entry, JobLabels, JobReport, JobSpec, Outcome, Sandbox, Workspace};
+use tokio::time::Instant;
+
+use crate::details::Run;
+use crate::error::ValidateError;
+use crate::language::{Language, Project};
+use crate::logs::LogForwarder;
+use crate::parse::{self, ParseError};
+use crate::result::{Coverage, Findings, TestResult, TestStatus};
+use crate::tools::{self, REPORTS, SCRATCH};
+
+/// Image tags by image name (`python` → `kiln-python:…`).
+#[derive(Debug, Clone, Default)]
+pub struct Images(pub HashMap<String, String>);
+
+impl Images {
+    /// The tags of the job images built from `images_dir` (see `kiln_images::image_tag`).
+    pub fn from_dir(images_dir: &std::path::Path) -> Result<Images, ValidateError> {
+        let mut m = HashMap::new();
+        for name in kiln_images::JOB_IMAGES {
+            let tag = kiln_images::image_tag(images_dir, name)
+                .map_err(|e| ValidateError::Image(name.to_string(), e.to_string()))?;
+            m.insert(name.to_string(), tag);
+        }
+        Ok(Images(m))
+    }
+
+    /// The tag of image `name`.
+    pub fn tag(&self, name: &str) -> Result<&str, ValidateError> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| ValidateError::Image(name.to_string(), "not configured".into()))
+    }
+}
+
+/// A linter report parser (bytes, project root).
+type LintParser = fn(&[u8], &str) -> Result<Findings, ParseError>;
+/// A scanner report parser (paths are workspace-relative already).
+type ScanParser = fn(&[u8]) -> Result<Findings, ParseError>;
+
+/// Everything one attempt's runs share.
+pub struct Attempt<'a> {
+    /// The sandbox.
+    pub sandbox: &'a Sandbox,
+    /// Image tags.
+    pub images: &'a Images,
+    /// Labels of the attempt's containers.
+    pub labels: JobLabels,
+    /// When the tools must have finished (a little before the job's own timeout).
+    pub deadline: Instant,
+    /// Live logs, when the attempt has a job row to attach them to.
+    pub logs: Option<&'a LogForwarder>,
+}
+
+/// The workspace as the sandbox takes it, with Kiln's scratch files added (a workspace's own
+/// entries under the scratch directory are dropped).
+pub fn sandbox_workspace(tree: &Tree) -> Result<Workspace, ValidateError> {
+    let mut ws = Workspace::new();
+    for (path, entry) in &tree.entries {
+        if path == SCRATCH || path.starts_with(&format!("{SCRATCH}/")) {
+            continue;
+        }
+        let e = match entry {
+            TreeEntry::File { data, executable } => Entry::File {
+                data: data.clone(),
+                mode: if *executable { 0o755 } else { 0o644 },
+            },
+            TreeEntry::Symlink { target } => Entry::Symlink {
+                target: target.clone(),
+            },
+        };
+        ws.insert(path, e)?;
+    }
+    ws.add_file(&format!("{SCRATCH}/node-reporter.mjs"), tools::NODE_REPORTER)?;
+    ws.add_file(&format!("{SCRATCH}/eslintrc.json"), tools::ESLINT_CONFIG)?;
+    for (lang, rules) in tools::SEMGREP_RULES {
+        ws.add_file(&format!("{SCRATCH}/semgrep/{}.yml", lang.as_str()), *rules)?;
+    }
+    Ok(ws)
+}
+
+/// One finished sandbox run and its report files.
+struct Done {
+    report: JobReport,
+    label: String,
+}
+
+impl Done {
+    fn file(&self, name: &str) -> Option<&[u8]> {
+        self.report.outputs.file(&format!("{REPORTS}/{name}"))
+    }
+
+    fn exit_of(&self, tool: &str) -> Option<i32> {
+        self.file(&format!("{tool}.exit"))
+            .and_then(|b| String::from_utf8_lossy(b).trim().parse().ok())
+    }
+
+    fn timed_out(&self) -> bool {
+        self.report.outcome == Outcome::TimedOut
+    }
+
+    fn timeout_error(&self, tool: &str, lang: &str) -> ValidateError {
+        ValidateError::TimedOut {
+            tool: tool.to_string(),
+            language: lang.to_string(),
+            seconds: self.report.timings.run_ms / 1e3,
+        }
+    }
+
+    /// Why `tool` left no usable report: its exit code, the run's outcome, its last words.
+    fn failure(&self, tool: &str, lang: &str, why: Option<ParseError>) -> ValidateError {
+        let stderr = self.report.stderr.text();
+        let tail: String = stderr
+            .chars()
+            .rev()
+            .take(2000)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let exit = self
+            .exit_of(tool)
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "none".into());
+        let mut detail = format!("outcome {:?}, exit code {exit}", self.report.outcome);
+        if let Some(e) = why {
+            detail.push_str(&format!(", report unreadable: {e}"));
+        } else {
+            detail.push_str(", no report written");
+        }
+        if !tail.trim().is_empty() {
+            detail.push_str(&format!("; stderr: {}", tail.trim()));
+        }
+        ValidateError::ToolFailed {
+            tool: tool.to_string(),
+            language: lang.to_string(),
+            detail,
+        }
+    }
+}
+
+async fn run_script(
+    at: &Attempt<'_>,
+    ws: &Workspace,
+    image_name: &str,
+    label: String,
+    script: String,
+    root: &str,
+    runs: &mut Vec<Run>,
+) -> Result<Done, ValidateError> {
+    let image = at.images.tag(image_name)?.to_string();
+    let now = Instant::now();
+    let timeout = at
+        .deadline
+        .saturating_duration_since(now)
+        .max(Duration::from_secs(1));
+    let mut spec = JobSpec::new(
+        image.clone(),
+        &["sh", "-c", &script, "kiln", root],
+        at.labels.clone(),
+    );
+    spec.env = tools::ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    spec.workspace = ws.clone();
+    spec.timeout = timeout;
+    spec.outputs = vec![REPORTS.to_string()];
+    spec.diff_ignore = vec![SCRATCH.to_string()];
+    if let Some(l) = at.logs {
+        l.note(&format!(
+            "{label}: starting in {image} (timeout {:.0} s)",
+            timeout.as_secs_f64()
+        ));
+    }
+    tracing::info!(job = at.labels.job_id, attempt = at.labels.attempt, %label, %image, "validation run starting");
+    let report = at.sandbox.run(&spec, at.logs.map(|l| l.sender())).await?;
+    tracing::info!(job = at.labels.job_id, %label, outcome = ?report.outcome, exit = ?report.exit_code,
+        start_ms = report.timings.container_start_ms, run_ms = report.timings.run_ms, "validation run finished");
+    if let Some(l) = at.logs {
+        l.note(&format!(
+            "{label}: {:?} after {:.1} s",
+            report.outcome,
+            report.timings.total_ms / 1e3
+        ));
+    }
+    if let Some(dir) = std::env::var_os("KILN_VALIDATE_KEEP_REPORTS") {
+        keep_reports(std::path::Path::new(&dir), &label, &report);
+    }
+    runs.push(Run {
+        label: label.clone(),
+        image,
+        report: report.clone(),
+    });
+    Ok(Done { report, label })
+}
+
+/// Debugging aid: copies a run's report files under `dir/LABEL/` (used to capture the real
+/// tool output the parser tests read).
+fn keep_reports(dir: &std::path::Path, label: &str, report: &JobReport) {
+    let dest = dir.join(label.replace(' ', "-"));
+    for (path, entry) in &report.outputs.files {
+        if let kiln_sandbox::OutputEntry::File { data, .. } = entry {
+            let name = path.rsplit('/').next().unwrap_or(path);
+            let _ = std::fs::create_dir_all(&dest);
+            let _ = std::fs::write(dest.join(name), data);
+        }
+    }
+}
+
+/// Runs the tests of every project; returns the merged result.
+pub async fn test(
+    at: &Attempt<'_>,
+    ws: &Workspace,
+    projects: &[Project],
+    runs: &mut Vec<Run>,
+) -> Result<TestResult, ValidateError> {
+    let mut total = TestResult::default();
+    let mut coverage = Coverage::default();
+    for p in projects {
+        let lang = p.language;
+        let label = format!("{lang} test");
+        let done = run_script(
+            at,
+            ws,
+            lang.image(),
+            label,
+            tools::test_script(lang),
+            &p.root,
+            runs,
+        )
+        .await?;
+        let tool = tools::tools_of(JobKind::Test, lang)[0];
+        let (result, cov) = match parse_test(&done, lang, &p.root) {
+            Ok(r) => r,
+            Err(_) if done.timed_out() => (TestResult::default(), Coverage::default()),
+            Err(e) => return Err(done.failure(tool, lang.as_str(), e)),
+        };
+        let mut result = result;
+        if done.timed_out() {
+            let secs = done.report.timings.run_ms / 1e3;
+            result.push(
+                format!("{}{tool}", if p.root.is_empty() { String::new() } else { format!("{}: ", p.root) }),
+                TestStatus::Error,
+                Some(format!(
+                    "timed out: the {lang} test run was killed after {secs:.0} s; tests that had not finished are not counted"
+                )),
+            );
+        } else if result.failed + result.errors == 0 {
+            // The runner failed with no failing test to show for it (a build error, a crash).
+            if let Some(code) = done.exit_of(tool).filter(|c| !ok_exit(lang, *c)) {
+                let stderr = done.report.stderr.text();
+                let tail: String = stderr
+                    .chars()
+                    .rev()
+                    .take(4000)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                result.push(
+                    format!(
+                        "{}{tool}",
+                        if p.root.is_empty() {
+                            String::new()
+                        } else {
+                            format!("{}: ", p.root)
+                        }
+                    ),
+                    TestStatus::Error,
+                    Some(format!(
+                        "{tool} exited {code} without a failing test: {}",
+                        tail.trim()
+                    )),
+                );
+            }
+        }
+        tracing::debug!(label = %done.label, passed = result.passed, failed = result.failed, "parsed");
+        coverage.covered += cov.covered;
+        coverage.total += cov.total;
+        total.absorb(result);
+    }
+    total.coverage_percent = coverage.percent();
+    Ok(total)
+}
+
+/// Exit codes that mean "the tests ran" (failures are in the report).
+fn ok_exit(lang: Language, code: i32) -> bool {
+    match lang {
+        Language::Python => matches!(code, 0 | 1 | 5),
+        Language::Javascript | Language::Go => matches!(code, 0 | 1),
+        Language::Rust => matches!(code, 0 | 101),
+    }
+}
+
+fn parse_test(done: &Done, lang: Language, root: &str) -> Result<(TestResult, Coverage), Option<ParseError>> {
+    let need = |name: &str| done.file(name).ok_or(None);
+    match lang {
+        Language::Python => {
+            let r = parse::tests::junit(need("pytest.xml")?, root).map_err(Some)?;
+            let cov = done
+                .file("coverage.json")
+                .and_then(|b| parse::tests::coverage_py(b).ok())
+                .unwrap_or_default();
+            Ok((r, cov))
+        }
+        Language::Javascript => parse::tests::node(need("node-test.jsonl")?, root).map_err(Some),
+        Language::Go => {
+            let r = parse::tests::go_test(need("go-test.jsonl")?).map_err(Some)?;
+            let cov = done
+                .file("go-cover.out")
+                .and_then(|b| parse::tests::go_cover(b).ok())
+                .unwrap_or_default();
+            Ok((r, cov))
+        }
+        Language::Rust => Ok((
+            parse::tests::cargo_test(need("cargo-test.jsonl")?, root).map_err(Some)?,
+            Coverage::default(),
+        )),
+    }
+}
+
+/// Runs the linters of every project; returns the merged findings.
+pub async fn lint(
+    at: &Attempt<'_>,
+    ws: &Workspace,
+    projects: &[Project],
+    runs: &mut Vec<Run>,
+) -> Result<Findings, ValidateError> {
+    let mut all = Findings::default();
+    for p in projects {
+        let lang = p.language;
+        let done = run_script(
+            at,
+            ws,
+            lang.image(),
+            format!("{lang} lint"),
+            tools::lint_script(lang),
+            &p.root,
+            runs,
+        )
+        .await?;
+        let tool = tools::tools_of(JobKind::Lint, lang)[0];
+        let (file, parser): (&str, LintParser) = match lang {
+            Language::Python => ("ruff.json", parse::lint::ruff),
+            Language::Javascript => ("eslint.json", parse::lint::eslint),
+            Language::Go => ("go-vet.json", parse::lint::go_vet),
+            Language::Rust => ("clippy.jsonl", parse::lint::clippy),
+        };
+        if done.timed_out() {
+            return Err(done.timeout_error(tool, lang.as_str()));
+        }
+        let bytes = done
+            .file(file)
+            .ok_or_else(|| done.failure(tool, lang.as_str(), None))?;
+        // go vet and clippy exit non-zero when the code does not compile; their reports
+        // still hold what they found (as findings), so only an unreadable report fails.
+        let found = parser(bytes, &p.root).map_err(|e| done.failure(tool, lang.as_str(), Some(e)))?;
+        if lang == Language::Rust && found.findings.is_empty() && done.exit_of(tool).is_some_and(|c| c != 0) {
+            return Err(done.failure(
+                tool,
+                lang.as_str(),
+                Some(ParseError::new("clippy", "clippy failed without a diagnostic")),
+            ));
+        }
+        if lang == Language::Javascript && done.exit_of(tool).is_some_and(|c| c >= 2) {
+            return Err(done.failure(
+                tool,
+                lang.as_str(),
+                Some(ParseError::new("eslint", "eslint stopped with an error")),
+            ));
+        }
+        all.findings.extend(found.findings);
+    }
+    all.sort();
+    Ok(all)
+}
+
+/// Runs the security scanners once over the whole workspace (python image): semgrep with
+/// Kiln's rules for the languages present, detect-secrets, and bandit for Python.
+pub async fn security(
+    at: &Attempt<'_>,
+    ws: &Workspace,
+    projects: &[Project],
+    runs: &mut Vec<Run>,
+) -> Result<Findings, ValidateError> {
+    let langs: Vec<Language> = projects.iter().map(|p| p.language).collect();
+    let py_root = projects
+        .iter()
+        .find(|p| p.language == Language::Python)
+        .map(|p| p.root.as_str());
+    let script = tools::security_script(&langs, py_root);
+    let done = run_script(at, ws, "python", "security-scan".into(), script, "", runs).await?;
+    let what = langs.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("+");
+    if done.timed_out() {
+        return Err(done.timeout_error("security scan", &what));
+    }
+    let mut all = Findings::default();
+    let mut scanners: Vec<(&str, &str, ScanParser)> = vec![
+        ("semgrep", "semgrep.json", parse::security::semgrep),
+        ("detect-secrets", "secrets.json", parse::security::detect_secrets),
+    ];
+    if py_root.is_some() {
+        scanners.push(("bandit", "bandit.json", parse::security::bandit));
+    }
+    for (tool, file, parser) in scanners {
+        let bytes = done.file(file).ok_or_else(|| done.failure(tool, &what, None))?;
+        let found = parser(bytes).map_err(|e| done.failure(tool, &what, Some(e)))?;
+        all.findings.extend(found.findings);
+    }
+    all.sort();
+    Ok(all)
+}

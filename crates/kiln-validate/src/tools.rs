@@ -1,0 +1,166 @@
+//! The tools each job kind runs per language: a shell script run in the language's image,
+//! writing machine-readable reports under `/work/.kiln-validate/reports/` (brought back as
+//! output files and left out of the diff) and each tool's exit code next to its report.
+
+use crate::language::Language;
+use kiln_queue::JobKind;
+
+/// Kiln's scratch directory inside `/work`: support files in, reports out. A workspace's own
+/// entries under it are replaced.
+pub const SCRATCH: &str = ".kiln-validate";
+/// Where the reports are written, relative to `/work`.
+pub const REPORTS: &str = ".kiln-validate/reports";
+
+/// Semgrep rules shipped with Kiln, per language (uploaded into the scratch directory, so no
+/// network is needed at run time).
+pub const SEMGREP_RULES: &[(Language, &str)] = &[
+    (Language::Python, include_str!("../assets/semgrep/python.yml")),
+    (
+        Language::Javascript,
+        include_str!("../assets/semgrep/javascript.yml"),
+    ),
+    (Language::Go, include_str!("../assets/semgrep/go.yml")),
+    (Language::Rust, include_str!("../assets/semgrep/rust.yml")),
+];
+/// Node test-runner reporter writing JSON lines.
+pub const NODE_REPORTER: &str = include_str!("../assets/node-reporter.mjs");
+/// ESLint configuration used when the project has none.
+pub const ESLINT_CONFIG: &str = include_str!("../assets/eslintrc.json");
+
+/// Environment for every tool run: caches and homes on the `/tmp` tmpfs, nothing written
+/// into the workspace that is not a report.
+pub const ENV: &[(&str, &str)] = &[
+    ("HOME", "/tmp/home"),
+    ("XDG_CACHE_HOME", "/tmp/cache"),
+    ("PYTHONDONTWRITEBYTECODE", "1"),
+    ("COVERAGE_FILE", "/tmp/kiln.coverage"),
+    ("CARGO_TARGET_DIR", "/tmp/target"),
+    ("RUSTC_BOOTSTRAP", "1"),
+    ("NO_COLOR", "1"),
+];
+
+/// Common prologue: `$1` is the project root relative to `/work`; `$R` the report directory.
+const PROLOGUE: &str = r#"set -u
+R=/work/.kiln-validate/reports
+mkdir -p "$R" "$HOME" "$XDG_CACHE_HOME"
+cd "/work/$1" || { echo "kiln: project root /work/$1 is missing" >&2; exit 90; }
+"#;
+
+/// The test runner script of a language.
+pub fn test_script(lang: Language) -> String {
+    let body = match lang {
+        Language::Python => {
+            r#"python3 -m coverage run -m pytest -p no:cacheprovider -o junit_family=xunit1 --junitxml="$R/pytest.xml"
+echo $? > "$R/pytest.exit"
+python3 -m coverage json -q -o "$R/coverage.json" >&2
+echo $? > "$R/coverage.exit"
+"#
+        }
+        Language::Javascript => {
+            r#"node --test --experimental-test-coverage --test-reporter=spec --test-reporter-destination=stdout --test-reporter=/work/.kiln-validate/node-reporter.mjs --test-reporter-destination="$R/node-test.jsonl"
+echo $? > "$R/node-test.exit"
+"#
+        }
+        Language::Go => {
+            r#"go test -vet=off -json -coverprofile="$R/go-cover.out" ./... > "$R/go-test.jsonl"
+echo $? > "$R/go-test.exit"
+"#
+        }
+        Language::Rust => {
+            r#"cargo test --offline --no-fail-fast --message-format=json -- -Z unstable-options --format json > "$R/cargo-test.jsonl"
+echo $? > "$R/cargo-test.exit"
+"#
+        }
+    };
+    format!("{PROLOGUE}{body}")
+}
+
+/// The linter script of a language.
+pub fn lint_script(lang: Language) -> String {
+    let body = match lang {
+        Language::Python => {
+            r#"ruff check --no-cache --output-format=json --exit-zero . > "$R/ruff.json"
+echo $? > "$R/ruff.exit"
+"#
+        }
+        Language::Javascript => {
+            r#"cfg="--no-eslintrc -c /work/.kiln-validate/eslintrc.json"
+for f in .eslintrc.js .eslintrc.cjs .eslintrc.json .eslintrc.yaml .eslintrc.yml .eslintrc; do
+  [ -e "$f" ] && cfg=""
+done
+grep -q '"eslintConfig"' package.json 2>/dev/null && cfg=""
+eslint $cfg --ext .js,.cjs,.mjs -f json -o "$R/eslint.json" .
+echo $? > "$R/eslint.exit"
+"#
+        }
+        Language::Go => {
+            r#"go vet -json ./... 2> "$R/go-vet.json"
+echo $? > "$R/go-vet.exit"
+"#
+        }
+        Language::Rust => {
+            r#"cargo clippy --offline --message-format=json > "$R/clippy.jsonl"
+echo $? > "$R/clippy.exit"
+"#
+        }
+    };
+    format!("{PROLOGUE}{body}")
+}
+
+/// The security scan script (python image) for the given languages, run at the workspace top:
+/// semgrep with Kiln's rules for those languages, detect-secrets, and bandit on the Python
+/// project root when there is one.
+pub fn security_script(langs: &[Language], python_root: Option<&str>) -> String {
+    let configs: String = langs
+        .iter()
+        .map(|l| format!(" --config /work/.kiln-validate/semgrep/{}.yml", l.as_str()))
+        .collect();
+    let mut s = format!(
+        r#"{PROLOGUE}semgrep scan --metrics=off --disable-version-check --oss-only --no-git-ignore{configs} --exclude .kiln-validate --json -q --output "$R/semgrep.json" .
+echo $? > "$R/semgrep.exit"
+detect-secrets scan --all-files --exclude-files '^\.kiln-validate/' . > "$R/secrets.json"
+echo $? > "$R/detect-secrets.exit"
+"#
+    );
+    if let Some(root) = python_root {
+        let target = if root.is_empty() {
+            ".".to_string()
+        } else {
+            format!("./{root}")
+        };
+        s.push_str(&format!(
+            "bandit -q -r '{target}' -x ./.kiln-validate -f json -o \"$R/bandit.json\"\necho $? > \"$R/bandit.exit\"\n"
+        ));
+    }
+    s
+}
+
+/// The tools a kind runs for a language (the names of their `.exit` files).
+pub fn tools_of(kind: JobKind, lang: Language) -> Vec<&'static str> {
+    match (kind, lang) {
+        (JobKind::Test, Language::Python) => vec!["pytest"],
+        (JobKind::Test, Language::Javascript) => vec!["node-test"],
+        (JobKind::Test, Language::Go) => vec!["go-test"],
+        (JobKind::Test, Language::Rust) => vec!["cargo-test"],
+        (JobKind::Lint, Language::Python) => vec!["ruff"],
+        (JobKind::Lint, Language::Javascript) => vec!["eslint"],
+        (JobKind::Lint, Language::Go) => vec!["go-vet"],
+        (JobKind::Lint, Language::Rust) => vec!["clippy"],
+        _ => vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_name_their_reports() {
+        assert!(test_script(Language::Python).contains("pytest.xml"));
+        assert!(lint_script(Language::Rust).contains("--message-format=json"));
+        let s = security_script(&[Language::Go, Language::Python], Some("py"));
+        assert!(s.contains("semgrep/go.yml") && s.contains("semgrep/python.yml"));
+        assert!(s.contains("bandit -q -r './py'"));
+        assert!(!security_script(&[Language::Go], None).contains("bandit"));
+    }
+}

@@ -1,0 +1,95 @@
+//! Support for the validation tests: a worker running the real validation handlers on the
+//! real images and Docker engine, a pipeline settler, and the fixtures.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kiln_sandbox::Sandbox;
+use kiln_validate::{Images, Validator};
+use kiln_worker::{QueueConfig, Worker, WorkerConfig};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A fixture project under `tests/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// The job images' tags, from the source tree's `images/`.
+pub fn images() -> Images {
+    Images::from_dir(&kiln_images::default_images_dir()).expect("image tags")
+}
+
+/// A validation worker (test, lint and security-scan, one of each at a time) and a settler,
+/// on `pool`, until [`Rig::stop`].
+pub struct Rig {
+    /// The sandbox the worker runs jobs in.
+    pub sandbox: Sandbox,
+    /// The worker's id.
+    pub worker_id: String,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Rig {
+    /// Starts the worker and the settler.
+    pub async fn start(pool: &PgPool, name: &str) -> Rig {
+        Self::start_with_pool(pool, name, 0).await
+    }
+
+    /// Like [`Rig::start`], with a warm pool of `warm` containers per job image.
+    pub async fn start_with_pool(pool: &PgPool, name: &str, warm: usize) -> Rig {
+        let worker_id = format!("{name}-{}", std::process::id());
+        let sandbox = Sandbox::connect(&worker_id).await.expect("docker engine");
+        if warm > 0 {
+            let imgs = images();
+            let tags: Vec<String> = kiln_images::JOB_IMAGES
+                .iter()
+                .map(|n| imgs.tag(n).unwrap().to_string())
+                .collect();
+            sandbox.start_pool(&tags, warm);
+        }
+        let validator = Validator::new(pool.clone(), sandbox.clone(), images());
+        let config = WorkerConfig {
+            id: Some(worker_id.clone()),
+            queues: ["test", "lint", "security-scan"]
+                .iter()
+                .map(|q| QueueConfig::new(*q).concurrency(1).batch(1))
+                .collect(),
+            poll_every: Duration::from_millis(200),
+            maintenance_every: Duration::from_millis(500),
+            ..WorkerConfig::default()
+        };
+        let worker = validator
+            .register(Worker::builder(pool.clone(), config))
+            .build()
+            .expect("worker config");
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        let w = tokio::spawn(async move { worker.run(s.cancelled_owned()).await.expect("worker runs") });
+        let settler = tokio::spawn(kiln_pipeline::settler(
+            pool.clone(),
+            Duration::from_millis(500),
+            stop.clone(),
+        ));
+        Rig {
+            sandbox,
+            worker_id,
+            stop,
+            tasks: vec![w, settler],
+        }
+    }
+
+    /// Stops the worker and settler and waits until every container is removed.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.sandbox.removals_done().await;
+        self.sandbox.shutdown().await;
+    }
+}

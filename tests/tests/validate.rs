@@ -1,0 +1,631 @@
+//! Validation pipelines end to end: real Postgres, the real images on the real Docker engine,
+//! the fixtures under `tests/fixtures/`, counts and findings asserted exactly.
+
+use std::time::{Duration, Instant};
+
+use kiln_pipeline::{PipelineError, Source, SubmitOptions};
+use kiln_testkit::TestDb;
+use kiln_tests::validation::{fixture, Rig};
+use serde_json::Value;
+
+/// (tool, rule, file, line, severity) of every finding, sorted as the result is.
+fn findings(v: &Value) -> Vec<(String, String, String, Option<u64>, String)> {
+    v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            (
+                f["tool"].as_str().unwrap().to_string(),
+                f["rule"].as_str().unwrap().to_string(),
+                f["file"].as_str().unwrap().to_string(),
+                f["line"].as_u64(),
+                f["severity"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn counts(test: &Value) -> (u64, u64, u64, u64) {
+    let n = |k: &str| test[k].as_u64().unwrap_or_else(|| panic!("{k} in {test}"));
+    (n("passed"), n("failed"), n("skipped"), n("errors"))
+}
+
+fn f(
+    tool: &str,
+    rule: &str,
+    file: &str,
+    line: u64,
+    sev: &str,
+) -> (String, String, String, Option<u64>, String) {
+    (tool.into(), rule.into(), file.into(), Some(line), sev.into())
+}
+
+/// Submits `source`, waits for the verdict, returns the summary and the wall time.
+async fn validate(
+    db: &TestDb,
+    source: Source,
+    opts: SubmitOptions,
+) -> (Value, Duration, kiln_pipeline::PipelineView) {
+    let t = Instant::now();
+    let sub = kiln_pipeline::submit(&db.pool, source, &opts)
+        .await
+        .expect("submit");
+    let view = kiln_pipeline::wait(&db.pool, sub.pipeline_id, Duration::from_secs(400))
+        .await
+        .expect("pipeline finishes");
+    let wall = t.elapsed();
+    let summary = view.summary();
+    eprintln!("{}", serde_json::to_string_pretty(&summary).unwrap());
+    (summary, wall, view)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_python_fixture_gives_exactly_what_its_tools_report() {
+    let db = TestDb::new().await;
+    let rig = Rig::start(&db.pool, "val-python").await;
+    let (s, wall, view) = validate(&db, Source::Dir(fixture("python")), SubmitOptions::default()).await;
+    eprintln!("python pipeline: {wall:?}");
+    assert_eq!(counts(&s["test"]), (3, 2, 1, 0));
+    assert_eq!(s["test"]["coverage_percent"], 87.1);
+    let names: Vec<&str> = s["test"]["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "test_calc.py::test_add",
+            "test_calc.py::test_div",
+            "test_calc.py::test_is_none",
+            "test_calc.py::test_add_wrong",
+            "test_calc.py::test_div_by_zero",
+            "test_calc.py::test_later"
+        ]
+    );
+    assert_eq!(
+        findings(&s["lint"]),
+        [
+            f("ruff", "F401", "calc.py", 2, "medium"),
+            f("ruff", "F401", "calc.py", 4, "medium"),
+            f("ruff", "F541", "calc.py", 30, "medium"),
+        ]
+    );
+    let mut sec = vec![
+        f("bandit", "B404", "calc.py", 3, "low"),
+        f("bandit", "B105", "calc.py", 6, "low"),
+        f("detect-secrets", "AWS Access Key", "calc.py", 6, "high"),
+        f("bandit", "B307", "calc.py", 22, "medium"),
+        f("semgrep", "kiln.python.eval", "calc.py", 22, "high"),
+        f("bandit", "B602", "calc.py", 26, "high"),
+        f("semgrep", "kiln.python.shell-injection", "calc.py", 26, "high"),
+    ];
+    for line in [7, 11, 15, 19, 23, 28] {
+        sec.push(f("bandit", "B101", "test_calc.py", line, "low"));
+    }
+    assert_eq!(findings(&s["security"]), sec);
+    // 10 − 1 (3 lint findings) − 3 (4 high) − 0.5 (1 medium) = 5.5 → 6.
+    assert_eq!(s["verdict"], "failed");
+    assert_eq!(s["quality_score"], 6);
+    assert_eq!(view.jobs.len(), 3);
+    assert!(
+        view.jobs.iter().all(|j| j.state == "succeeded"),
+        "{:?}",
+        view.jobs
+    );
+
+    // Each attempt records what the sandbox reported, and its logs were stored while it ran.
+    for j in &view.jobs {
+        let attempts = kiln_queue::admin::attempts(&db.pool, j.id).await.unwrap();
+        assert_eq!(attempts.len(), 1);
+        let d = &attempts[0].details;
+        assert!(d.container_id.is_some() && d.image_digest.as_deref().unwrap().starts_with("sha256:"));
+        assert!(d.exit_code.is_some());
+        let timings = d.timings.as_ref().expect("timings");
+        assert!(timings["container_start_ms"].as_f64().unwrap() > 0.0, "{timings}");
+        assert!(timings["run_ms"].as_f64().unwrap() > 0.0, "{timings}");
+        assert_eq!(
+            d.diff_files,
+            Some(0),
+            "validation changes nothing in the workspace: {:?}",
+            d.diff
+        );
+        let logs = kiln_queue::logs::read(&db.pool, j.id, None, 10_000)
+            .await
+            .unwrap();
+        assert!(!logs.is_empty(), "job {} ({}) stored no log", j.id, j.kind);
+        assert!(logs
+            .iter()
+            .enumerate()
+            .all(|(i, l)| l.seq == i as i32 && l.attempt == 1));
+    }
+    let test_job = view.jobs.iter().find(|j| j.kind == "test").unwrap();
+    let logs = kiln_queue::logs::read(&db.pool, test_job.id, None, 10_000)
+        .await
+        .unwrap();
+    let text: String = logs.iter().map(|l| l.data.as_str()).collect();
+    assert!(
+        text.contains("test_add_wrong"),
+        "pytest's own output is in the logs: {text}"
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_node_fixture_gives_exactly_what_its_tools_report() {
+    let db = TestDb::new().await;
+    let rig = Rig::start(&db.pool, "val-node").await;
+    let (s, wall, _) = validate(&db, Source::Dir(fixture("node")), SubmitOptions::default()).await;
+    eprintln!("node pipeline: {wall:?}");
+    assert_eq!(counts(&s["test"]), (2, 2, 1, 0));
+    assert_eq!(s["test"]["coverage_percent"], 81.48);
+    let cases: Vec<(&str, &str)> = s["test"]["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        cases,
+        [
+            ("test/calc.test.js::add", "passed"),
+            ("test/calc.test.js::div", "passed"),
+            ("test/calc.test.js::add wrong", "failed"),
+            ("test/calc.test.js::later", "skipped"),
+            ("test/calc.test.js::div by zero", "failed"),
+        ]
+    );
+    assert_eq!(
+        findings(&s["lint"]),
+        [
+            f("eslint", "no-unused-vars", "src/calc.js", 4, "medium"),
+            f("eslint", "no-empty", "src/calc.js", 13, "medium"),
+            f("eslint", "no-undef", "src/calc.js", 27, "medium"),
+        ]
+    );
+    assert_eq!(
+        findings(&s["security"]),
+        [
+            f("detect-secrets", "AWS Access Key", "src/calc.js", 6, "high"),
+            f("semgrep", "kiln.javascript.eval", "src/calc.js", 19, "high"),
+            f(
+                "semgrep",
+                "kiln.javascript.shell-injection",
+                "src/calc.js",
+                23,
+                "high"
+            ),
+        ]
+    );
+    // 10 − 1 (lint) − 3 (3 high) = 6.
+    assert_eq!(
+        (s["verdict"].as_str(), s["quality_score"].as_u64()),
+        (Some("failed"), Some(6))
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_go_fixture_gives_exactly_what_its_tools_report() {
+    let db = TestDb::new().await;
+    let rig = Rig::start(&db.pool, "val-go").await;
+    let (s, wall, _) = validate(&db, Source::Dir(fixture("go")), SubmitOptions::default()).await;
+    eprintln!("go pipeline: {wall:?}");
+    assert_eq!(counts(&s["test"]), (2, 2, 1, 0));
+    assert_eq!(s["test"]["coverage_percent"], 44.44);
+    let failed: Vec<&str> = s["test"]["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "failed")
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            "example.com/calc::TestAddWrong",
+            "example.com/calc::TestDivByZero"
+        ]
+    );
+    assert_eq!(
+        findings(&s["lint"]),
+        [
+            f("go vet", "printf", "calc.go", 26, "medium"),
+            f("go vet", "printf", "calc.go", 41, "medium")
+        ]
+    );
+    assert_eq!(
+        findings(&s["security"]),
+        [
+            f("detect-secrets", "AWS Access Key", "calc.go", 9, "high"),
+            f("semgrep", "kiln.go.shell-injection", "calc.go", 31, "high"),
+            f("semgrep", "kiln.go.eval", "calc.go", 36, "high"),
+        ]
+    );
+    // 10 − 2 (coverage 44 %) − 1 (lint) − 3 (3 high) = 4.
+    assert_eq!(
+        (s["verdict"].as_str(), s["quality_score"].as_u64()),
+        (Some("failed"), Some(4))
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rust_fixture_gives_exactly_what_its_tools_report() {
+    let db = TestDb::new().await;
+    let rig = Rig::start(&db.pool, "val-rust").await;
+    let (s, wall, _) = validate(&db, Source::Dir(fixture("rust")), SubmitOptions::default()).await;
+    eprintln!("rust pipeline: {wall:?}");
+    assert_eq!(counts(&s["test"]), (2, 2, 1, 0));
+    assert_eq!(
+        s["test"]["coverage_percent"],
+        Value::Null,
+        "cargo test measures no coverage"
+    );
+    let cases: Vec<(&str, &str)> = s["test"]["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect();
+    assert!(cases.contains(&("tests::later", "skipped")) && cases.contains(&("tests::adds_wrong", "failed")));
+    assert_eq!(
+        findings(&s["lint"]),
+        [f("clippy", "clippy::needless_return", "src/lib.rs", 7, "low")]
+    );
+    assert_eq!(
+        findings(&s["security"]),
+        [
+            f("detect-secrets", "AWS Access Key", "src/lib.rs", 4, "high"),
+            f("semgrep", "kiln.rust.shell-injection", "src/lib.rs", 22, "high"),
+            f("semgrep", "kiln.rust.eval", "src/lib.rs", 26, "high"),
+        ]
+    );
+    // 10 − 1 (lint) − 3 (3 high) = 6.
+    assert_eq!(
+        (s["verdict"].as_str(), s["quality_score"].as_u64()),
+        (Some("failed"), Some(6))
+    );
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workspace_with_no_recognised_language_is_refused_clearly() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("README.md"), "# nothing to run\n").unwrap();
+    std::fs::write(dir.path().join("data.csv"), "a,b\n1,2\n").unwrap();
+    let err = kiln_pipeline::submit(
+        &db.pool,
+        Source::Dir(dir.path().into()),
+        &SubmitOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PipelineError::Validate(kiln_validate::ValidateError::NoLanguage)
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("no recognised language") && msg.contains("go.mod"),
+        "{msg}"
+    );
+    let pipelines: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_pipelines")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (pipelines, jobs),
+        (0, 0),
+        "nothing is written for a refused workspace"
+    );
+
+    // A job enqueued directly on such a workspace fails for good with the same message.
+    let packed = kiln_artifacts::pack_dir(dir.path(), kiln_artifacts::DEFAULT_MAX_BYTES).unwrap();
+    kiln_artifacts::store(&db.pool, &packed).await.unwrap();
+    let job = kiln_queue::NewJob::new(
+        "lint",
+        kiln_queue::JobKind::Lint,
+        serde_json::json!({"workspace": packed.digest}),
+    );
+    let id = kiln_queue::enqueue(&db.pool, &job).await.unwrap().id;
+    let rig = Rig::start(&db.pool, "val-nolang").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let rec = loop {
+        let rec = kiln_queue::admin::get_job(&db.pool, id).await.unwrap();
+        if rec.state.is_final() || Instant::now() > deadline {
+            break rec;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(rec.state, kiln_queue::JobState::Failed, "not retried: {rec:?}");
+    assert_eq!(rec.attempt, 1);
+    assert!(rec.last_error.unwrap().contains("no recognised language"));
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hanging_tests_are_cut_at_the_timeout_and_say_so() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("test_hang.py"),
+        "import time\n\n\ndef test_quick():\n    assert True\n\n\ndef test_hangs():\n    time.sleep(3600)\n",
+    )
+    .unwrap();
+    let rig = Rig::start(&db.pool, "val-hang").await;
+    let opts = SubmitOptions {
+        test_timeout: Some(Duration::from_secs(20)),
+        ..SubmitOptions::default()
+    };
+    let (s, wall, view) = validate(&db, Source::Dir(dir.path().into()), opts).await;
+    assert!(
+        wall < Duration::from_secs(60),
+        "cut at its timeout, not later: {wall:?}"
+    );
+    assert_eq!(s["test"]["errors"], 1);
+    let case = &s["test"]["cases"].as_array().unwrap()[0];
+    assert_eq!(case["status"], "error");
+    let msg = case["message"].as_str().unwrap();
+    assert!(
+        msg.contains("timed out") && msg.contains("killed after 18 s"),
+        "{msg}"
+    );
+    assert_eq!(s["verdict"], "failed");
+    let test_job = view.jobs.iter().find(|j| j.kind == "test").unwrap();
+    assert_eq!(
+        test_job.state, "succeeded",
+        "a hanging test is data, not a job failure"
+    );
+    let attempts = kiln_queue::admin::attempts(&db.pool, test_job.id).await.unwrap();
+    let runs = &attempts[0].details.timings.as_ref().unwrap()["runs"];
+    assert_eq!(runs[0]["outcome"], "timed_out");
+    rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mixed_workspace_runs_each_language_found() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, sub) in [("python", "py"), ("go", "svc")] {
+        let src = fixture(name);
+        let dest = dir.path().join(sub);
+        std::fs::create_dir_all(&dest).unwrap();
+        for e in std::fs::read_dir(&src).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dest.join(e.file_name())).unwrap();
+        }
+    }
+    let rig = Rig::start(&db.pool, "val-mixed").await;
+    let (s, _, view) = validate(&db, Source::Dir(dir.path().into()), SubmitOptions::default()).await;
+    assert_eq!(view.languages, ["python", "go"]);
+    // The python fixture's 3/2/1 plus the go fixture's 2/2/1.
+    assert_eq!(counts(&s["test"]), (5, 4, 2, 0));
+    let names: Vec<&str> = s["test"]["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"py/test_calc.py::test_add") && names.contains(&"example.com/calc::TestAdd"),
+        "{names:?}"
+    );
+    let lint = findings(&s["lint"]);
+    assert_eq!(
+        lint.iter()
+            .filter(|x| x.0 == "ruff" && x.2 == "py/calc.py")
+            .count(),
+        3
+    );
+    assert_eq!(
+        lint.iter()
+            .filter(|x| x.0 == "go vet" && x.2 == "svc/calc.go")
+            .count(),
+        2
+    );
+    let sec = findings(&s["security"]);
+    assert!(sec.contains(&f("semgrep", "kiln.go.eval", "svc/calc.go", 36, "high")));
+    assert!(sec.contains(&f("bandit", "B602", "py/calc.py", 26, "high")));
+    assert_eq!(sec.len(), 13 + 3);
+    rig.stop().await;
+}
+
+/// Runs `script` in `image` with `fixture` copied to a scratch directory, with `docker run`
+/// (not Kiln's sandbox), and returns its stdout.
+fn by_hand(image: &str, fixture_dir: &std::path::Path, script: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args(["run", "--rm", "--network", "none", "--label", "kiln.test=by-hand"])
+        .args([
+            "--tmpfs",
+            "/tmp:exec,mode=1777",
+            "-e",
+            "HOME=/tmp",
+            "-e",
+            "CARGO_TARGET_DIR=/tmp/target",
+        ])
+        .arg("-v")
+        .arg(format!("{}:/src:ro", fixture_dir.display()))
+        .args([image, "sh", "-c"])
+        .arg(format!("cp -r /src /tmp/w && cd /tmp/w && {script}"))
+        .output()
+        .expect("docker run");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_pipeline_agrees_with_the_tools_run_by_hand() {
+    let images = kiln_tests::validation::images();
+    let python = images.tag("python").unwrap().to_string();
+    // Counts straight from each tool's own machine-readable output, computed in the image.
+    let script = r#"python3 -m pytest -q -p no:cacheprovider --junitxml=/tmp/j.xml >/dev/null 2>&1
+ruff check --no-cache --output-format=json --exit-zero . > /tmp/ruff.json
+bandit -q -r . -f json -o /tmp/bandit.json >/dev/null 2>&1
+detect-secrets scan --all-files . > /tmp/secrets.json
+python3 - <<'PY'
+import json, xml.etree.ElementTree as ET
+s = ET.parse('/tmp/j.xml').getroot().find('testsuite')
+b = json.load(open('/tmp/bandit.json'))['results']
+print(json.dumps({
+  'tests': [int(s.get('tests')), int(s.get('failures')), int(s.get('skipped')), int(s.get('errors'))],
+  'ruff': sorted([r['code'], r['location']['row']] for r in json.load(open('/tmp/ruff.json'))),
+  'bandit': sorted([r['test_id'], r['line_number']] for r in b),
+  'secrets': sum(len(v) for v in json.load(open('/tmp/secrets.json'))['results'].values()),
+}))
+PY"#;
+    let hand: Value =
+        serde_json::from_str(by_hand(&python, &fixture("python"), script).trim()).expect("by-hand JSON");
+
+    let db = TestDb::new().await;
+    let rig = Rig::start(&db.pool, "val-byhand").await;
+    let (s, _, _) = validate(&db, Source::Dir(fixture("python")), SubmitOptions::default()).await;
+    rig.stop().await;
+
+    let (p, fl, sk, er) = counts(&s["test"]);
+    assert_eq!(hand["tests"], serde_json::json!([p + fl + sk + er, fl, sk, er]));
+    let ruff: Vec<Value> = findings(&s["lint"])
+        .into_iter()
+        .map(|x| serde_json::json!([x.1, x.3]))
+        .collect();
+    assert_eq!(hand["ruff"], Value::Array(ruff));
+    let mut bandit: Vec<Value> = findings(&s["security"])
+        .into_iter()
+        .filter(|x| x.0 == "bandit")
+        .map(|x| serde_json::json!([x.1, x.3]))
+        .collect();
+    bandit.sort_by_key(|v| (v[0].as_str().unwrap().to_string(), v[1].as_u64()));
+    assert_eq!(hand["bandit"], Value::Array(bandit));
+    let secrets = findings(&s["security"])
+        .iter()
+        .filter(|x| x.0 == "detect-secrets")
+        .count();
+    assert_eq!(hand["secrets"], secrets);
+
+    // go test -json by hand in the go image: the same passes, failures and skips.
+    let go = images.tag("go").unwrap().to_string();
+    let out = by_hand(&go, &fixture("go"), "go test -vet=off -json ./... 2>/dev/null");
+    let mut got = (0, 0, 0);
+    for line in out.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()) {
+        if line["Test"].is_string() {
+            match line["Action"].as_str() {
+                Some("pass") => got.0 += 1,
+                Some("fail") => got.1 += 1,
+                Some("skip") => got.2 += 1,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(got, (2, 2, 1), "go test by hand: {out}");
+}
+
+/// The `kiln` binary built next to the test executables (`cargo build -p kiln-cli`, which
+/// `scripts/test` and a workspace-wide nextest run both do).
+fn kiln_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("kiln");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p kiln-cli` first",
+        bin.display()
+    );
+    bin
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kiln_submit_validate_wait_json_prints_one_object_with_no_worker_running() {
+    let db = TestDb::new().await;
+    let out = tokio::process::Command::new(kiln_binary())
+        .args(["--database-url", &db.url, "submit", "validate"])
+        .arg(fixture("python"))
+        .args(["--wait", "--json"])
+        .env_remove("KILN_API_URL")
+        .output()
+        .await
+        .expect("run kiln");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("running one in this process"), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.trim().lines().count(), 1, "one JSON object: {stdout}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "lint",
+            "pipeline_id",
+            "quality_score",
+            "security",
+            "test",
+            "verdict"
+        ]
+    );
+    assert_eq!(
+        (v["verdict"].as_str(), v["quality_score"].as_u64()),
+        (Some("failed"), Some(6))
+    );
+    assert_eq!(counts(&v["test"]), (3, 2, 1, 0));
+    let mut test_keys: Vec<&str> = v["test"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    test_keys.sort();
+    assert_eq!(
+        test_keys,
+        [
+            "cases",
+            "coverage_percent",
+            "errors",
+            "failed",
+            "passed",
+            "skipped"
+        ]
+    );
+    let finding_keys: Vec<&str> = v["security"]["findings"][0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(finding_keys.len(), 6);
+    // The in-process worker deregistered when the wait was over.
+    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_workers WHERE stopped_at IS NULL")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(live, 0);
+
+    // Bad input names the flag.
+    let out = tokio::process::Command::new(kiln_binary())
+        .args([
+            "--database-url",
+            &db.url,
+            "submit",
+            "validate",
+            "--language",
+            "cobol",
+        ])
+        .arg(fixture("python"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--language: unknown language \"cobol\""));
+}
