@@ -66,6 +66,7 @@ async fn every_endpoint_checks_its_token_and_scope() {
         (Method::GET, format!("/v1/jobs/{id}"), None, read),
         (Method::GET, format!("/v1/jobs/{id}/logs"), None, read),
         (Method::GET, format!("/v1/jobs/{id}/diff"), None, read),
+        (Method::GET, format!("/v1/jobs/{id}/artifacts"), None, read),
         (Method::POST, format!("/v1/jobs/{id}/cancel"), None, write),
         (Method::POST, format!("/v1/jobs/{id}/retry"), None, write),
         (Method::GET, "/v1/queues".into(), None, read),
@@ -1069,6 +1070,8 @@ async fn health_metrics_and_openapi_document() {
         ("/v1/jobs/{id}/logs", &["get"]),
         ("/v1/jobs/{id}/logs/stream", &["get"]),
         ("/v1/jobs/{id}/diff", &["get"]),
+        ("/v1/jobs/{id}/artifacts", &["get"]),
+        ("/v1/artifacts/{digest}", &["get"]),
         ("/v1/jobs/{id}/cancel", &["post"]),
         ("/v1/jobs/{id}/retry", &["post"]),
         ("/v1/queues", &["get"]),
@@ -1142,4 +1145,56 @@ async fn api_enqueues_still_wake_workers() {
         .unwrap()
         .unwrap();
     assert_eq!(n.payload(), "wake-direct");
+}
+
+#[tokio::test]
+async fn a_jobs_workspace_artifact_is_listed_and_downloadable() {
+    let db = TestDb::new().await;
+    let api = ApiServer::start(&db.pool).await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/python");
+    let packed = kiln_artifacts::pack_dir(&dir, 50 << 20).unwrap();
+    kiln_artifacts::store(&db.pool, &packed).await.unwrap();
+    let (s, job) = api
+        .post_admin(
+            "/v1/jobs",
+            json!({"kind": "test", "queue": "test", "payload": {"workspace": packed.digest}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{job}");
+    let id = job["id"].as_i64().unwrap();
+    let (s, list) = api.get_admin(&format!("/v1/jobs/{id}/artifacts")).await;
+    assert_eq!(s, 200, "{list}");
+    let a = &list["artifacts"][0];
+    assert_eq!(
+        (a["role"].as_str(), a["digest"].as_str()),
+        (Some("workspace"), Some(packed.digest.as_str()))
+    );
+    assert_eq!(a["files"].as_i64(), Some(packed.files as i64));
+    // The download is exactly what was stored: the canonical tar.gz.
+    let res = api
+        .req(Method::GET, a["download"].as_str().unwrap(), Some(&api.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(res.headers()["content-type"], "application/gzip");
+    assert_eq!(res.bytes().await.unwrap().to_vec(), packed.data);
+    // A job with no workspace lists none; bad and unknown digests; no token.
+    let (_, other) = api.post_admin("/v1/jobs", json!({"kind": "notification"})).await;
+    let (s, none) = api
+        .get_admin(&format!("/v1/jobs/{}/artifacts", other["id"].as_i64().unwrap()))
+        .await;
+    assert_eq!((s, none["artifacts"].as_array().unwrap().len()), (200, 0));
+    let (s, e) = api.get_admin("/v1/artifacts/sha256:xyz").await;
+    assert_error(s, &e, 400, Some("digest"));
+    let (s, e) = api
+        .get_admin(&format!("/v1/artifacts/sha256:{}", "0".repeat(64)))
+        .await;
+    assert_error(s, &e, 404, None);
+    let (s, e) = api.get_admin("/v1/jobs/999999/artifacts").await;
+    assert_error(s, &e, 404, None);
+    let (s, e) = api
+        .call(api.req(Method::GET, &format!("/v1/artifacts/{}", packed.digest), None))
+        .await;
+    assert_error(s, &e, 401, None);
 }

@@ -147,6 +147,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::jobs::router())
         .merge(routes::logs::router())
+        .merge(routes::artifacts::router())
         .merge(routes::queues::router())
         .merge(routes::hooks::router())
         .merge(routes::tokens::router())

@@ -13,7 +13,7 @@ pub mod tree;
 
 pub use error::ArtifactError;
 pub use pack::{pack_dir, Packed};
-pub use store::{info, load, prune_unreferenced, store, ArtifactInfo};
+pub use store::{info, load, prune_unreferenced, raw, store, ArtifactInfo};
 pub use tree::{Tree, TreeEntry};
 
 /// The default cap on a workspace: 50 MiB of (uncompressed) tar.

@@ -40,6 +40,18 @@ pub async fn load<'e>(db: impl PgExecutor<'e>, digest: &str, cap: u64) -> Result
     Tree::from_tar_gz(&data, cap)
 }
 
+/// The stored bytes of artifact `digest`: its canonical tar, gzip-compressed, as served for
+/// download.
+pub async fn raw<'e>(db: impl PgExecutor<'e>, digest: &str) -> Result<Vec<u8>, ArtifactError> {
+    let row = sqlx::query(LOAD_SQL)
+        .bind(digest)
+        .fetch_optional(db)
+        .await
+        .map_err(ArtifactError::db("load"))?
+        .ok_or_else(|| ArtifactError::NotFound(digest.to_string()))?;
+    Ok(row.get("data"))
+}
+
 /// What is known about a stored artifact.
 #[derive(Debug, Clone, Serialize)]
 pub struct ArtifactInfo {

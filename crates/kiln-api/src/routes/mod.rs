@@ -1,6 +1,7 @@
 //! Route groups, one module per resource. Each exposes `router() -> OpenApiRouter<AppState>`
 //! built with `utoipa_axum::routes!` over handlers annotated with `#[utoipa::path]`.
 
+pub mod artifacts;
 pub mod health;
 pub mod hooks;
 pub mod jobs;
