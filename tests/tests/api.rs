@@ -1494,19 +1494,82 @@ async fn a_pipeline_submitted_over_the_api_gets_its_verdict() {
             break;
         }
     }
-    rig.stop().await;
     assert_eq!(view["state"], "finished", "{view}");
-    // The API's summary is exactly what the library computes for the embedded path.
+    // The API's summary is exactly what the library computes for the embedded path, and
+    // the python fixture's known verdict (see tests/validate.rs).
     let lib = kiln_pipeline::get(&db.pool, id).await.unwrap();
     assert_eq!(view["summary"], lib.summary());
     let summary = &view["summary"];
-    assert!(
-        ["passed", "failed"].contains(&summary["verdict"].as_str().unwrap()),
+    assert_eq!(
+        (summary["verdict"].as_str(), summary["quality_score"].as_u64()),
+        (Some("failed"), Some(6)),
         "{summary}"
     );
-    let q = summary["quality_score"].as_i64().unwrap();
-    assert!((1..=10).contains(&q));
-    assert!(summary["test"]["passed"].as_u64().is_some(), "{summary}");
+    let n = |k: &str| summary["test"][k].as_u64().unwrap();
+    assert_eq!(
+        (n("passed"), n("failed"), n("skipped"), n("errors")),
+        (3, 2, 1, 0)
+    );
     assert!(summary["lint"]["findings"].is_array(), "{summary}");
     assert!(summary["security"]["findings"].is_array(), "{summary}");
+
+    // `kiln submit validate DIR --api URL --wait --json` packs DIR, submits it over the API
+    // and prints the same one object; the token comes from KILN_TOKEN.
+    let out = tokio::process::Command::new(kiln_tests::kiln_binary())
+        .args(["submit", "validate"])
+        .arg(kiln_tests::validation::fixture("python"))
+        .args(["--api", &api.base, "--wait", "--json"])
+        .env("KILN_TOKEN", &api.admin)
+        .env_remove("DATABASE_URL")
+        .output()
+        .await
+        .expect("run kiln");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.trim().lines().count(), 1, "one JSON object: {stdout}");
+    let cli: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let cli_id = cli["pipeline_id"].as_i64().unwrap();
+    assert_ne!(cli_id, id);
+    let mut keys: Vec<&str> = cli.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "lint",
+            "pipeline_id",
+            "quality_score",
+            "security",
+            "test",
+            "verdict"
+        ]
+    );
+    assert_eq!(cli, kiln_pipeline::get(&db.pool, cli_id).await.unwrap().summary());
+    assert_eq!(
+        (cli["verdict"].as_str(), cli["quality_score"].as_u64()),
+        (Some("failed"), Some(6))
+    );
+    rig.stop().await;
+
+    // Refusals come back naming the field; a token without jobs:write gets 403.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("notes.txt"), "no code here\n").unwrap();
+    let run = |dir: &std::path::Path, token: &str| {
+        tokio::process::Command::new(kiln_tests::kiln_binary())
+            .args(["--api", &api.base, "--token", token, "submit", "validate"])
+            .arg(dir)
+            .env_remove("DATABASE_URL")
+            .env_remove("KILN_TOKEN")
+            .output()
+    };
+    let out = run(empty.path(), &api.admin).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(stderr.contains("[field: workspace_tar_gz_base64]"), "{stderr}");
+    let out = run(&kiln_tests::validation::fixture("python"), &api.reader)
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(stderr.contains("403"), "{stderr}");
 }
