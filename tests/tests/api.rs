@@ -1375,16 +1375,25 @@ async fn pipelines_are_submitted_read_and_refused_by_field() {
             422,
             "git.branch",
         ),
+        // A path on the API's machine needs admin.
         (
             json!({"git": {"source": no_lang.path().to_str().unwrap()}}),
-            422,
-            "git",
+            403,
+            "git.source",
         ),
     ];
     for (b, status, field) in bad {
         let (s, r) = api.call(post(Some(&api.writer), &b)).await;
         assert_error(s, &r, status, Some(field));
     }
+    // As admin it is read, and refused as not a git repository.
+    let (s, r) = api
+        .post_admin(
+            "/v1/pipelines/validate",
+            json!({"git": {"source": no_lang.path().to_str().unwrap()}}),
+        )
+        .await;
+    assert_error(s, &r, 422, Some("git"));
     assert_eq!(job_count(&db).await, 0);
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_pipelines")
         .fetch_one(&db.pool)
