@@ -1083,6 +1083,11 @@ async fn health_metrics_and_openapi_document() {
         ("/v1/hooks/generic/{hook}", &["post"]),
         ("/v1/tokens", &["get", "post"]),
         ("/v1/tokens/{id}", &["delete"]),
+        ("/v1/schedules", &["get", "post"]),
+        ("/v1/schedules/{name}", &["get", "patch", "delete"]),
+        ("/v1/pipelines/validate", &["post"]),
+        ("/v1/pipelines/{id}", &["get"]),
+        ("/v1/pipelines/{id}/wait", &["get"]),
         ("/healthz", &["get"]),
         ("/readyz", &["get"]),
         ("/metrics", &["get"]),
@@ -1197,4 +1202,438 @@ async fn a_jobs_workspace_artifact_is_listed_and_downloadable() {
         .call(api.req(Method::GET, &format!("/v1/artifacts/{}", packed.digest), None))
         .await;
     assert_error(s, &e, 401, None);
+}
+
+#[tokio::test]
+async fn schedules_crud_auth_and_refusals_by_field() {
+    let db = TestDb::new().await;
+    let api = ApiServer::start(&db.pool).await;
+    let spec = json!({
+        "name": "nightly-lint",
+        "cron": "0 3 * * *",
+        "timezone": "Europe/Paris",
+        "job": {"kind": "lint", "payload": {"repo": "x"}},
+    });
+    let req = |m: Method, path: &str, tok: Option<&str>| api.req(m, path, tok);
+
+    // Writing needs admin: no token 401, jobs:read and jobs:write 403.
+    let (s, b) = api
+        .call(req(Method::POST, "/v1/schedules", None).json(&spec))
+        .await;
+    assert_error(s, &b, 401, None);
+    for tok in [&api.reader, &api.writer] {
+        let (s, b) = api
+            .call(req(Method::POST, "/v1/schedules", Some(tok)).json(&spec))
+            .await;
+        assert_error(s, &b, 403, None);
+    }
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_schedules")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "a refused create wrote a row");
+
+    let (s, created) = api.post_admin("/v1/schedules", spec.clone()).await;
+    assert_eq!(s, 201, "{created}");
+    assert_eq!(created["name"], "nightly-lint");
+    assert_eq!(created["cron"], "0 3 * * *");
+    assert_eq!(created["timezone"], "Europe/Paris");
+    assert_eq!(created["enabled"], true);
+    assert_eq!(created["source"], "api");
+    assert_eq!(created["job"]["kind"], "lint");
+    assert_eq!(created["job"]["payload"], json!({"repo": "x"}));
+    let next: chrono::DateTime<Utc> = serde_json::from_value(created["next_tick"].clone()).unwrap();
+    assert!(next > Utc::now());
+
+    // Same name again: 409 naming `name`.
+    let (s, b) = api.post_admin("/v1/schedules", spec.clone()).await;
+    assert_error(s, &b, 409, Some("name"));
+
+    // Bad input, by field; nothing written.
+    let bad = [
+        (
+            json!({"name": "b1", "cron": "every day", "job": {"kind": "lint"}}),
+            "cron",
+        ),
+        (
+            json!({"name": "b2", "cron": "61 * * * *", "job": {"kind": "lint"}}),
+            "cron",
+        ),
+        (
+            json!({"name": "b3", "cron": "@daily", "timezone": "Mars/Olympus", "job": {"kind": "lint"}}),
+            "timezone",
+        ),
+        (
+            json!({"name": "b4", "cron": "@daily", "job": {"kind": "bake"}}),
+            "job.kind",
+        ),
+        (
+            json!({"name": "b5", "cron": "@daily", "job": {"kind": "lint"}, "color": "red"}),
+            "color",
+        ),
+        (json!({"name": "b6", "job": {"kind": "lint"}}), "cron"),
+    ];
+    for (body, field) in bad {
+        let (s, b) = api.post_admin("/v1/schedules", body.clone()).await;
+        assert!(s == 400 || s == 422, "{body}: {s} {b}");
+        assert_error(s, &b, s, Some(field));
+    }
+    let (s, list) = api
+        .call(req(Method::GET, "/v1/schedules", Some(&api.reader)))
+        .await;
+    assert_eq!(s, 200, "{list}");
+    let names: Vec<&str> = list["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["nightly-lint"]);
+    let (s, b) = api.call(req(Method::GET, "/v1/schedules", None)).await;
+    assert_error(s, &b, 401, None);
+
+    // Read by name (jobs:read suffices); unknown name 404.
+    let (s, one) = api
+        .call(req(Method::GET, "/v1/schedules/nightly-lint", Some(&api.reader)))
+        .await;
+    assert_eq!((s, one["cron"].as_str()), (200, Some("0 3 * * *")), "{one}");
+    let (s, b) = api.get_admin("/v1/schedules/nope").await;
+    assert_error(s, &b, 404, None);
+
+    // Patch: switch off, change the expression; a bad expression is refused naming `cron`
+    // and leaves the schedule as it was.
+    let patch = |name: &str, body: Value, tok: &str| {
+        api.req(Method::PATCH, &format!("/v1/schedules/{name}"), Some(tok))
+            .json(&body)
+    };
+    let (s, b) = api
+        .call(patch("nightly-lint", json!({"enabled": false}), &api.writer))
+        .await;
+    assert_error(s, &b, 403, None);
+    let (s, off) = api
+        .call(patch("nightly-lint", json!({"enabled": false}), &api.admin))
+        .await;
+    assert_eq!(s, 200, "{off}");
+    assert_eq!(off["enabled"], false);
+    assert!(off["next_tick"].is_null(), "{off}");
+    let (s, b) = api
+        .call(patch("nightly-lint", json!({"cron": "0 99 * * *"}), &api.admin))
+        .await;
+    assert_error(s, &b, 422, Some("cron"));
+    let (s, b) = api
+        .call(patch("nightly-lint", json!({"name": "other"}), &api.admin))
+        .await;
+    assert_error(s, &b, 422, Some("name"));
+    let (s, on) = api
+        .call(patch(
+            "nightly-lint",
+            json!({"enabled": true, "cron": "*/5 * * * *"}),
+            &api.admin,
+        ))
+        .await;
+    assert_eq!(s, 200, "{on}");
+    assert_eq!(
+        (on["enabled"].as_bool(), on["cron"].as_str()),
+        (Some(true), Some("*/5 * * * *"))
+    );
+    assert_eq!(on["timezone"], "Europe/Paris");
+    let stored: String = sqlx::query_scalar("SELECT cron FROM kiln_schedules WHERE name = 'nightly-lint'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, "*/5 * * * *");
+    let (s, b) = api
+        .call(patch("nope", json!({"enabled": true}), &api.admin))
+        .await;
+    assert_error(s, &b, 404, None);
+
+    // Delete: admin only, then 404.
+    let del = |tok: &str| api.req(Method::DELETE, "/v1/schedules/nightly-lint", Some(tok));
+    let (s, b) = api.call(del(&api.reader)).await;
+    assert_error(s, &b, 403, None);
+    let (s, _) = api.call(del(&api.admin)).await;
+    assert_eq!(s, 204);
+    let (s, b) = api.call(del(&api.admin)).await;
+    assert_error(s, &b, 404, None);
+    let (_, list) = api.get_admin("/v1/schedules").await;
+    assert_eq!(list["schedules"], json!([]));
+}
+
+fn packed_b64(dir: &std::path::Path) -> (String, String) {
+    use base64::Engine;
+    let p = kiln_artifacts::pack_dir(dir, kiln_artifacts::DEFAULT_MAX_BYTES).expect("pack");
+    (
+        base64::engine::general_purpose::STANDARD.encode(&p.data),
+        p.digest,
+    )
+}
+
+#[tokio::test]
+async fn pipelines_are_submitted_read_and_refused_by_field() {
+    let db = TestDb::new().await;
+    let api = ApiServer::start(&db.pool).await;
+    let (b64, digest) = packed_b64(&kiln_tests::validation::fixture("python"));
+    let body = json!({"workspace_tar_gz_base64": b64, "timeout_secs": 90, "tags": ["ci"]});
+    let post =
+        |tok: Option<&str>, body: &Value| api.req(Method::POST, "/v1/pipelines/validate", tok).json(body);
+
+    // Scopes: jobs:write submits, jobs:read does not.
+    let (s, b) = api.call(post(None, &body)).await;
+    assert_error(s, &b, 401, None);
+    let (s, b) = api.call(post(Some(&api.reader), &body)).await;
+    assert_error(s, &b, 403, None);
+
+    // Refusals by field; nothing written.
+    let no_lang = tempfile::tempdir().unwrap();
+    std::fs::write(no_lang.path().join("README.txt"), "just words\n").unwrap();
+    let (no_lang_b64, _) = packed_b64(no_lang.path());
+    let bad = [
+        (json!({"languages": ["python"]}), 422, "workspace_tar_gz_base64"),
+        (
+            json!({"workspace_tar_gz_base64": b64, "git": {"source": "https://example.com/r.git"}}),
+            422,
+            "git",
+        ),
+        (
+            json!({"workspace_tar_gz_base64": "not base64!!"}),
+            422,
+            "workspace_tar_gz_base64",
+        ),
+        (
+            json!({"workspace_tar_gz_base64": "aGVsbG8="}),
+            422,
+            "workspace_tar_gz_base64",
+        ),
+        (
+            json!({"workspace_tar_gz_base64": no_lang_b64}),
+            422,
+            "workspace_tar_gz_base64",
+        ),
+        (
+            json!({"workspace_tar_gz_base64": b64, "languages": ["cobol"]}),
+            422,
+            "languages[0]",
+        ),
+        (
+            json!({"workspace_tar_gz_base64": b64, "timeout_secs": 0}),
+            422,
+            "timeout_secs",
+        ),
+        (
+            json!({"workspace_tar_gz_base64": b64, "colour": "red"}),
+            422,
+            "colour",
+        ),
+        (json!({"git": {"source": ""}}), 422, "git.source"),
+        (
+            json!({"git": {"source": "/nonexistent/repo", "branch": "x"}}),
+            422,
+            "git.branch",
+        ),
+        // A path on the API's machine needs admin.
+        (
+            json!({"git": {"source": no_lang.path().to_str().unwrap()}}),
+            403,
+            "git.source",
+        ),
+    ];
+    for (b, status, field) in bad {
+        let (s, r) = api.call(post(Some(&api.writer), &b)).await;
+        assert_error(s, &r, status, Some(field));
+    }
+    // As admin it is read, and refused as not a git repository.
+    let (s, r) = api
+        .post_admin(
+            "/v1/pipelines/validate",
+            json!({"git": {"source": no_lang.path().to_str().unwrap()}}),
+        )
+        .await;
+    assert_error(s, &r, 422, Some("git"));
+    assert_eq!(job_count(&db).await, 0);
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_pipelines")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+
+    // Over the body cap: 413 naming `body`.
+    let small = ApiServer::start_with(
+        &db.pool,
+        kiln_api::ApiConfig {
+            pipeline_body_limit: 100,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (s, r) = small
+        .call(
+            small
+                .req(Method::POST, "/v1/pipelines/validate", Some(&small.writer))
+                .json(&body),
+        )
+        .await;
+    assert_error(s, &r, 413, Some("body"));
+
+    // Accepted: the pipeline and its three jobs, with the right payloads.
+    let (s, sub) = api.call(post(Some(&api.writer), &body)).await;
+    assert_eq!(s, 201, "{sub}");
+    let id = sub["pipeline_id"].as_i64().unwrap();
+    assert_eq!(sub["workspace"], digest.as_str());
+    assert_eq!(sub["languages"], json!(["python"]));
+    let job_ids: Vec<i64> = serde_json::from_value(sub["jobs"].clone()).unwrap();
+    assert_eq!(job_ids.len(), 3);
+    let rows: Vec<(i64, String, String, Value, Option<i64>, i32)> = sqlx::query_as(
+        "SELECT id, kind::text, queue, payload, pipeline_id, timeout_ms FROM kiln_jobs ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let kinds: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(kinds, ["test", "lint", "security-scan"]);
+    for (jid, kind, queue, payload, pipeline, timeout_ms) in &rows {
+        assert!(job_ids.contains(jid));
+        assert_eq!(queue, kind);
+        assert_eq!(*pipeline, Some(id));
+        assert_eq!(*timeout_ms, 90_000);
+        assert_eq!(payload, &json!({"workspace": digest, "languages": ["python"]}));
+    }
+
+    // Read it: jobs:read suffices; running, with its jobs and a null summary verdict.
+    let (s, view) = api
+        .call(api.req(Method::GET, &format!("/v1/pipelines/{id}"), Some(&api.reader)))
+        .await;
+    assert_eq!(s, 200, "{view}");
+    assert_eq!(view["pipeline_id"], id);
+    assert_eq!(view["state"], "running");
+    assert_eq!(view["workspace"], digest.as_str());
+    assert_eq!(view["tags"], json!(["ci"]));
+    assert_eq!(view["jobs"].as_array().unwrap().len(), 3);
+    assert_eq!(view["summary"]["pipeline_id"], id);
+    assert!(view["summary"]["verdict"].is_null());
+    let (s, b) = api
+        .call(api.req(Method::GET, &format!("/v1/pipelines/{id}"), None))
+        .await;
+    assert_error(s, &b, 401, None);
+    let (s, b) = api.get_admin("/v1/pipelines/999999").await;
+    assert_error(s, &b, 404, Some("pipeline_id"));
+    let (s, b) = api.get_admin("/v1/pipelines/abc").await;
+    assert_error(s, &b, 400, Some("id"));
+    // Waiting on a pipeline nobody runs returns it, still running, after the timeout.
+    let (s, w) = api
+        .get_admin(&format!("/v1/pipelines/{id}/wait?timeout_secs=1"))
+        .await;
+    assert_eq!((s, w["state"].as_str()), (200, Some("running")), "{w}");
+    let (s, b) = api
+        .get_admin(&format!("/v1/pipelines/{id}/wait?timeout_secs=0"))
+        .await;
+    assert_error(s, &b, 400, Some("timeout_secs"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pipeline_submitted_over_the_api_gets_its_verdict() {
+    let db = TestDb::new().await;
+    let api = ApiServer::start(&db.pool).await;
+    let rig = kiln_tests::validation::Rig::start(&db.pool, "api-pipeline").await;
+    let (b64, _) = packed_b64(&kiln_tests::validation::fixture("python"));
+    let (s, sub) = api
+        .call(
+            api.req(Method::POST, "/v1/pipelines/validate", Some(&api.writer))
+                .json(&json!({"workspace_tar_gz_base64": b64, "languages": ["python"]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{sub}");
+    let id = sub["pipeline_id"].as_i64().unwrap();
+    let mut view = Value::Null;
+    for _ in 0..10 {
+        let (s, v) = api
+            .call(api.req(
+                Method::GET,
+                &format!("/v1/pipelines/{id}/wait?timeout_secs=60"),
+                Some(&api.reader),
+            ))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        view = v;
+        if view["state"] == "finished" {
+            break;
+        }
+    }
+    assert_eq!(view["state"], "finished", "{view}");
+    // The API's summary is exactly what the library computes for the embedded path, and
+    // the python fixture's known verdict (see tests/validate.rs).
+    let lib = kiln_pipeline::get(&db.pool, id).await.unwrap();
+    assert_eq!(view["summary"], lib.summary());
+    let summary = &view["summary"];
+    assert_eq!(
+        (summary["verdict"].as_str(), summary["quality_score"].as_u64()),
+        (Some("failed"), Some(6)),
+        "{summary}"
+    );
+    let n = |k: &str| summary["test"][k].as_u64().unwrap();
+    assert_eq!(
+        (n("passed"), n("failed"), n("skipped"), n("errors")),
+        (3, 2, 1, 0)
+    );
+    assert!(summary["lint"]["findings"].is_array(), "{summary}");
+    assert!(summary["security"]["findings"].is_array(), "{summary}");
+
+    // `kiln submit validate DIR --api URL --wait --json` packs DIR, submits it over the API
+    // and prints the same one object; the token comes from KILN_TOKEN.
+    let out = tokio::process::Command::new(kiln_tests::kiln_binary())
+        .args(["submit", "validate"])
+        .arg(kiln_tests::validation::fixture("python"))
+        .args(["--api", &api.base, "--wait", "--json"])
+        .env("KILN_TOKEN", &api.admin)
+        .env_remove("DATABASE_URL")
+        .output()
+        .await
+        .expect("run kiln");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.trim().lines().count(), 1, "one JSON object: {stdout}");
+    let cli: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let cli_id = cli["pipeline_id"].as_i64().unwrap();
+    assert_ne!(cli_id, id);
+    let mut keys: Vec<&str> = cli.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "lint",
+            "pipeline_id",
+            "quality_score",
+            "security",
+            "test",
+            "verdict"
+        ]
+    );
+    assert_eq!(cli, kiln_pipeline::get(&db.pool, cli_id).await.unwrap().summary());
+    assert_eq!(
+        (cli["verdict"].as_str(), cli["quality_score"].as_u64()),
+        (Some("failed"), Some(6))
+    );
+    rig.stop().await;
+
+    // Refusals come back naming the field; a token without jobs:write gets 403.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("notes.txt"), "no code here\n").unwrap();
+    let run = |dir: &std::path::Path, token: &str| {
+        tokio::process::Command::new(kiln_tests::kiln_binary())
+            .args(["--api", &api.base, "--token", token, "submit", "validate"])
+            .arg(dir)
+            .env_remove("DATABASE_URL")
+            .env_remove("KILN_TOKEN")
+            .output()
+    };
+    let out = run(empty.path(), &api.admin).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(stderr.contains("[field: workspace_tar_gz_base64]"), "{stderr}");
+    let out = run(&kiln_tests::validation::fixture("python"), &api.reader)
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success());
+    assert!(stderr.contains("403"), "{stderr}");
 }

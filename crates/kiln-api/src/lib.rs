@@ -1,5 +1,5 @@
 //! Kiln's HTTP API on axum: enqueue and inspect jobs, tail their logs over Server-Sent Events,
-//! steer queues, receive webhooks, manage API tokens; `/healthz`, `/readyz`, `/metrics` and
+//! steer queues, receive webhooks, manage API tokens, cron schedules and validation pipelines; `/healthz`, `/readyz`, `/metrics` and
 //! `/openapi.json`.
 //!
 //! Routes are grouped one module per resource under [`routes`]; each group is a
@@ -42,6 +42,10 @@ pub struct ApiConfig {
     pub max_batch_jobs: usize,
     /// Largest webhook delivery body.
     pub hook_body_limit: usize,
+    /// Largest body of `POST /v1/pipelines/validate` (a base64 workspace: 4/3 of its size).
+    pub pipeline_body_limit: usize,
+    /// Largest workspace a pipeline accepts, in bytes (packed and unpacked).
+    pub max_workspace_bytes: u64,
     /// Concurrent statements writing coalesced single-job enqueues.
     pub coalesce_flushers: usize,
     /// Most single-job requests sharing one statement.
@@ -55,6 +59,8 @@ impl Default for ApiConfig {
             batch_body_limit: 64 * 1024 * 1024,
             max_batch_jobs: 10_000,
             hook_body_limit: 8 * 1024 * 1024,
+            pipeline_body_limit: 72 * 1024 * 1024,
+            max_workspace_bytes: kiln_artifacts::DEFAULT_MAX_BYTES,
             coalesce_flushers: 4,
             coalesce_max_batch: 1_000,
         }
@@ -151,6 +157,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::queues::router())
         .merge(routes::hooks::router())
         .merge(routes::tokens::router())
+        .merge(routes::schedules::router())
+        .merge(routes::pipelines::router())
         .merge(routes::health::router())
 }
 

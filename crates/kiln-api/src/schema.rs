@@ -164,3 +164,129 @@ pub struct LogChunkDoc {
     #[schema(format = DateTime)]
     at: String,
 }
+
+/// A schedule to create (mirrors `kiln_scheduler::ScheduleSpec`). Unknown fields are refused.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ScheduleSpec)]
+pub struct ScheduleSpecDoc {
+    /// Unique name (`[A-Za-z0-9][A-Za-z0-9_.-]{0,63}`).
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    name: String,
+    /// Cron expression: 5 fields (`min hour dom month dow`), 6 (with seconds first), 7 (and
+    /// year), or `@hourly`, `@daily`, ….
+    cron: String,
+    /// IANA time zone the expression is read in; default `UTC`.
+    timezone: Option<String>,
+    /// The job each tick enqueues.
+    job: JobSpecDoc,
+    /// Default true.
+    enabled: Option<bool>,
+    /// Fire one catch-up run for ticks missed while no scheduler ran; default false.
+    catch_up: Option<bool>,
+}
+
+/// A change to a schedule (mirrors `kiln_scheduler::SchedulePatch`); fields left out stay.
+#[derive(Serialize, ToSchema)]
+#[schema(as = SchedulePatch)]
+pub struct SchedulePatchDoc {
+    /// New cron expression.
+    cron: Option<String>,
+    /// New time zone.
+    timezone: Option<String>,
+    /// New job template.
+    job: Option<JobSpecDoc>,
+    /// Switch on or off.
+    enabled: Option<bool>,
+    /// Ask for (or stop asking for) a catch-up run.
+    catch_up: Option<bool>,
+}
+
+/// A stored schedule with its firing record (mirrors `kiln_scheduler::Schedule`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Schedule)]
+pub struct ScheduleDoc {
+    name: String,
+    cron: String,
+    timezone: String,
+    job: JobSpecDoc,
+    enabled: bool,
+    catch_up: bool,
+    /// `api` or `config` (declared in `workers.toml`).
+    source: String,
+    #[schema(format = DateTime)]
+    fired_through: String,
+    #[schema(format = DateTime)]
+    last_fired_at: Option<String>,
+    last_job_id: Option<i64>,
+    fired_count: i64,
+    missed_count: i64,
+    /// The next tick, while enabled.
+    #[schema(format = DateTime)]
+    next_tick: Option<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+}
+
+/// One job of a pipeline (mirrors `kiln_pipeline::JobSummary`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = PipelineJob)]
+pub struct PipelineJobDoc {
+    id: i64,
+    /// `test`, `lint` or `security-scan`.
+    kind: String,
+    state: JobState,
+    attempt: i32,
+    max_attempts: i32,
+    result: Option<serde_json::Value>,
+    last_error: Option<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    finalized_at: Option<String>,
+}
+
+/// A validation pipeline with its jobs (mirrors `kiln_pipeline::PipelineView`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Pipeline)]
+pub struct PipelineDoc {
+    pipeline_id: i64,
+    /// `validation`.
+    kind: String,
+    /// Workspace artifact digest.
+    workspace: String,
+    languages: Vec<String>,
+    /// `running` or `finished`.
+    state: String,
+    /// `passed`, `failed` or `error` once finished.
+    verdict: Option<String>,
+    /// 1..=10 once finished.
+    quality_score: Option<i16>,
+    /// The merged results `{"test", "lint", "security"}` once finished.
+    result: Option<serde_json::Value>,
+    tags: Vec<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    finished_at: Option<String>,
+    jobs: Vec<PipelineJobDoc>,
+}
+
+/// The `kiln submit validate --json` object (mirrors `kiln_pipeline::PipelineView::summary`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = PipelineSummary)]
+pub struct PipelineSummaryDoc {
+    pipeline_id: i64,
+    /// `passed`, `failed` or `error`; null while running.
+    verdict: Option<String>,
+    quality_score: Option<i16>,
+    /// Test counts, cases and coverage; null until finished.
+    test: Option<serde_json::Value>,
+    /// Lint findings; null until finished.
+    lint: Option<serde_json::Value>,
+    /// Security findings; null until finished.
+    security: Option<serde_json::Value>,
+    /// Per-job errors, when a job could not run.
+    errors: Option<serde_json::Value>,
+}

@@ -5,6 +5,7 @@ use anyhow::{bail, Context};
 use futures::StreamExt;
 use kiln_api::routes::jobs::{BatchResponse, EnqueuedJob, JobDetail, JobDiff, JobPage, JobStateReply};
 use kiln_api::routes::logs::LogPage;
+use kiln_api::routes::pipelines::{SubmittedPipeline, ValidateRequest};
 use kiln_api::routes::queues::{QueueList, QueueSettingsView};
 use kiln_api::ErrorBody;
 use kiln_queue::logs::LogRecord;
@@ -148,6 +149,23 @@ impl ApiClient {
     pub async fn retry(&self, id: i64) -> anyhow::Result<JobStateReply> {
         self.send(self.request(Method::POST, &format!("/v1/jobs/{id}/retry")))
             .await
+    }
+
+    /// `POST /v1/pipelines/validate`.
+    pub async fn submit_validation(&self, req: &ValidateRequest) -> anyhow::Result<SubmittedPipeline> {
+        self.send(self.request(Method::POST, "/v1/pipelines/validate").json(req))
+            .await
+    }
+
+    /// `GET /v1/pipelines/{id}/wait?timeout_secs=N`: the pipeline (with its `summary`) once
+    /// finished or after `secs`, whichever is first.
+    pub async fn wait_pipeline(&self, id: i64, secs: u64) -> anyhow::Result<serde_json::Value> {
+        self.send(
+            self.request(Method::GET, &format!("/v1/pipelines/{id}/wait"))
+                .query(&[("timeout_secs", secs)])
+                .timeout(std::time::Duration::from_secs(secs + 30)),
+        )
+        .await
     }
 
     /// `GET /v1/queues`.

@@ -130,7 +130,9 @@ async fn main() -> anyhow::Result<()> {
                 PostgresCommand::Stop => cluster.stop()?,
             }
         }
-        Command::Submit { cmd } => submit::run(cmd, &cli.database_url, &cli.data_dir).await?,
+        Command::Submit { cmd } => {
+            submit::run(cmd, &cli.api_url, &cli.token, &cli.database_url, &cli.data_dir).await?
+        }
         Command::Migrate => {
             let pool = connect(&cli.database_url, &cli.data_dir).await?;
             kiln_queue::migrate(&pool).await.context("migrate")?;

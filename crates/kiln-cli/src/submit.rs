@@ -53,23 +53,24 @@ pub struct ValidateArgs {
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 1800)]
     pub wait_timeout: u64,
-    /// The Kiln API to submit to (also KILN_API_URL).
-    #[arg(long, env = "KILN_API_URL")]
-    pub api: Option<String>,
 }
 
 /// Runs `kiln submit …`.
+/// With `--api` (or KILN_API_URL) the workspace is packed here and sent to the API, which
+/// needs a live worker fleet to run the jobs; otherwise it goes straight to the database.
 pub async fn run(
     cmd: SubmitCommand,
+    api_url: &Option<String>,
+    token: &Option<String>,
     database_url: &Option<String>,
     data_dir: &std::path::Path,
 ) -> anyhow::Result<()> {
     let SubmitCommand::Validate(args) = cmd;
-    if let Some(api) = args.api.as_deref().filter(|a| !a.is_empty()) {
-        bail!(
-            "--api / KILN_API_URL ({api}): submitting through the HTTP API is not available in this build; \
-             unset it to submit directly to the database (DATABASE_URL or the embedded default under --data-dir)"
-        );
+    if api_url.as_deref().is_some_and(|u| !u.is_empty()) {
+        match crate::backend(api_url, token, database_url, data_dir).await? {
+            crate::commands::Backend::Api(client) => return run_api(&client, &args).await,
+            crate::commands::Backend::Db(_) => unreachable!("--api is set"),
+        }
     }
     let mut languages = Vec::new();
     for l in &args.languages {
@@ -156,6 +157,94 @@ pub async fn run(
     Ok(())
 }
 
+/// `kiln submit validate --api URL`: pack DIR here (or name the git source), POST it to
+/// `/v1/pipelines/validate` and with `--wait` long-poll `/v1/pipelines/{id}/wait`.
+async fn run_api(client: &crate::client::ApiClient, args: &ValidateArgs) -> anyhow::Result<()> {
+    use base64::Engine;
+    use kiln_api::routes::pipelines::{GitSource, ValidateRequest};
+    for l in &args.languages {
+        l.parse::<Language>()
+            .map_err(|e| anyhow::anyhow!("--language: {e}"))?;
+    }
+    let mut req = ValidateRequest {
+        languages: args.languages.clone(),
+        timeout_secs: Some(args.timeout),
+        test_timeout_secs: args.test_timeout,
+        ..ValidateRequest::default()
+    };
+    match (&args.dir, &args.git) {
+        (Some(dir), _) => {
+            if !dir.is_dir() {
+                bail!("DIR: {} is not a directory", dir.display());
+            }
+            let d = dir.clone();
+            let packed = tokio::task::spawn_blocking(move || {
+                kiln_artifacts::pack_dir(&d, kiln_artifacts::DEFAULT_MAX_BYTES)
+            })
+            .await?
+            .map_err(|e| anyhow::anyhow!("DIR: {e}"))?;
+            tracing::info!(dir = %dir.display(), bytes = packed.data.len(), files = packed.files, "workspace packed for the API");
+            req.workspace_tar_gz_base64 =
+                Some(base64::engine::general_purpose::STANDARD.encode(&packed.data));
+        }
+        (None, Some(g)) => {
+            req.git = Some(GitSource {
+                source: g.clone(),
+                git_ref: args.git_ref.clone(),
+            })
+        }
+        (None, None) => bail!("give a DIR or --git SOURCE"),
+    }
+    let submitted = client.submit_validation(&req).await?;
+    if !args.wait {
+        if args.json {
+            println!("{}", serde_json::to_string(&submitted)?);
+        } else {
+            println!(
+                "pipeline {} submitted (workspace {}, {}; jobs {:?})",
+                submitted.pipeline_id,
+                submitted.workspace,
+                submitted.languages.join(", "),
+                submitted.jobs
+            );
+        }
+        return Ok(());
+    }
+    let limit = Duration::from_secs(args.wait_timeout);
+    let start = std::time::Instant::now();
+    let reply = loop {
+        let left = limit.saturating_sub(start.elapsed()).as_secs().max(1);
+        let reply = client
+            .wait_pipeline(
+                submitted.pipeline_id,
+                left.min(kiln_api::routes::pipelines::MAX_WAIT_SECS.min(60)),
+            )
+            .await?;
+        if reply["state"] == "finished" {
+            break reply;
+        }
+        if start.elapsed() >= limit {
+            bail!(
+                "--wait-timeout: pipeline {} not finished after {}s (is a worker serving the test, lint and security-scan queues?)",
+                submitted.pipeline_id,
+                args.wait_timeout
+            );
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&reply["summary"])?);
+    } else {
+        let languages: Vec<&str> = reply["languages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.as_str())
+            .collect();
+        print_summary(&reply["summary"], &languages.join(", "));
+    }
+    Ok(())
+}
+
 /// Validation queues without a live worker (heartbeat in the last 30 s).
 async fn unserved_queues(pool: &PgPool) -> anyhow::Result<Vec<String>> {
     let served: Vec<String> = sqlx::query_scalar(
@@ -222,15 +311,19 @@ async fn wait_with_worker(
 }
 
 fn print_human(view: &PipelineView) {
-    let s = view.summary();
+    print_summary(&view.summary(), &view.languages.join(", "));
+}
+
+/// Prints a `--json` summary object for humans.
+fn print_summary(s: &serde_json::Value, languages: &str) {
     println!(
-        "pipeline {}: {} (quality {}/10) — {}",
-        view.pipeline_id,
-        view.verdict.as_deref().unwrap_or("?"),
-        view.quality_score
+        "pipeline {}: {} (quality {}/10) — {languages}",
+        s["pipeline_id"],
+        s["verdict"].as_str().unwrap_or("?"),
+        s["quality_score"]
+            .as_i64()
             .map(|q| q.to_string())
             .unwrap_or_else(|| "-".into()),
-        view.languages.join(", ")
     );
     let t = &s["test"];
     if t.is_object() {

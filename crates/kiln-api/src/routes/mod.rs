@@ -6,7 +6,9 @@ pub mod health;
 pub mod hooks;
 pub mod jobs;
 pub mod logs;
+pub mod pipelines;
 pub mod queues;
+pub mod schedules;
 pub mod tokens;
 
 /// Tag names grouping operations in the OpenAPI document.
@@ -19,6 +21,10 @@ pub mod tags {
     pub const HOOKS: &str = "webhooks";
     /// API tokens.
     pub const TOKENS: &str = "tokens";
+    /// Cron schedules.
+    pub const SCHEDULES: &str = "schedules";
+    /// Validation pipelines.
+    pub const PIPELINES: &str = "pipelines";
     /// Health, metrics, the document itself.
     pub const OPS: &str = "operations";
 }

@@ -1,0 +1,414 @@
+//! `/v1/pipelines`: submit a validation pipeline (`test`, `lint` and `security-scan` on one
+//! workspace, uploaded as a base64 tar.gz or checked out from git) and read it with its
+//! verdict, or wait for that verdict. Submitting needs `jobs:write`, reading `jobs:read`.
+
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::StatusCode;
+use axum::Json;
+use base64::Engine;
+use kiln_artifacts::ArtifactError;
+use kiln_pipeline::{PipelineError, PipelineView, Source, SubmitOptions};
+use kiln_validate::Language;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::tags;
+use crate::auth::{Admin, Auth, JobsRead, JobsWrite};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{read_json, PathParam, QueryParams};
+use crate::schema::{PipelineDoc, PipelineSummaryDoc};
+use crate::AppState;
+
+/// Longest server-side wait of one `GET /v1/pipelines/{id}/wait`.
+pub const MAX_WAIT_SECS: u64 = 300;
+
+/// The routes of this group.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(validate))
+        .routes(routes!(get_pipeline))
+        .routes(routes!(wait_pipeline))
+}
+
+/// A git repository to check out.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GitSource {
+    /// Repository URL (`https://`, `http://`, `ssh://`, `git://`, `user@host:path`); a path
+    /// or `file://` URL on the API's machine needs an admin token.
+    pub source: String,
+    /// Branch, tag or commit; `HEAD` when absent.
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+}
+
+/// A validation to run. Give exactly one of `workspace_tar_gz_base64` and `git`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateRequest {
+    /// The workspace as a gzip-compressed tar, base64 (standard alphabet, padded). At most
+    /// 50 MiB once unpacked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_tar_gz_base64: Option<String>,
+    /// Or a git repository checked out by Kiln.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitSource>,
+    /// Languages to run (`python`, `javascript`, `go`, `rust`); detected when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub languages: Vec<String>,
+    /// Per-attempt timeout of each job, seconds (default 120).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86400)]
+    pub timeout_secs: Option<u64>,
+    /// Per-attempt timeout of the test job, seconds (default `timeout_secs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86400)]
+    pub test_timeout_secs: Option<u64>,
+    /// Tries per job (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub max_attempts: Option<i32>,
+    /// Job priority (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = -100, maximum = 100)]
+    pub priority: Option<i16>,
+    /// Tags on the pipeline and its jobs (at most 32).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+/// What a submission created.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SubmittedPipeline {
+    /// The pipeline.
+    pub pipeline_id: i64,
+    /// The workspace artifact's digest.
+    pub workspace: String,
+    /// Languages that will run.
+    pub languages: Vec<String>,
+    /// The test, lint and security-scan job ids.
+    pub jobs: Vec<i64>,
+}
+
+/// A pipeline with its jobs, and `summary`: the `kiln submit validate --json` object.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PipelineReply {
+    /// The pipeline as stored.
+    #[serde(flatten)]
+    #[schema(inline, value_type = PipelineDoc)]
+    pub pipeline: PipelineView,
+    /// `{"pipeline_id", "verdict", "quality_score", "test", "lint", "security"}`.
+    #[schema(value_type = PipelineSummaryDoc)]
+    pub summary: serde_json::Value,
+}
+
+impl From<PipelineView> for PipelineReply {
+    fn from(pipeline: PipelineView) -> Self {
+        PipelineReply {
+            summary: pipeline.summary(),
+            pipeline,
+        }
+    }
+}
+
+/// How long to wait.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    /// Seconds to wait at most (1..=300, default 30); the pipeline is returned as it is then.
+    pub timeout_secs: Option<u64>,
+}
+
+impl From<PipelineError> for ApiError {
+    fn from(e: PipelineError) -> Self {
+        if let Some(field) = e.client_field() {
+            let status = match &e {
+                PipelineError::NotFound(_) => StatusCode::NOT_FOUND,
+                PipelineError::Artifact(ArtifactError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            return ApiError::new(status, e.to_string()).field(field);
+        }
+        match e {
+            PipelineError::Queue(q) => ApiError::from(q),
+            PipelineError::Database { source, .. } => ApiError::from(source),
+            e => ApiError::internal("pipeline operation", e),
+        }
+    }
+}
+
+fn secs(field: &str, v: Option<u64>) -> ApiResult<Option<Duration>> {
+    match v {
+        Some(s) if s == 0 || s > 86_400 => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("must be between 1 and 86400 seconds, got {s}"),
+        )
+        .field(field)),
+        v => Ok(v.map(Duration::from_secs)),
+    }
+}
+
+/// A remote repository URL, as opposed to a path (or `file://` URL) on the API's machine.
+fn is_remote(source: &str) -> bool {
+    let s = source.trim();
+    if ["https://", "http://", "ssh://", "git://"]
+        .iter()
+        .any(|p| s.starts_with(p))
+    {
+        return true;
+    }
+    // scp-like `user@host:path`: a colon before any slash, with a user part.
+    match s.split_once(':') {
+        Some((host, _)) => !s.contains("://") && host.contains('@') && !host.contains('/'),
+        None => false,
+    }
+}
+
+fn unprocessable(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).field(field)
+}
+
+/// Checks a request and turns it into the pipeline's source and options.
+fn plan(req: ValidateRequest, max_workspace_bytes: u64) -> ApiResult<(Source, SubmitOptions)> {
+    let source =
+        match (req.workspace_tar_gz_base64, req.git) {
+            (Some(_), Some(_)) => {
+                return Err(unprocessable(
+                    "git",
+                    "give either workspace_tar_gz_base64 or git, not both",
+                ))
+            }
+            (None, None) => return Err(unprocessable(
+                "workspace_tar_gz_base64",
+                "give the workspace: workspace_tar_gz_base64 (a base64 tar.gz) or git {\"source\", \"ref\"}",
+            )),
+            (Some(b64), None) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map_err(|e| unprocessable("workspace_tar_gz_base64", format!("not base64: {e}")))?;
+                if bytes.len() as u64 > max_workspace_bytes {
+                    return Err(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!(
+                            "the workspace is {} bytes, over the cap of {max_workspace_bytes}",
+                            bytes.len()
+                        ),
+                    )
+                    .field("workspace_tar_gz_base64"));
+                }
+                Source::TarGz(bytes)
+            }
+            (None, Some(g)) => {
+                if g.source.trim().is_empty() {
+                    return Err(unprocessable("git.source", "must not be empty"));
+                }
+                if g.git_ref.as_deref().is_some_and(|r| r.trim().is_empty()) {
+                    return Err(unprocessable("git.ref", "must not be empty when given"));
+                }
+                Source::Git {
+                    source: g.source,
+                    git_ref: g.git_ref,
+                }
+            }
+        };
+    let mut languages = Vec::with_capacity(req.languages.len());
+    for (i, l) in req.languages.iter().enumerate() {
+        languages.push(
+            l.parse::<Language>()
+                .map_err(|e| unprocessable(format!("languages[{i}]"), e))?,
+        );
+    }
+    let mut opts = SubmitOptions {
+        languages,
+        test_timeout: secs("test_timeout_secs", req.test_timeout_secs)?,
+        max_workspace_bytes,
+        ..SubmitOptions::default()
+    };
+    if let Some(t) = secs("timeout_secs", req.timeout_secs)? {
+        opts.timeout = t;
+    }
+    if let Some(n) = req.max_attempts {
+        if !(1..=100).contains(&n) {
+            return Err(unprocessable(
+                "max_attempts",
+                format!("must be between 1 and 100, got {n}"),
+            ));
+        }
+        opts.max_attempts = n;
+    }
+    if let Some(p) = req.priority {
+        if !(-100..=100).contains(&p) {
+            return Err(unprocessable(
+                "priority",
+                format!("must be between -100 and 100, got {p}"),
+            ));
+        }
+        opts.priority = p;
+    }
+    if req.tags.len() > 32 {
+        return Err(unprocessable("tags", "at most 32 tags"));
+    }
+    for (i, t) in req.tags.iter().enumerate() {
+        if t.is_empty() || t.len() > 64 {
+            return Err(unprocessable(format!("tags[{i}]"), "a tag is 1 to 64 bytes"));
+        }
+    }
+    opts.tags = req.tags;
+    Ok((source, opts))
+}
+
+/// Submit a validation pipeline: the workspace is stored once and its `test`, `lint` and
+/// `security-scan` jobs are enqueued together. Nothing is written when it is refused.
+#[utoipa::path(
+    post, path = "/v1/pipelines/validate", tag = tags::PIPELINES,
+    request_body(content = ValidateRequest, content_type = "application/json"),
+    responses(
+        (status = 201, body = SubmittedPipeline),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 413, description = "Body or workspace over its cap", body = ErrorBody),
+        (status = 415, body = ErrorBody),
+        (status = 422, description = "A refused value, by field (`workspace`, `languages[0]`, `git`…)", body = ErrorBody),
+    ),
+    security(("bearer" = ["jobs:write"]))
+)]
+async fn validate(
+    _auth: Auth<JobsWrite>,
+    State(state): State<AppState>,
+    request: Request,
+) -> ApiResult<(StatusCode, Json<SubmittedPipeline>)> {
+    let (mut parts, body) = request.into_parts();
+    let req: ValidateRequest = read_json(&parts.headers, body, state.config.pipeline_body_limit).await?;
+    let local_git = req
+        .git
+        .as_ref()
+        .filter(|g| !g.source.trim().is_empty() && !is_remote(&g.source));
+    if let Some(g) = local_git {
+        // A path on the API's machine reads its file system: admins only.
+        if Auth::<Admin>::from_request_parts(&mut parts, &state)
+            .await
+            .is_err()
+        {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{:?} is not a remote URL (https://, http://, ssh://, git://, user@host:path); \
+                     a path on the API's machine needs an admin token",
+                    g.source
+                ),
+            )
+            .field("git.source"));
+        }
+    }
+    let (source, opts) = plan(req, state.config.max_workspace_bytes)?;
+    // The library blames `workspace`; name the request field the workspace came in.
+    let source_field = match source {
+        Source::Git { .. } => "git",
+        _ => "workspace_tar_gz_base64",
+    };
+    let s = kiln_pipeline::submit(&state.pool, source, &opts)
+        .await
+        .map_err(|e| {
+            let mut err = ApiError::from(e);
+            if err.field.as_deref() == Some("workspace") {
+                err.field = Some(source_field.to_owned());
+            }
+            err
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(SubmittedPipeline {
+            pipeline_id: s.pipeline_id,
+            workspace: s.workspace,
+            languages: s.languages.iter().map(|l| l.as_str().to_owned()).collect(),
+            jobs: s.jobs,
+        }),
+    ))
+}
+
+/// Read a pipeline: its jobs, and once finished its verdict, quality score and results.
+#[utoipa::path(
+    get, path = "/v1/pipelines/{id}", tag = tags::PIPELINES,
+    params(("id" = i64, Path, description = "Pipeline id")),
+    responses(
+        (status = 200, body = PipelineReply),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+    security(("bearer" = ["jobs:read"]))
+)]
+async fn get_pipeline(
+    _auth: Auth<JobsRead>,
+    State(state): State<AppState>,
+    PathParam(id): PathParam<i64>,
+) -> ApiResult<Json<PipelineReply>> {
+    Ok(Json(kiln_pipeline::get(&state.pool, id).await?.into()))
+}
+
+/// Wait up to `timeout_secs` for a pipeline's verdict, then return it as it is (check
+/// `state`: `finished` or still `running`).
+#[utoipa::path(
+    get, path = "/v1/pipelines/{id}/wait", tag = tags::PIPELINES,
+    params(("id" = i64, Path, description = "Pipeline id"), WaitQuery),
+    responses(
+        (status = 200, body = PipelineReply),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+    security(("bearer" = ["jobs:read"]))
+)]
+async fn wait_pipeline(
+    _auth: Auth<JobsRead>,
+    State(state): State<AppState>,
+    PathParam(id): PathParam<i64>,
+    QueryParams(q): QueryParams<WaitQuery>,
+) -> ApiResult<Json<PipelineReply>> {
+    let secs = q.timeout_secs.unwrap_or(30);
+    if secs == 0 || secs > MAX_WAIT_SECS {
+        return Err(ApiError::bad_request(
+            "timeout_secs",
+            format!("must be between 1 and {MAX_WAIT_SECS}, got {secs}"),
+        ));
+    }
+    let waited = tokio::select! {
+        r = kiln_pipeline::wait(&state.pool, id, Duration::from_secs(secs)) => Some(r),
+        () = state.shutdown.cancelled() => None,
+    };
+    let view = match waited {
+        Some(Ok(v)) => v,
+        Some(Err(PipelineError::WaitTimedOut { .. })) | None => kiln_pipeline::get(&state.pool, id).await?,
+        Some(Err(e)) => return Err(e.into()),
+    };
+    Ok(Json(view.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_remote;
+
+    #[test]
+    fn remote_sources_are_told_from_local_paths() {
+        for r in [
+            "https://github.com/o/r.git",
+            "http://h/r",
+            "ssh://git@h/r",
+            "git://h/r",
+            "git@github.com:o/r.git",
+        ] {
+            assert!(is_remote(r), "{r}");
+        }
+        for l in [
+            "/srv/repo",
+            "repo",
+            "./x:y",
+            "file:///srv/repo",
+            "C:/x",
+            "a/b@c:d",
+            "",
+        ] {
+            assert!(!is_remote(l), "{l}");
+        }
+    }
+}
