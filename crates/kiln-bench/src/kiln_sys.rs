@@ -38,7 +38,7 @@ async fn handle(job: ClaimedJob, _ctx: JobContext) -> Result<serde_json::Value, 
 
 pub async fn run(server: &Server, args: &Args) -> Result<Outcome> {
     let opts = server.fresh_db("kiln_bench_kiln").await?;
-    let setup = pool(&opts, 4).await?;
+    let setup = pool(&kiln_queue::session_options(opts.clone()), 4).await?;
     kiln_queue::migrate(&setup).await?;
     let t = Instant::now();
     insert_jobs(&setup, 0, args.jobs).await?;
@@ -56,7 +56,7 @@ pub async fn run(server: &Server, args: &Args) -> Result<Outcome> {
     let mut handles = Vec::new();
     let start = Instant::now();
     for w in 0..args.workers {
-        let p = pool(&opts, args.kiln_pool).await?;
+        let p = pool(&kiln_queue::session_options(opts.clone()), args.kiln_pool).await?;
         let config = WorkerConfig {
             id: Some(format!("bench-kiln-{w}")),
             queues: vec![QueueConfig::new(QUEUE)

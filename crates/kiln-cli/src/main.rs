@@ -242,10 +242,13 @@ async fn connect(url: &Option<String>, data_dir: &std::path::Path) -> anyhow::Re
             cluster.url()
         }
     };
+    let options: sqlx::postgres::PgConnectOptions = url
+        .parse()
+        .with_context(|| format!("parse the database URL {}", redact(&url)))?;
     PgPoolOptions::new()
         .max_connections(20)
         .acquire_timeout(std::time::Duration::from_secs(10))
-        .connect(&url)
+        .connect_with(kiln_queue::session_options(options))
         .await
         .with_context(|| format!("connect to {}", redact(&url)))
 }

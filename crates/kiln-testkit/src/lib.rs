@@ -71,7 +71,7 @@ impl TestDb {
         let opts = server.clone().database(&name);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
-            .connect_with(opts.clone())
+            .connect_with(kiln_queue::session_options(opts.clone()))
             .await
             .expect("connect to the test database");
         let url = opts.to_url_lossy().to_string();
