@@ -704,5 +704,8 @@ async fn dead_tuples(conn: &mut sqlx::PgConnection) -> i64 {
 async fn kiln_sessions_run_without_jit() {
     let db = TestDb::new().await;
     let jit: String = sqlx::query_scalar("SHOW jit").fetch_one(&db.pool).await.unwrap();
-    assert_eq!(jit, "off", "a 10,000-job enqueue spent 700 ms compiling with JIT on");
+    assert_eq!(
+        jit, "off",
+        "a 10,000-job enqueue spent 700 ms compiling with JIT on"
+    );
 }
