@@ -296,3 +296,19 @@ impl Outcome {
         }
     }
 }
+
+/// Waits up to 30 s for each of a system's worker tasks after it was told to stop, logging
+/// those that failed or hung (the figures are already taken; this only reports).
+pub async fn join_workers<E: std::fmt::Display>(
+    system: &str,
+    handles: Vec<tokio::task::JoinHandle<std::result::Result<(), E>>>,
+) {
+    for h in handles {
+        match tokio::time::timeout(Duration::from_secs(30), h).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(system, error = %e, "worker ended with an error"),
+            Ok(Err(e)) => tracing::warn!(system, error = %e, "worker task failed"),
+            Err(_) => tracing::warn!(system, "worker did not stop within 30 s"),
+        }
+    }
+}

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{pickup, pool, tracker, wait_burn_down, Outcome, Server};
+use crate::common::{join_workers, pickup, pool, tracker, wait_burn_down, Outcome, Server};
 use crate::Args;
 
 const SCHEMA: &str = "graphile_worker";
@@ -107,14 +107,7 @@ pub async fn run(server: &Server, args: &Args) -> Result<Outcome> {
     .await?;
 
     stop.cancel();
-    for h in handles {
-        match tokio::time::timeout(Duration::from_secs(30), h).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "graphile worker ended with an error"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "graphile worker task failed"),
-            Err(_) => tracing::warn!("graphile worker did not stop within 30 s"),
-        }
-    }
+    join_workers("graphile", handles).await;
     setup.close().await;
     Ok(Outcome::finish(
         "graphile_worker",

@@ -7,7 +7,7 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{pickup, pool, tracker, wait_burn_down, Outcome, Server};
+use crate::common::{join_workers, pickup, pool, tracker, wait_burn_down, Outcome, Server};
 use crate::Args;
 
 pub const QUEUE: &str = "bench";
@@ -93,14 +93,7 @@ pub async fn run(server: &Server, args: &Args) -> Result<Outcome> {
     .await?;
 
     stop.cancel();
-    for h in handles {
-        match tokio::time::timeout(Duration::from_secs(30), h).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "kiln worker ended with an error"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "kiln worker task failed"),
-            Err(_) => tracing::warn!("kiln worker did not stop within 30 s"),
-        }
-    }
+    join_workers("kiln", handles).await;
     let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_attempts")
         .fetch_one(&setup)
         .await?;
