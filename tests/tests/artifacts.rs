@@ -195,6 +195,74 @@ async fn an_uploaded_tar_becomes_the_same_artifact_and_a_pipeline_of_three_jobs(
         .as_str()
         .unwrap()
         .contains("cancelled"));
+
+    // A job retried by hand reopens its finished pipeline; it settles again when that job is
+    // final again.
+    let test_job = view.jobs[0].id;
+    kiln_queue::admin::retry(&db.pool, test_job).await.unwrap();
+    let reopened = kiln_pipeline::get(&db.pool, sub.pipeline_id).await.unwrap();
+    assert_eq!(
+        (
+            reopened.state.as_str(),
+            reopened.verdict.as_deref(),
+            reopened.result.is_none()
+        ),
+        ("running", None, true)
+    );
+    assert_eq!(kiln_pipeline::settle_ready(&db.pool, 10).await.unwrap(), 0);
+    kiln_queue::admin::cancel(&db.pool, test_job).await.unwrap();
+    let again = kiln_pipeline::wait(&db.pool, sub.pipeline_id, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.state.as_str(), again.verdict.as_deref()),
+        ("finished", Some("error"))
+    );
+
+    // A retry racing a settle, in both orders: a pipeline with a live job ends `running`.
+    // (1) The retry's transaction is open when a settle starts: the settle waits for it.
+    kiln_queue::admin::retry(&db.pool, test_job).await.unwrap();
+    kiln_queue::admin::cancel(&db.pool, test_job).await.unwrap();
+    let mut retry_tx = db.pool.begin().await.unwrap();
+    let retried = sqlx::query(
+        "UPDATE kiln_jobs SET state = 'available', finalized_at = NULL, run_at = now() WHERE id = $1",
+    )
+    .bind(test_job)
+    .execute(&mut *retry_tx)
+    .await
+    .unwrap();
+    assert_eq!(retried.rows_affected(), 1);
+    let pool = db.pool.clone();
+    let settling = tokio::spawn(async move { kiln_pipeline::settle(&pool, sub.pipeline_id).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!settling.is_finished(), "the settle waits for the retry's lock");
+    retry_tx.commit().await.unwrap();
+    let v = settling.await.unwrap().unwrap();
+    assert_eq!((v.state.as_str(), v.verdict.as_deref()), ("running", None));
+    // (2) A settling transaction holds the pipeline when a retry comes: the retry waits, then
+    // reopens what the settle finished.
+    kiln_queue::admin::cancel(&db.pool, test_job).await.unwrap();
+    let mut settle_tx = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM kiln_pipelines WHERE id = $1 FOR UPDATE")
+        .bind(sub.pipeline_id)
+        .execute(&mut *settle_tx)
+        .await
+        .unwrap();
+    let pool = db.pool.clone();
+    let retrying = tokio::spawn(async move { kiln_queue::admin::retry(&pool, test_job).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!retrying.is_finished(), "the retry waits for the settle's lock");
+    sqlx::query(
+        "UPDATE kiln_pipelines SET state = 'finished', verdict = 'error', finished_at = now() WHERE id = $1",
+    )
+    .bind(sub.pipeline_id)
+    .execute(&mut *settle_tx)
+    .await
+    .unwrap();
+    settle_tx.commit().await.unwrap();
+    retrying.await.unwrap().unwrap();
+    let v = kiln_pipeline::get(&db.pool, sub.pipeline_id).await.unwrap();
+    assert_eq!((v.state.as_str(), v.verdict.as_deref()), ("running", None));
     let err = kiln_pipeline::get(&db.pool, 999_999).await.unwrap_err();
     assert!(matches!(err, kiln_pipeline::PipelineError::NotFound(999_999)));
 }

@@ -350,8 +350,14 @@ kind = "test"
     .unwrap();
     assert_eq!(job, ("cron".into(), "lint".into(), json!({"repo": "kiln"})));
 
-    // Edit the file: the next start brings the stored schedule in line.
-    std::fs::write(&path, file("*/2 * * * * *")).unwrap();
+    // Edit the file (a new expression, one schedule dropped) and create one through the API:
+    // the next start brings the stored schedules in line with the file and leaves the API's.
+    store::create(&db.pool, every_second("from-api", false))
+        .await
+        .unwrap();
+    let edited = file("*/2 * * * * *");
+    let edited = &edited[..edited.find("[[schedules]]\nname = \"switched-off\"").unwrap()];
+    std::fs::write(&path, edited).unwrap();
     let mut child = start();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -365,7 +371,13 @@ kind = "test"
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     terminate(&mut child);
-    assert_eq!(store::list(&db.pool).await.unwrap().len(), 2);
+    let names: Vec<String> = store::list(&db.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["from-api", "from-file"]);
 }
 
 fn invalid_field(r: Result<impl std::fmt::Debug, SchedulerError>) -> String {
@@ -449,6 +461,12 @@ async fn bad_schedules_are_refused_by_field_and_nothing_is_written() {
     )
     .await;
     assert_eq!(invalid_field(declared), "schedules[1].timezone");
+    let twice = store::declare(&db.pool, &[every_second("ok", false), every_second("ok", true)]).await;
+    assert_eq!(invalid_field(twice), "schedules[1].name");
+    assert!(
+        matches!(store::get(&db.pool, "ok").await, Err(SchedulerError::NotFound(_))),
+        "a refused declaration writes none of its entries"
+    );
 
     // The switch: off has no next tick; back on fires from now, not the ticks it was off.
     let off = store::set_enabled(&db.pool, "s", false).await.unwrap();

@@ -10,24 +10,43 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::PipelineError;
 use crate::score::{quality_score, verdict, Verdict};
-use crate::view::{read, PipelineView};
+use crate::view::{read, read_on, PipelineView};
 
 const FINISH_SQL: &str = include_str!("sql/finish.sql");
 const READY_SQL: &str = include_str!("sql/ready.sql");
+const LOCK_SQL: &str = include_str!("sql/lock.sql");
 
 /// Notified (payload: pipeline id) when a pipeline job reaches a final state.
 pub const PIPELINES_CHANNEL: &str = "kiln_pipelines";
 
-/// Settles pipeline `id` if all its jobs are final and it is still running; returns its view.
-pub async fn settle(pool: &PgPool, id: i64) -> Result<PipelineView, PipelineError> {
-    let view = read(pool, id).await?;
-    if view.is_finished()
-        || view.jobs.is_empty()
-        || !view
+/// True when the pipeline is running and every one of its jobs is final.
+fn ready(view: &PipelineView) -> bool {
+    !view.is_finished()
+        && !view.jobs.is_empty()
+        && view
             .jobs
             .iter()
             .all(|j| matches!(j.state.as_str(), "succeeded" | "failed" | "cancelled"))
-    {
+}
+
+/// Settles pipeline `id` if all its jobs are final and it is still running; returns its view.
+///
+/// The settling transaction holds the pipeline's row lock while it reads the jobs, and a job
+/// retried by hand takes the same lock to reopen its pipeline (migration 0009): a retry and a
+/// settle are ordered one way or the other, so a pipeline never ends `finished` with a live job.
+pub async fn settle(pool: &PgPool, id: i64) -> Result<PipelineView, PipelineError> {
+    let view = read(pool, id).await?;
+    if !ready(&view) {
+        return Ok(view);
+    }
+    let mut tx = pool.begin().await.map_err(PipelineError::db("settle pipeline"))?;
+    sqlx::query(LOCK_SQL)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(PipelineError::db("lock pipeline"))?;
+    let view = read_on(&mut tx, id).await?;
+    if !ready(&view) {
         return Ok(view);
     }
     let job = |kind: &str| view.jobs.iter().rev().find(|j| j.kind == kind);
@@ -82,9 +101,10 @@ pub async fn settle(pool: &PgPool, id: i64) -> Result<PipelineView, PipelineErro
         .bind(v.as_str())
         .bind(score)
         .bind(sqlx::types::Json(&result))
-        .fetch_optional(pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(PipelineError::db("settle pipeline"))?;
+    tx.commit().await.map_err(PipelineError::db("settle pipeline"))?;
     if settled.is_some() {
         tracing::info!(pipeline = id, verdict = v.as_str(), quality_score = ?score, "pipeline settled");
     }

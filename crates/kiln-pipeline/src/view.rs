@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::postgres::PgListener;
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 
 use crate::error::PipelineError;
 use crate::settle::{settle, PIPELINES_CHANNEL};
@@ -98,15 +98,21 @@ impl PipelineView {
 }
 
 pub(crate) async fn read(pool: &PgPool, id: i64) -> Result<PipelineView, PipelineError> {
+    let mut conn = pool.acquire().await.map_err(PipelineError::db("get pipeline"))?;
+    read_on(&mut conn, id).await
+}
+
+/// Reads pipeline `id` and its jobs on one connection (inside the caller's transaction).
+pub(crate) async fn read_on(conn: &mut PgConnection, id: i64) -> Result<PipelineView, PipelineError> {
     let r = sqlx::query(GET_SQL)
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(PipelineError::db("get pipeline"))?
         .ok_or(PipelineError::NotFound(id))?;
     let jobs = sqlx::query(JOBS_SQL)
         .bind(id)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(PipelineError::db("pipeline jobs"))?
         .iter()

@@ -18,6 +18,7 @@ const GET_SQL: &str = include_str!("sql/get.sql");
 const GET_FOR_UPDATE_SQL: &str = include_str!("sql/get_for_update.sql");
 const LIST_SQL: &str = include_str!("sql/list.sql");
 const DELETE_SQL: &str = include_str!("sql/delete.sql");
+const PRUNE_DECLARED_SQL: &str = include_str!("sql/prune_declared.sql");
 
 /// Where a schedule was defined.
 pub const SOURCE_API: &str = "api";
@@ -210,20 +211,44 @@ pub async fn delete<'e>(db: impl PgExecutor<'e>, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Creates or updates each schedule declared in a fleet file (`[[schedules]]`), in order;
-/// a refusal names the entry: `schedules[2].cron`.
+/// Brings the stored `config` schedules in line with a fleet file (`[[schedules]]`), in one
+/// transaction: each entry is created or updated in order, and a `config` schedule the file no
+/// longer declares is deleted (API-created schedules are left alone). A refusal names the
+/// entry (`schedules[2].cron`) and changes nothing.
 pub async fn declare(pool: &PgPool, specs: &[ScheduleSpec]) -> Result<Vec<Schedule>> {
-    let mut out = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
-        let s = upsert_declared(pool, spec.clone()).await.map_err(|e| match e {
-            SchedulerError::Invalid(mut v) => {
-                v.field = format!("schedules[{i}].{}", v.field);
-                SchedulerError::Invalid(v)
-            }
-            other => other,
+        spec.clone().validate().map_err(|mut v| {
+            v.field = format!("schedules[{i}].{}", v.field);
+            SchedulerError::Invalid(v)
         })?;
+        if let Some(first) = specs[..i].iter().position(|s| s.name == spec.name) {
+            return Err(SchedulerError::Invalid(kiln_queue::ValidationError::new(
+                format!("schedules[{i}].name"),
+                format!("`{}` is already declared by schedules[{first}]", spec.name),
+            )));
+        }
+    }
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(SchedulerError::db("declare schedules"))?;
+    let mut out = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let s = upsert_declared(&mut *tx, spec.clone()).await?;
         tracing::info!(schedule = %s.name, cron = %s.cron, timezone = %s.timezone, enabled = s.enabled, next = ?s.next_tick, "schedule declared");
         out.push(s);
+    }
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let removed: Vec<String> = sqlx::query_scalar(PRUNE_DECLARED_SQL)
+        .bind(&names)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(SchedulerError::db("remove undeclared schedules"))?;
+    tx.commit()
+        .await
+        .map_err(SchedulerError::db("declare schedules"))?;
+    for name in removed {
+        tracing::info!(schedule = %name, "schedule removed: no longer declared in the fleet file");
     }
     Ok(out)
 }
