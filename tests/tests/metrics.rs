@@ -59,6 +59,16 @@ async fn a_worker_counts_enqueued_started_finished_and_attempts_by_outcome() {
         .await
         .unwrap();
     assert!(first.created && !again.created && first.id == again.id);
+    // Inside a transaction: a rollback enqueues (and counts) nothing; a commit counts when the
+    // caller says it committed.
+    let in_tx = [0, 1].map(|i| NewJob::new("metered-tx", JobKind::Test, json!({"i": i})));
+    let mut tx = db.pool.begin().await.unwrap();
+    kiln_queue::enqueue_many(&mut *tx, &in_tx).await.unwrap();
+    tx.rollback().await.unwrap();
+    let mut tx = db.pool.begin().await.unwrap();
+    let out = kiln_queue::enqueue_many(&mut *tx, &in_tx[..1]).await.unwrap();
+    tx.commit().await.unwrap();
+    kiln_queue::count_committed(&in_tx[..1], &out);
 
     let mut config = fast_config(q, 8);
     config.shutdown_grace = Duration::from_secs(1);
@@ -97,6 +107,14 @@ async fn a_worker_counts_enqueued_started_finished_and_attempts_by_outcome() {
     assert_eq!(
         m("kiln_jobs_enqueued_total", &[("queue", q), ("kind", "lint")]),
         1.0
+    );
+    assert_eq!(
+        m(
+            "kiln_jobs_enqueued_total",
+            &[("queue", "metered-tx"), ("kind", "test")]
+        ),
+        1.0,
+        "only the committed job counts"
     );
     // Started by this worker: everything but the ghost's claim.
     assert_eq!(

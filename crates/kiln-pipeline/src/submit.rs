@@ -143,6 +143,7 @@ pub async fn submit(pool: &PgPool, source: Source, opts: &SubmitOptions) -> Resu
         .collect();
     let enqueued = kiln_queue::enqueue_many_on(&mut tx, &jobs).await?;
     tx.commit().await.map_err(PipelineError::db("commit"))?;
+    kiln_queue::count_committed(&jobs, &enqueued);
     let jobs: Vec<i64> = enqueued.iter().map(|e| e.id).collect();
     tracing::info!(pipeline = id, workspace = %packed.digest, languages = ?lang_names, ?jobs, "validation pipeline submitted");
     Ok(Submitted {

@@ -1,7 +1,7 @@
 //! Enqueue: one job or thousands in one statement, inside the caller's transaction if given one.
 
 use serde::Serialize;
-use sqlx::{Acquire, Postgres, Row};
+use sqlx::{Acquire, Connection, Postgres, Row};
 use std::collections::HashMap;
 
 use crate::error::{QueueError, Result};
@@ -31,9 +31,10 @@ where
 /// Enqueues `jobs` in one statement and returns one [`Enqueued`] per job, in order.
 ///
 /// `conn` may be a pool, a connection or the caller's own transaction (then the jobs
-/// become visible when it commits). A job whose idempotency key is known, or whose unique
-/// key is held by a live job, is not inserted: the holder's id is returned instead, and the
-/// rest of the batch goes in.
+/// become visible when it commits, and the caller counts them with [`count_committed`] after
+/// its commit: `kiln_jobs_enqueued_total` counts only jobs that were committed). A job whose
+/// idempotency key is known, or whose unique key is held by a live job, is not inserted: the
+/// holder's id is returned instead, and the rest of the batch goes in.
 pub async fn enqueue_many<'a, A>(conn: A, jobs: &[NewJob]) -> Result<Vec<Enqueued>>
 where
     A: Acquire<'a, Database = Postgres>,
@@ -62,6 +63,18 @@ fn validate(jobs: &[NewJob]) -> Result<()> {
             .map_err(|e| if jobs.len() > 1 { e.in_batch(i) } else { e })?;
     }
     Ok(())
+}
+
+/// Adds committed jobs to `kiln_jobs_enqueued_total`: `jobs` and `out` as given to and
+/// returned by an enqueue inside a transaction, after that transaction committed. Only rows
+/// really inserted count (a duplicate resolved to its holder was enqueued once).
+pub fn count_committed(jobs: &[NewJob], out: &[Enqueued]) {
+    crate::metrics::count_enqueued(
+        out.iter()
+            .zip(jobs)
+            .filter(|(e, _)| e.created)
+            .map(|(_, j)| (j.queue.as_str(), j.kind)),
+    );
 }
 
 async fn insert(conn: &mut sqlx::PgConnection, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
@@ -134,13 +147,11 @@ async fn insert(conn: &mut sqlx::PgConnection, jobs: &[NewJob]) -> Result<Vec<En
             unresolved.push(i);
         }
     }
-    // Only rows really inserted count: a duplicate resolved to its holder was enqueued once.
-    crate::metrics::count_enqueued(
-        out.iter()
-            .zip(jobs)
-            .filter(|(e, _)| e.created)
-            .map(|(_, j)| (j.queue.as_str(), j.kind)),
-    );
+    // Outside a transaction the statement has committed: count now. Inside one, the caller
+    // counts after its commit (a rollback enqueues nothing).
+    if !conn.is_in_transaction() {
+        count_committed(jobs, &out);
+    }
     if unresolved.is_empty() {
         return Ok(out);
     }

@@ -20,7 +20,7 @@ pub mod model;
 pub mod spec;
 
 pub use backoff::RetryPolicy;
-pub use enqueue::{enqueue, enqueue_many, enqueue_many_on, Enqueued};
+pub use enqueue::{count_committed, enqueue, enqueue_many, enqueue_many_on, Enqueued};
 pub use error::{QueueError, Result};
 pub use model::{AttemptDetails, AttemptOutcome, AttemptRecord, ClaimedJob, JobKind, JobRecord, JobState};
 pub use spec::{JobSpec, NewJob, ValidationError};

@@ -190,6 +190,7 @@ async fn fire(
         .await
         .map_err(SchedulerError::db("fire tick"))?;
     tx.commit().await.map_err(SchedulerError::db("fire tick"))?;
+    kiln_queue::count_committed(std::slice::from_ref(&job), &[enqueued]);
     kiln_metrics::metrics()
         .schedule_ticks
         .with_label_values(&[&d.name])
