@@ -259,11 +259,8 @@ async fn the_rust_fixture_gives_exactly_what_its_tools_report() {
     let (s, wall, _) = validate(&db, Source::Dir(fixture("rust")), SubmitOptions::default()).await;
     eprintln!("rust pipeline: {wall:?}");
     assert_eq!(counts(&s["test"]), (2, 2, 1, 0));
-    assert_eq!(
-        s["test"]["coverage_percent"],
-        Value::Null,
-        "cargo test measures no coverage"
-    );
+    // 24 of 41 lines, as `llvm-cov report` by hand (the_pipeline_agrees_with_the_tools_run_by_hand).
+    assert_eq!(s["test"]["coverage_percent"], 58.54);
     let cases: Vec<(&str, &str)> = s["test"]["cases"]
         .as_array()
         .unwrap()
@@ -283,10 +280,10 @@ async fn the_rust_fixture_gives_exactly_what_its_tools_report() {
             f("semgrep", "kiln.rust.eval", "src/lib.rs", 26, "high"),
         ]
     );
-    // 10 − 1 (lint) − 3 (3 high) = 6.
+    // 10 − 1 (coverage 59 %) − 1 (lint) − 3 (3 high) = 5.
     assert_eq!(
         (s["verdict"].as_str(), s["quality_score"].as_u64()),
-        (Some("failed"), Some(6))
+        (Some("failed"), Some(5))
     );
     rig.stop().await;
 }
@@ -526,6 +523,29 @@ PY"#;
         }
     }
     assert_eq!(got, (2, 2, 1), "go test by hand: {out}");
+
+    // Rust line coverage by hand in the rust image: llvm-cov's own text report, TOTAL row.
+    let rust = images.tag("rust").unwrap().to_string();
+    let script = r#"export RUSTC_BOOTSTRAP=1 CARGO_HOME=/tmp/cargo LLVM_PROFILE_FILE=/tmp/prof/%p.profraw
+export RUSTFLAGS="-C instrument-coverage -Z no-profiler-runtime -C link-arg=/usr/local/lib/libclang_rt.profile.a -C link-arg=-lc"
+cargo test --offline --no-run --message-format=json 2>/dev/null | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' > /tmp/bins
+for b in $(cat /tmp/bins); do "$b" >/dev/null 2>&1; done
+llvm-profdata-14 merge /tmp/prof/*.profraw -o /tmp/all.profdata
+llvm-cov-14 report -instr-profile=/tmp/all.profdata $(sed 's/^/-object=/' /tmp/bins) | grep '^TOTAL'"#;
+    let total = by_hand(&rust, &fixture("rust"), script);
+    let cols: Vec<&str> = total.split_whitespace().collect();
+    // TOTAL regions missed cover functions missed executed lines missed cover …
+    let lines_cover = cols
+        .get(9)
+        .unwrap_or_else(|| panic!("llvm-cov report by hand: {total:?}"));
+    let db = TestDb::new().await;
+    let rig = Rig::start(&db.pool, "val-byhand-rust").await;
+    let (s, _, _) = validate(&db, Source::Dir(fixture("rust")), SubmitOptions::default()).await;
+    rig.stop().await;
+    assert_eq!(
+        format!("{:.2}%", s["test"]["coverage_percent"].as_f64().unwrap()),
+        *lines_cover
+    );
 }
 
 /// The `kiln` binary built next to the test executables (`cargo build -p kiln-cli`, which

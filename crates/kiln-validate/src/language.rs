@@ -16,7 +16,7 @@ pub enum Language {
     Javascript,
     /// Go: `go test -json`, `go vet`.
     Go,
-    /// Rust: `cargo test`, `cargo clippy`.
+    /// Rust: `cargo test` (with llvm-cov line coverage), `cargo clippy`.
     Rust,
 }
 

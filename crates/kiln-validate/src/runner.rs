@@ -322,10 +322,14 @@ fn parse_test(done: &Done, lang: Language, root: &str) -> Result<(TestResult, Co
                 .unwrap_or_default();
             Ok((r, cov))
         }
-        Language::Rust => Ok((
-            parse::tests::cargo_test(need("cargo-test.jsonl")?, root).map_err(Some)?,
-            Coverage::default(),
-        )),
+        Language::Rust => {
+            let r = parse::tests::cargo_test(need("cargo-test.jsonl")?, root).map_err(Some)?;
+            let cov = done
+                .file("llvm-cov.json")
+                .and_then(|b| parse::tests::llvm_cov(b).ok())
+                .unwrap_or_default();
+            Ok((r, cov))
+        }
     }
 }
 

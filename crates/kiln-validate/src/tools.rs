@@ -67,8 +67,18 @@ echo $? > "$R/go-test.exit"
 "#
         }
         Language::Rust => {
-            r#"cargo test --offline --no-fail-fast --message-format=json -- -Z unstable-options --format json > "$R/cargo-test.jsonl"
+            // Debian's rustc ships no profiler runtime: the tests are instrumented for
+            // source-based coverage and linked against LLVM's own (the image's llvm-14 tools
+            // read what it writes); the line totals of the workspace's files are exported.
+            r#"export RUSTFLAGS="-C instrument-coverage -Z no-profiler-runtime -C link-arg=/usr/local/lib/libclang_rt.profile.a -C link-arg=-lc"
+export LLVM_PROFILE_FILE=/tmp/kiln-prof/%p-%m.profraw
+cargo test --offline --no-fail-fast --message-format=json -- -Z unstable-options --format json > "$R/cargo-test.jsonl"
 echo $? > "$R/cargo-test.exit"
+objs=$(sed -n 's/.*"executable":"\([^"]*\)".*/-object=\1/p' "$R/cargo-test.jsonl" | sort -u)
+if [ -n "$objs" ] && llvm-profdata-14 merge -sparse /tmp/kiln-prof/*.profraw -o /tmp/kiln.profdata >&2; then
+  llvm-cov-14 export -summary-only -instr-profile=/tmp/kiln.profdata --ignore-filename-regex='^(/usr/|/rustc/|/tmp/)' $objs > "$R/llvm-cov.json"
+  echo $? > "$R/llvm-cov.exit"
+fi
 "#
         }
     };

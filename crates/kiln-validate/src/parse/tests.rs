@@ -64,6 +64,18 @@ pub fn coverage_py(report: &[u8]) -> Result<Coverage, ParseError> {
     })
 }
 
+/// `llvm-cov export -summary-only`: covered lines out of lines, over every file exported.
+pub fn llvm_cov(report: &[u8]) -> Result<Coverage, ParseError> {
+    let v = json("llvm-cov.json", report)?;
+    let lines = v
+        .pointer("/data/0/totals/lines")
+        .ok_or_else(|| ParseError::new("llvm-cov.json", "no `data[0].totals.lines`"))?;
+    Ok(Coverage {
+        covered: lines.get("covered").and_then(|x| x.as_u64()).unwrap_or(0),
+        total: lines.get("count").and_then(|x| x.as_u64()).unwrap_or(0),
+    })
+}
+
 /// Events of node's test runner as written by Kiln's reporter. Only leaf tests are cases;
 /// a parent's name prefixes its children's (`suite > case`). Returns the coverage too.
 pub fn node(report: &[u8], root: &str) -> Result<(TestResult, Coverage), ParseError> {
@@ -333,6 +345,14 @@ mod unit {
     fn coverage_py_json() {
         let c = coverage_py(&testdata("coverage.json")).unwrap();
         assert_eq!((c.covered, c.total), (27, 31));
+    }
+
+    #[test]
+    fn llvm_cov_export_summary_from_the_rust_image() {
+        let c = llvm_cov(&testdata("llvm-cov.json")).unwrap();
+        assert_eq!((c.covered, c.total), (24, 41));
+        assert_eq!(c.percent(), Some(58.54));
+        assert!(llvm_cov(br#"{"data": []}"#).is_err());
     }
 
     #[test]
