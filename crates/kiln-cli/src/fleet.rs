@@ -27,7 +27,12 @@ pub struct FleetFile {
 impl FleetFile {
     /// Reads and validates `path`; errors name the file and the field.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "read the fleet file {} (choose another with --config)",
+                path.display()
+            )
+        })?;
         let file: FleetFile = toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
         file.worker
             .validate()
