@@ -1058,6 +1058,30 @@ async fn health_metrics_and_openapi_document() {
         "{text}"
     );
     assert!(text.contains(r#"kiln_http_request_seconds_count{method="POST",route="/v1/jobs"}"#));
+    // An API-only process exports queue depth too (it is the only Kiln process here).
+    let (_, job) = api.get_admin("/v1/jobs?limit=1").await;
+    let queue = job["jobs"][0]["queue"].as_str().unwrap().to_string();
+    let series = format!(r#"kiln_queue_depth{{queue="{queue}",state="available"}} 1"#);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = api
+            .http
+            .get(format!("{}/metrics", api.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.lines().any(|l| l == series) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{series} never exported:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 
     let (s, doc) = api.call(api.req(Method::GET, "/openapi.json", None)).await;
     assert_eq!(s, 200);

@@ -206,13 +206,28 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let token = state.shutdown.clone();
+    // Queue depth and workers alive, from whichever Kiln process holds the exporter lock: an
+    // API-only process competes for it too, so the gauges exist whenever any process runs.
+    let exporter = kiln_metrics::DepthExporter::spawn_for_process(
+        &state.pool,
+        kiln_metrics::ExporterConfig::default(),
+        token.clone(),
+    );
     let app = router(state);
     tracing::info!(addr = %listener.local_addr()?, "API serving");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("API shutting down");
-            token.cancel();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown({
+            let token = token.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("API shutting down");
+                token.cancel();
+            }
         })
-        .await
+        .await;
+    token.cancel();
+    if let Some(exporter) = exporter {
+        let _ = exporter.await;
+    }
+    served
 }

@@ -304,32 +304,24 @@ fn ok_exit(lang: Language, code: i32) -> bool {
 
 fn parse_test(done: &Done, lang: Language, root: &str) -> Result<(TestResult, Coverage), Option<ParseError>> {
     let need = |name: &str| done.file(name).ok_or(None);
+    // Coverage is optional: a report that is missing or unreadable leaves it unmeasured.
+    let coverage = |name: &str, parse: fn(&[u8]) -> Result<Coverage, ParseError>| {
+        done.file(name).and_then(|b| parse(b).ok()).unwrap_or_default()
+    };
     match lang {
-        Language::Python => {
-            let r = parse::tests::junit(need("pytest.xml")?, root).map_err(Some)?;
-            let cov = done
-                .file("coverage.json")
-                .and_then(|b| parse::tests::coverage_py(b).ok())
-                .unwrap_or_default();
-            Ok((r, cov))
-        }
+        Language::Python => Ok((
+            parse::tests::junit(need("pytest.xml")?, root).map_err(Some)?,
+            coverage("coverage.json", parse::tests::coverage_py),
+        )),
         Language::Javascript => parse::tests::node(need("node-test.jsonl")?, root).map_err(Some),
-        Language::Go => {
-            let r = parse::tests::go_test(need("go-test.jsonl")?).map_err(Some)?;
-            let cov = done
-                .file("go-cover.out")
-                .and_then(|b| parse::tests::go_cover(b).ok())
-                .unwrap_or_default();
-            Ok((r, cov))
-        }
-        Language::Rust => {
-            let r = parse::tests::cargo_test(need("cargo-test.jsonl")?, root).map_err(Some)?;
-            let cov = done
-                .file("llvm-cov.json")
-                .and_then(|b| parse::tests::llvm_cov(b).ok())
-                .unwrap_or_default();
-            Ok((r, cov))
-        }
+        Language::Go => Ok((
+            parse::tests::go_test(need("go-test.jsonl")?).map_err(Some)?,
+            coverage("go-cover.out", parse::tests::go_cover),
+        )),
+        Language::Rust => Ok((
+            parse::tests::cargo_test(need("cargo-test.jsonl")?, root).map_err(Some)?,
+            coverage("llvm-cov.json", parse::tests::llvm_cov),
+        )),
     }
 }
 
