@@ -1661,3 +1661,40 @@ async fn a_pipeline_submitted_over_the_api_gets_its_verdict() {
     assert!(!out.status.success());
     assert!(stderr.contains("403"), "{stderr}");
 }
+
+#[tokio::test]
+async fn kiln_up_and_api_refuse_a_port_in_use_at_once_naming_the_flag() {
+    let db = TestDb::new().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data = tempfile::tempdir().unwrap();
+    for cmd in [&["up", "--no-images"][..], &["api"]] {
+        let out = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            tokio::process::Command::new(kiln_tests::kiln_binary())
+                .arg("--data-dir")
+                .arg(data.path())
+                .args(cmd)
+                .args(["--listen", &addr])
+                .env("DATABASE_URL", &db.url)
+                .env("RUST_BACKTRACE", "0")
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("kiln {cmd:?} kept running with its port taken"))
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cmd:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("listen on {addr} (--listen)")),
+            "{cmd:?}: {stderr}"
+        );
+    }
+    // Nothing was started: no worker registered, no scheduler.
+    let workers: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_workers")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(workers, 0);
+}

@@ -173,6 +173,23 @@ async fn timeouts_failures_and_panics_are_recorded_and_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_as_it_starts_still_stops() {
+    // A shutdown that arrives before apalis has started its workers (Ctrl-C at start-up, or
+    // `kiln up` failing to bind its port) must not be lost.
+    let db = TestDb::new().await;
+    create_executions_table(&db.pool).await;
+    for round in 0..5 {
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let worker = spawn_worker(&db, fast_config("stopped-early", 2), &stop);
+        tokio::time::timeout(Duration::from_secs(20), worker)
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the worker never stopped"))
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_back_running_jobs_without_spending_an_attempt() {
     let db = TestDb::new().await;
     create_executions_table(&db.pool).await;

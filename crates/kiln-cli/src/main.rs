@@ -148,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
             run_worker(pool, &args, shutdown_signal()).await?;
         }
         Command::Up(args) => {
+            let listener = serve::bind(&args.api).await?;
             if !args.no_images {
                 let names = fleet::FleetFile::load(&args.worker.config)?.images;
                 tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -175,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
                 config: args.worker.config.clone(),
                 id: None,
             };
-            let api = serve::run_api(pool.clone(), &args.api, &cli.data_dir, shutdown.clone());
+            let api = serve::run_api(pool.clone(), listener, &args.api, &cli.data_dir, shutdown.clone());
             let worker = run_worker(pool.clone(), &args.worker, shutdown.clone().cancelled_owned());
             let scheduler = scheduler::run(pool, &sched, shutdown.clone().cancelled_owned());
             let (api, worker, scheduler) = tokio::join!(
@@ -192,6 +193,7 @@ async fn main() -> anyhow::Result<()> {
             scheduler?;
         }
         Command::Api(args) => {
+            let listener = serve::bind(&args).await?;
             let pool = connect(&cli.database_url, &cli.data_dir).await?;
             kiln_queue::migrate(&pool).await.context("migrate")?;
             let shutdown = tokio_util::sync::CancellationToken::new();
@@ -200,7 +202,7 @@ async fn main() -> anyhow::Result<()> {
                 shutdown_signal().await;
                 signal.cancel();
             });
-            serve::run_api(pool, &args, &cli.data_dir, shutdown).await?;
+            serve::run_api(pool, listener, &args, &cli.data_dir, shutdown).await?;
         }
         Command::Tokens { cmd } => {
             let pool = connect(&cli.database_url, &cli.data_dir).await?;

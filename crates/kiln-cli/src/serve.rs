@@ -57,9 +57,17 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves the API until `shutdown` is cancelled.
+/// Binds the API's address (before anything else starts, so a port in use fails fast).
+pub async fn bind(args: &ApiArgs) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listen on {} (--listen)", args.listen))
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled.
 pub async fn run_api(
     pool: PgPool,
+    listener: tokio::net::TcpListener,
     args: &ApiArgs,
     data_dir: &Path,
     shutdown: CancellationToken,
@@ -71,9 +79,6 @@ pub async fn run_api(
         ..kiln_api::ApiConfig::default()
     };
     let state = kiln_api::AppState::new(pool, config, shutdown.child_token());
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     println!("listening on http://{addr}");
     println!("admin token in {}", token_path.display());

@@ -168,11 +168,9 @@ impl Worker {
         shutdown.await;
         tracing::info!(worker = %self.id, "shutting down: no new claims");
         shared.stopping.cancel();
-        for context in &contexts {
+        for (context, task) in contexts.iter().zip(&workers) {
             // Lets apalis drain the in-flight jobs and finish its worker.
-            if let Err(e) = context.stop() {
-                tracing::debug!(error = %e, "apalis worker already stopped");
-            }
+            stop_apalis(context, task).await;
         }
         // Jobs claimed but not started go back at once.
         let unstarted: Vec<HandBack> = {
@@ -225,5 +223,21 @@ impl Worker {
         }
         tracing::info!(worker = %self.id, "worker stopped");
         Ok(())
+    }
+}
+
+/// Asks apalis to stop `context`'s worker. A stop requested while the worker has not started
+/// yet (a shutdown right at start-up) is refused by apalis and would be lost, leaving the
+/// worker running for ever: ask again until it has started, or until its task has ended.
+async fn stop_apalis(context: &WorkerContext, task: &tokio::task::JoinHandle<()>) {
+    loop {
+        match context.stop() {
+            Ok(()) => return,
+            Err(_) if task.is_finished() => return,
+            Err(e) => {
+                tracing::debug!(worker = context.name(), error = %e, "apalis worker not started yet; asking again");
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
     }
 }
