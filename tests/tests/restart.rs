@@ -69,3 +69,36 @@ async fn workers_ride_out_a_postgres_restart_without_losing_jobs() {
     pool.close().await;
     cluster.stop().unwrap();
 }
+
+#[test]
+fn a_cluster_starts_once_a_killed_previous_server_has_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = kiln_pg::LocalCluster::start(dir.path()).unwrap();
+    cluster.stop().unwrap();
+    // Stand in for a server killed a moment ago that has not gone yet: a live process named in
+    // the data directory's lock file (reaped when it ends, so it really goes).
+    // Owned by the server's user: a process Postgres may not signal counts as gone.
+    let mut ghost = std::process::Command::new("sleep");
+    ghost.arg("3");
+    let uid_of = |args: &[&str]| -> u32 {
+        let out = std::process::Command::new("id").args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    if uid_of(&["-u"]) == 0 {
+        // As root, the server runs as `postgres`.
+        std::os::unix::process::CommandExt::uid(&mut ghost, uid_of(&["-u", "postgres"]));
+    }
+    let mut ghost = ghost.spawn().unwrap();
+    let pid_file = dir.path().join("pgdata/postmaster.pid");
+    std::fs::write(&pid_file, format!("{}\n", ghost.id())).unwrap();
+    let reaper = std::thread::spawn(move || ghost.wait().unwrap());
+    let cluster = kiln_pg::LocalCluster::start(dir.path()).expect("started once the ghost went");
+    reaper.join().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("postgres.log")).unwrap();
+    assert!(
+        log.contains("lock file \"postmaster.pid\" already exists"),
+        "the first start was refused while the ghost lived: {log}"
+    );
+    assert!(cluster.is_running());
+    cluster.stop().unwrap();
+}

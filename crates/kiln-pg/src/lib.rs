@@ -54,6 +54,16 @@ pub struct LocalCluster {
     port: u16,
 }
 
+/// How long a start waits for a killed previous server of the same data directory to go.
+const GONE_WITHIN: Duration = Duration::from_secs(30);
+
+/// The last few lines of the server log (where a refused start says why).
+fn log_tail(log: &Path) -> String {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
+}
+
 /// Database created in every new cluster.
 pub const DEFAULT_DATABASE: &str = "kiln";
 
@@ -102,21 +112,36 @@ impl LocalCluster {
         }
         tracing::info!(dir = %dir.display(), port, "starting local postgres");
         let started = Instant::now();
-        run_pg(
-            "pg_ctl",
-            &[
-                "start",
-                "-w",
-                "-t",
-                "60",
-                "-D",
-                &cluster.data_dir.to_string_lossy(),
-                "-l",
-                &log.to_string_lossy(),
-                "-o",
-                &format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=300 -c shared_buffers=256MB"),
-            ],
-        )?;
+        let options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=300 -c shared_buffers=256MB"
+        );
+        let data = cluster.data_dir.to_string_lossy();
+        let args = [
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            &data,
+            "-l",
+            &log.to_string_lossy(),
+            "-o",
+            &options,
+        ];
+        // A server of this data directory that was killed a moment ago can still hold its lock
+        // file or shared memory (its backends exit after it; an unreaped process still counts):
+        // wait for it to go, up to `GONE_WITHIN`, instead of failing the start.
+        let deadline = Instant::now() + GONE_WITHIN;
+        while let Err(e) = run_pg("pg_ctl", &args) {
+            let tail = log_tail(&log);
+            let previous_alive = tail.contains("lock file \"postmaster.pid\" already exists")
+                || tail.contains("pre-existing shared memory block");
+            if !previous_alive || Instant::now() >= deadline {
+                return Err(e);
+            }
+            tracing::warn!(dir = %dir.display(), "a previous postgres of this data directory is still exiting; starting again shortly");
+            std::thread::sleep(Duration::from_millis(500));
+        }
         cluster.wait_ready()?;
         cluster.ensure_database(DEFAULT_DATABASE)?;
         tracing::info!(
