@@ -649,3 +649,39 @@ async fn kiln_submit_validate_wait_json_prints_one_object_with_no_worker_running
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--language: unknown language \"cobol\""));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_logs_of_a_steady_trickle_are_written_while_it_runs() {
+    // A tool printing a line every 50 ms never leaves the forwarder 200 ms of quiet; its lines
+    // must still reach the database while it runs, not when 64 have piled up.
+    let db = TestDb::new().await;
+    let job = kiln_queue::enqueue(
+        &db.pool,
+        &kiln_queue::NewJob::new("trickle", kiln_queue::JobKind::Test, serde_json::json!({})),
+    )
+    .await
+    .unwrap();
+    let fwd = kiln_validate::logs::LogForwarder::start(db.pool.clone(), job.id, 1);
+    let tx = fwd.sender();
+    for i in 0..40 {
+        tx.send(kiln_sandbox::LogChunk {
+            stream: kiln_sandbox::Stream::Stdout,
+            data: format!("line {i}\n").into_bytes(),
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let stored = kiln_queue::logs::read(&db.pool, job.id, None, 100).await.unwrap();
+    assert!(!stored.is_empty(), "nothing written during 2 s of steady output");
+    assert_eq!(stored[0].data, "line 0\n");
+    drop(tx);
+    assert_eq!(fwd.finish().await, 40);
+    assert_eq!(
+        kiln_queue::logs::read(&db.pool, job.id, None, 100)
+            .await
+            .unwrap()
+            .len(),
+        40
+    );
+}

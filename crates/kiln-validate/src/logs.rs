@@ -28,11 +28,16 @@ impl LogForwarder {
             let mut seq = 0i32;
             let mut written = 0u64;
             let mut batch: Vec<LogChunk> = Vec::new();
+            // When the oldest chunk of the batch must be written: a steady trickle of output
+            // must not hold it back until the batch is full.
+            let mut due = tokio::time::Instant::now();
             loop {
                 let next = if batch.is_empty() {
-                    rx.recv().await
+                    let c = rx.recv().await;
+                    due = tokio::time::Instant::now() + LINGER;
+                    c
                 } else {
-                    match tokio::time::timeout(LINGER, rx.recv()).await {
+                    match tokio::time::timeout_at(due, rx.recv()).await {
                         Ok(c) => c,
                         Err(_) => {
                             written += flush(&pool, job_id, attempt, &mut batch).await;
