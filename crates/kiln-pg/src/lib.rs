@@ -57,11 +57,18 @@ pub struct LocalCluster {
 /// How long a start waits for a killed previous server of the same data directory to go.
 const GONE_WITHIN: Duration = Duration::from_secs(30);
 
-/// The last few lines of the server log (where a refused start says why).
+/// The end of the server log (where a refused start says why), without reading all of it.
 fn log_tail(log: &Path) -> String {
-    let text = fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(5)..].join("\n")
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = fs::File::open(log) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut tail = Vec::new();
+    if f.seek(SeekFrom::Start(len.saturating_sub(2048))).is_ok() {
+        let _ = f.read_to_end(&mut tail);
+    }
+    String::from_utf8_lossy(&tail).into_owned()
 }
 
 /// Database created in every new cluster.
