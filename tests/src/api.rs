@@ -87,6 +87,12 @@ impl ApiServer {
     pub async fn get_admin(&self, path: &str) -> (u16, serde_json::Value) {
         self.call(self.req(Method::GET, path, Some(&self.admin))).await
     }
+
+    /// The text of `GET /metrics` (no token needed).
+    pub async fn metrics(&self) -> String {
+        let res = self.http.get(format!("{}/metrics", self.base)).send().await;
+        res.expect("GET /metrics").text().await.expect("metrics body")
+    }
 }
 
 impl Drop for ApiServer {

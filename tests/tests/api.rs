@@ -1014,15 +1014,7 @@ async fn webhooks_verify_signatures_and_ignore_replays() {
     let (s, e) = api.get_admin("/v1/hooks/ci").await;
     assert_error(s, &e, 404, None);
 
-    let metrics = api
-        .http
-        .get(format!("{}/metrics", api.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics().await;
     for want in [
         r#"kiln_webhook_deliveries_total{result="enqueued",source="github"}"#,
         r#"kiln_webhook_deliveries_total{result="duplicate",source="github"}"#,
@@ -1044,15 +1036,7 @@ async fn health_metrics_and_openapi_document() {
     assert_eq!(r["checks"], json!({"database": "ok", "docker": "ok"}));
 
     api.post_admin("/v1/jobs", json!({"kind": "test"})).await;
-    let text = api
-        .http
-        .get(format!("{}/metrics", api.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = api.metrics().await;
     assert!(
         text.contains(r#"kiln_http_requests_total{method="POST",route="/v1/jobs",status="201"}"#),
         "{text}"
@@ -1064,15 +1048,7 @@ async fn health_metrics_and_openapi_document() {
     let series = format!(r#"kiln_queue_depth{{queue="{queue}",state="available"}} 1"#);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let text = api
-            .http
-            .get(format!("{}/metrics", api.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = api.metrics().await;
         if text.lines().any(|l| l == series) {
             break;
         }
