@@ -289,6 +289,37 @@ async fn the_rust_fixture_gives_exactly_what_its_tools_report() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rust_coverage_keeps_the_projects_own_rustflags() {
+    // A project whose build depends on its `.cargo/config.toml` flags: measuring coverage
+    // must add to them, not replace them.
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("rust");
+    for rel in ["Cargo.toml", "Cargo.lock", "src/lib.rs"] {
+        std::fs::create_dir_all(dir.path().join(rel).parent().unwrap()).unwrap();
+        std::fs::copy(src.join(rel), dir.path().join(rel)).unwrap();
+    }
+    std::fs::create_dir_all(dir.path().join(".cargo")).unwrap();
+    std::fs::write(
+        dir.path().join(".cargo/config.toml"),
+        "[build]\nrustflags = [\"--cfg\", \"kiln_probe\"]\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("tests")).unwrap();
+    std::fs::write(
+        dir.path().join("tests/probe.rs"),
+        "#[test]\nfn built_with_the_projects_flags() {\n    assert!(cfg!(kiln_probe));\n}\n",
+    )
+    .unwrap();
+    let rig = Rig::start(&db.pool, "val-rustflags").await;
+    let (s, _, _) = validate(&db, Source::Dir(dir.path().into()), SubmitOptions::default()).await;
+    rig.stop().await;
+    // The fixture's 2 passed / 2 failed / 1 skipped, plus the probe passing.
+    assert_eq!(counts(&s["test"]), (3, 2, 1, 0), "{}", s["test"]);
+    assert!(s["test"]["coverage_percent"].as_f64().is_some(), "{}", s["test"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_workspace_with_no_recognised_language_is_refused_clearly() {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();

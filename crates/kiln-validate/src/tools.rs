@@ -70,9 +70,11 @@ echo $? > "$R/go-test.exit"
             // Debian's rustc ships no profiler runtime: the tests are instrumented for
             // source-based coverage and linked against LLVM's own (the image's llvm-14 tools
             // read what it writes); the line totals of the workspace's files are exported.
-            r#"export RUSTFLAGS="-C instrument-coverage -Z no-profiler-runtime -C link-arg=/usr/local/lib/libclang_rt.profile.a -C link-arg=-lc"
+            // The flags go in by `--config`, which cargo joins to the project's own
+            // `build.rustflags` (a RUSTFLAGS variable would replace them).
+            r#"cov='build.rustflags=["-C","instrument-coverage","-Z","no-profiler-runtime","-C","link-arg=/usr/local/lib/libclang_rt.profile.a","-C","link-arg=-lc"]'
 export LLVM_PROFILE_FILE=/tmp/kiln-prof/%p-%m.profraw
-cargo test --offline --no-fail-fast --message-format=json -- -Z unstable-options --format json > "$R/cargo-test.jsonl"
+cargo test --offline --config "$cov" --no-fail-fast --message-format=json -- -Z unstable-options --format json > "$R/cargo-test.jsonl"
 echo $? > "$R/cargo-test.exit"
 objs=$(sed -n 's/.*"executable":"\([^"]*\)".*/-object=\1/p' "$R/cargo-test.jsonl" | sort -u)
 if [ -n "$objs" ] && llvm-profdata-14 merge -sparse /tmp/kiln-prof/*.profraw -o /tmp/kiln.profdata >&2; then
