@@ -104,7 +104,7 @@ async fn job_artifacts(
 /// Downloads an artifact: its canonical tar, gzip-compressed (`application/gzip`).
 #[utoipa::path(
     get, path = "/v1/artifacts/{digest}", tag = tags::JOBS,
-    params(("digest" = String, Path, description = "`sha256:` and 64 lowercase hex digits")),
+    params(("digest" = String, Path, description = "`sha256:` and 64 lowercase hex digits", pattern = "^sha256:[0-9a-f]{64}$")),
     responses(
         (status = 200, description = "The tar.gz", content_type = "application/gzip", body = Vec<u8>),
         (status = 400, description = "Not a digest", body = ErrorBody),

@@ -72,7 +72,19 @@ pub struct CreateHook {
     #[schema(value_type = crate::schema::JobSpecDoc)]
     pub job: Value,
     /// GitHub events to react to (default both `push` and `pull_request`).
+    #[schema(value_type = Option<Vec<HookEvent>>, min_items = 1)]
     pub events: Option<Vec<String>>,
+}
+
+/// A GitHub event a hook can react to (documentation of `events`; checked by `check_events`).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum HookEvent {
+    /// `push`.
+    Push,
+    /// `pull_request`.
+    PullRequest,
 }
 
 /// Changes to a webhook; absent fields stay.
@@ -86,6 +98,7 @@ pub struct UpdateHook {
     #[schema(value_type = Option<crate::schema::JobSpecDoc>)]
     pub job: Option<Value>,
     /// New event list.
+    #[schema(value_type = Option<Vec<HookEvent>>, min_items = 1)]
     pub events: Option<Vec<String>>,
 }
 
