@@ -320,6 +320,40 @@ async fn rust_coverage_keeps_the_projects_own_rustflags() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rust_project_whose_dependencies_cannot_resolve_is_an_error_not_a_pass() {
+    // The sandbox has no network: a crate that is not vendored cannot be fetched. cargo exits
+    // 101 — its code for failing tests too — before any test runs; that must not read as zero
+    // tests and a pass.
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    std::fs::write(
+        dir.path().join("Cargo.toml"),
+        "[package]\nname = \"needs-serde\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nserde = \"1\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("src/lib.rs"),
+        "pub fn one() -> u8 {\n    1\n}\n\n#[test]\nfn one_is_one() {\n    assert_eq!(one(), 1);\n}\n",
+    )
+    .unwrap();
+    let rig = Rig::start(&db.pool, "val-nodeps").await;
+    let (s, _, _) = validate(&db, Source::Dir(dir.path().into()), SubmitOptions::default()).await;
+    rig.stop().await;
+    assert_eq!(counts(&s["test"]), (0, 0, 0, 1), "{}", s["test"]);
+    let message = s["test"]["cases"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("cargo-test exited 101") && message.contains("serde"),
+        "{message}"
+    );
+    // clippy cannot build it either: a linter that cannot run fails its job, so the verdict
+    // is `error` (no verdict on the code), and it says why.
+    assert_eq!(s["verdict"], "error", "{s}");
+    let lint = s["errors"]["lint"].as_str().unwrap_or_default();
+    assert!(lint.contains("lint job") && lint.contains("serde"), "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_workspace_with_no_recognised_language_is_refused_clearly() {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();

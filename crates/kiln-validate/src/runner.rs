@@ -293,12 +293,14 @@ pub async fn test(
     Ok(total)
 }
 
-/// Exit codes that mean "the tests ran" (failures are in the report).
+/// Exit codes a run with no failing or erroring test can end with: success, and pytest's "no
+/// tests collected". Anything else without a failure to show for it (pytest's, node's or go's
+/// 1, cargo's 101) means the runner could not do its work — a dependency that does not
+/// resolve, a crash — and becomes an error case rather than an empty, passing result.
 fn ok_exit(lang: Language, code: i32) -> bool {
     match lang {
-        Language::Python => matches!(code, 0 | 1 | 5),
-        Language::Javascript | Language::Go => matches!(code, 0 | 1),
-        Language::Rust => matches!(code, 0 | 101),
+        Language::Python => matches!(code, 0 | 5),
+        Language::Javascript | Language::Go | Language::Rust => code == 0,
     }
 }
 
