@@ -93,3 +93,30 @@ impl Rig {
         self.sandbox.shutdown().await;
     }
 }
+
+/// The stdout of `kiln submit validate --wait --json`: exactly one line, one JSON object with
+/// the pipeline summary's keys and no others.
+pub fn one_summary_object(stdout: &[u8]) -> serde_json::Value {
+    let stdout = String::from_utf8(stdout.to_vec()).expect("UTF-8 stdout");
+    assert_eq!(stdout.trim().lines().count(), 1, "one JSON object: {stdout}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON stdout");
+    let mut keys: Vec<&str> = v
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "lint",
+            "pipeline_id",
+            "quality_score",
+            "security",
+            "test",
+            "verdict"
+        ]
+    );
+    v
+}

@@ -613,27 +613,10 @@ llvm-cov-14 report -instr-profile=/tmp/all.profdata $(sed 's/^/-object=/' /tmp/b
     );
 }
 
-/// The `kiln` binary built next to the test executables (`cargo build -p kiln-cli`, which
-/// `scripts/test` and a workspace-wide nextest run both do).
-fn kiln_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .join("kiln");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p kiln-cli` first",
-        bin.display()
-    );
-    bin
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kiln_submit_validate_wait_json_prints_one_object_with_no_worker_running() {
     let db = TestDb::new().await;
-    let out = tokio::process::Command::new(kiln_binary())
+    let out = tokio::process::Command::new(kiln_tests::kiln_binary())
         .args(["--database-url", &db.url, "submit", "validate"])
         .arg(fixture("python"))
         .args(["--wait", "--json"])
@@ -644,22 +627,7 @@ async fn kiln_submit_validate_wait_json_prints_one_object_with_no_worker_running
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("running one in this process"), "{stderr}");
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(stdout.trim().lines().count(), 1, "one JSON object: {stdout}");
-    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
-    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-    keys.sort();
-    assert_eq!(
-        keys,
-        [
-            "lint",
-            "pipeline_id",
-            "quality_score",
-            "security",
-            "test",
-            "verdict"
-        ]
-    );
+    let v = kiln_tests::validation::one_summary_object(&out.stdout);
     assert_eq!(
         (v["verdict"].as_str(), v["quality_score"].as_u64()),
         (Some("failed"), Some(6))
@@ -698,7 +666,7 @@ async fn kiln_submit_validate_wait_json_prints_one_object_with_no_worker_running
     assert_eq!(live, 0);
 
     // Bad input names the flag.
-    let out = tokio::process::Command::new(kiln_binary())
+    let out = tokio::process::Command::new(kiln_tests::kiln_binary())
         .args([
             "--database-url",
             &db.url,
