@@ -168,3 +168,19 @@ pub fn kiln_binary() -> std::path::PathBuf {
     assert!(status.success(), "cargo build -p kiln-cli failed");
     binary("kiln")
 }
+
+/// A workspace digest that is well-formed (payloads are checked at enqueue; no job in these
+/// tests runs it).
+pub const WORKSPACE: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// A well-formed payload for a job of `kind` (validation kinds: a workspace digest).
+pub fn payload_for(kind: &str) -> serde_json::Value {
+    match kind {
+        "generation" => serde_json::json!({"prompt": "write a test"}),
+        "preview" => serde_json::json!({"workspace": WORKSPACE, "port": 8000}),
+        "notification" => {
+            serde_json::json!({"event_id": 1, "endpoint": {"type": "webhook", "url": "https://example.com/hook"}})
+        }
+        _ => serde_json::json!({"workspace": WORKSPACE}),
+    }
+}

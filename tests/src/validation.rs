@@ -63,15 +63,17 @@ impl Rig {
             maintenance_every: Duration::from_millis(500),
             ..WorkerConfig::default()
         };
+        let stop = CancellationToken::new();
+        let listener = kiln_queue::Listener::start(pool.clone(), stop.clone());
         let worker = validator
-            .register(Worker::builder(pool.clone(), config))
+            .register(Worker::builder(pool.clone(), config).listener(listener.clone()))
             .build()
             .expect("worker config");
-        let stop = CancellationToken::new();
         let s = stop.clone();
         let w = tokio::spawn(async move { worker.run(s.cancelled_owned()).await.expect("worker runs") });
         let settler = tokio::spawn(kiln_pipeline::settler(
             pool.clone(),
+            listener,
             Duration::from_millis(500),
             stop.clone(),
         ));

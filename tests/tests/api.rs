@@ -36,12 +36,17 @@ fn assert_error(status: u16, body: &Value, want_status: u16, want_field: Option<
 async fn every_endpoint_checks_its_token_and_scope() {
     let db = TestDb::new().await;
     let api = ApiServer::start(&db.pool).await;
-    let (_, created) = api.post_admin("/v1/jobs", json!({"kind": "test"})).await;
+    let (_, created) = api
+        .post_admin(
+            "/v1/jobs",
+            json!({"kind": "test", "payload": kiln_tests::payload_for("test")}),
+        )
+        .await;
     let id = created["id"].as_i64().unwrap();
     let (s, _) = api
         .post_admin(
             "/v1/hooks",
-            json!({"name": "h1", "secret": "0123456789abcdef", "job": {"kind": "test"}}),
+            json!({"name": "h1", "secret": "0123456789abcdef", "job": {"kind": "test", "payload": kiln_tests::payload_for("test")}}),
         )
         .await;
     assert_eq!(s, 201);
@@ -53,13 +58,13 @@ async fn every_endpoint_checks_its_token_and_scope() {
         (
             Method::POST,
             "/v1/jobs".into(),
-            Some(json!({"kind": "lint"})),
+            Some(json!({"kind": "lint", "payload": kiln_tests::payload_for("lint")})),
             write,
         ),
         (
             Method::POST,
             "/v1/jobs/batch".into(),
-            Some(json!({"jobs": [{"kind": "lint"}]})),
+            Some(json!({"jobs": [{"kind": "lint", "payload": kiln_tests::payload_for("lint")}]})),
             write,
         ),
         (Method::GET, "/v1/jobs".into(), None, read),
@@ -76,7 +81,9 @@ async fn every_endpoint_checks_its_token_and_scope() {
         (
             Method::POST,
             "/v1/hooks".into(),
-            Some(json!({"name": "h2", "secret": "0123456789abcdef", "job": {"kind": "lint"}})),
+            Some(
+                json!({"name": "h2", "secret": "0123456789abcdef", "job": {"kind": "lint", "payload": kiln_tests::payload_for("lint")}}),
+            ),
             None,
         ),
         (Method::GET, "/v1/hooks/h1".into(), None, None),
@@ -190,8 +197,7 @@ async fn every_endpoint_checks_its_token_and_scope() {
 async fn create_read_and_idempotency_key() {
     let db = TestDb::new().await;
     let api = ApiServer::start(&db.pool).await;
-    let body =
-        json!({"kind": "test", "payload": {"repo": "a/b"}, "priority": 7, "tags": ["ci"], "queue": "q1"});
+    let body = json!({"kind": "test", "payload": kiln_tests::payload_for("test"), "priority": 7, "tags": ["ci"], "queue": "q1"});
     let (s, first) = api.post_admin("/v1/jobs", body.clone()).await;
     assert_eq!(s, 201, "{first}");
     assert_eq!(first["created"], true);
@@ -202,13 +208,13 @@ async fn create_read_and_idempotency_key() {
     assert_eq!(detail["job"]["priority"], 7);
     assert_eq!(detail["job"]["queue"], "q1");
     assert_eq!(detail["job"]["state"], "available");
-    assert_eq!(detail["job"]["payload"], json!({"repo": "a/b"}));
+    assert_eq!(detail["job"]["payload"], kiln_tests::payload_for("test"));
     assert_eq!(detail["attempts"], json!([]));
 
     let with_key = || {
         api.req(Method::POST, "/v1/jobs", Some(&api.writer))
             .header("Idempotency-Key", "req-1")
-            .json(&json!({"kind": "lint"}))
+            .json(&json!({"kind": "lint", "payload": kiln_tests::payload_for("lint")}))
     };
     let (s, a) = api.call(with_key()).await;
     assert_eq!(s, 201, "{a}");
@@ -221,7 +227,7 @@ async fn create_read_and_idempotency_key() {
         .call(
             api.req(Method::POST, "/v1/jobs", Some(&api.writer))
                 .header("Idempotency-Key", "req-2")
-                .json(&json!({"kind": "lint", "idempotency_key": "other"})),
+                .json(&json!({"kind": "lint", "payload": kiln_tests::payload_for("lint"), "idempotency_key": "other"})),
         )
         .await;
     assert_error(s, &e, 422, Some("Idempotency-Key"));
@@ -241,36 +247,36 @@ async fn bad_input_is_refused_by_field_and_nothing_is_written() {
             .body(body.to_owned())
     };
     let cases: Vec<(&str, String, u16, &str)> = vec![
-        ("/v1/jobs", r#"{"kind": "test", "#.into(), 400, "body"),
+        ("/v1/jobs", r#"{"kind": "test", "payload": {"workspace": "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}, "#.into(), 400, "body"),
         ("/v1/jobs", "not json".into(), 400, "body"),
-        ("/v1/jobs", r#"{"kind": "test", "prio": 1}"#.into(), 422, "prio"),
-        ("/v1/jobs", r#"{"kind": "test", "priority": "high"}"#.into(), 422, "priority"),
-        ("/v1/jobs", r#"{"kind": "test", "tags": "ci"}"#.into(), 422, "tags"),
+        ("/v1/jobs", r#"{"kind": "test", "payload": {"workspace": "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}, "prio": 1}"#.into(), 422, "prio"),
+        ("/v1/jobs", r#"{"kind": "test", "payload": {"workspace": "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}, "priority": "high"}"#.into(), 422, "priority"),
+        ("/v1/jobs", r#"{"kind": "test", "payload": {"workspace": "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}, "tags": "ci"}"#.into(), 422, "tags"),
         ("/v1/jobs", r#"{"kind": "compile"}"#.into(), 422, "kind"),
         ("/v1/jobs", r#"{"payload": {}}"#.into(), 422, "kind"),
-        ("/v1/jobs", r#"{"kind": "test", "priority": 101}"#.into(), 422, "priority"),
-        ("/v1/jobs", r#"{"kind": "test", "max_attempts": 0}"#.into(), 422, "max_attempts"),
-        ("/v1/jobs", r#"{"kind": "test", "timeout_secs": 1e9}"#.into(), 422, "timeout_secs"),
-        ("/v1/jobs", r#"{"kind": "test", "run_at": "soon"}"#.into(), 422, "run_at"),
-        ("/v1/jobs", r#"{"kind": "test", "queue": "No Spaces"}"#.into(), 422, "queue"),
+        ("/v1/jobs", r#"{"kind": "test", "payload": {"workspace": "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}, "priority": 101}"#.into(), 422, "priority"),
+        ("/v1/jobs", r#"{"kind": "test", "payload": {"workspace": "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}, "max_attempts": 0}"#.into(), 422, "max_attempts"),
+        ("/v1/jobs", r#"{"kind": "test", "payload": {"workspace": "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}, "timeout_secs": 1e9}"#.into(), 422, "timeout_secs"),
+        ("/v1/jobs", r#"{"kind": "test", "payload": {"workspace": "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}, "run_at": "soon"}"#.into(), 422, "run_at"),
+        ("/v1/jobs", r#"{"kind": "test", "payload": {"workspace": "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}, "queue": "No Spaces"}"#.into(), 422, "queue"),
         ("/v1/jobs", r#"{"kind": "test", "payload": [1]}"#.into(), 422, "payload"),
         ("/v1/jobs", r#"[1, 2]"#.into(), 422, "body"),
         (
             "/v1/jobs/batch",
-            json!({"jobs": [{"kind": "test"}, {"kind": "test"}, {"kind": "test"}, {"kind": "test", "priority": 500}]})
+            json!({"jobs": [{"kind": "test", "payload": kiln_tests::payload_for("test")}, {"kind": "test", "payload": kiln_tests::payload_for("test")}, {"kind": "test", "payload": kiln_tests::payload_for("test")}, {"kind": "test", "payload": kiln_tests::payload_for("test"), "priority": 500}]})
                 .to_string(),
             422,
             "jobs[3].priority",
         ),
         (
             "/v1/jobs/batch",
-            json!({"jobs": [{"kind": "test"}, {"kind": "test", "prio": 1}]}).to_string(),
+            json!({"jobs": [{"kind": "test", "payload": kiln_tests::payload_for("test")}, {"kind": "test", "payload": kiln_tests::payload_for("test"), "prio": 1}]}).to_string(),
             422,
             "jobs[1].prio",
         ),
         (
             "/v1/jobs/batch",
-            json!({"jobs": [{"kind": "test"}, {"kind": "nope"}]}).to_string(),
+            json!({"jobs": [{"kind": "test", "payload": kiln_tests::payload_for("test")}, {"kind": "nope"}]}).to_string(),
             422,
             "jobs[1].kind",
         ),
@@ -280,7 +286,7 @@ async fn bad_input_is_refused_by_field_and_nothing_is_written() {
         ("/v1/tokens", json!({"name": "x", "scopes": []}).to_string(), 422, "scopes"),
         (
             "/v1/hooks",
-            json!({"name": "h", "secret": "short", "job": {"kind": "test"}}).to_string(),
+            json!({"name": "h", "secret": "short", "job": {"kind": "test", "payload": kiln_tests::payload_for("test")}}).to_string(),
             422,
             "secret",
         ),
@@ -292,7 +298,7 @@ async fn bad_input_is_refused_by_field_and_nothing_is_written() {
         ),
         (
             "/v1/hooks",
-            json!({"name": "h", "secret": "0123456789abcdef", "job": {"kind": "test"}, "events": ["issues"]})
+            json!({"name": "h", "secret": "0123456789abcdef", "job": {"kind": "test", "payload": kiln_tests::payload_for("test")}, "events": ["issues"]})
                 .to_string(),
             422,
             "events[0]",
@@ -318,7 +324,9 @@ async fn bad_input_is_refused_by_field_and_nothing_is_written() {
         },
     )
     .await;
-    let jobs: Vec<Value> = (0..1000).map(|_| json!({"kind": "test"})).collect();
+    let jobs: Vec<Value> = (0..1000)
+        .map(|_| json!({"kind": "test", "payload": kiln_tests::payload_for("test")}))
+        .collect();
     let (s, b) = small
         .call(
             small
@@ -344,7 +352,7 @@ async fn bad_input_is_refused_by_field_and_nothing_is_written() {
         .call(
             api.req(Method::POST, "/v1/jobs", Some(&api.admin))
                 .header("Content-Type", "text/plain")
-                .body(r#"{"kind": "test"}"#),
+                .body(r#"{"kind": "test", "payload": kiln_tests::payload_for("test")}"#),
         )
         .await;
     assert_error(s, &b, 415, Some("Content-Type"));
@@ -375,7 +383,7 @@ async fn bad_input_is_refused_by_field_and_nothing_is_written() {
         .call(
             api.req(Method::POST, "/v1/jobs", Some(&api.admin))
                 .header("Idempotency-Key", "")
-                .json(&json!({"kind": "test"})),
+                .json(&json!({"kind": "test", "payload": kiln_tests::payload_for("test")})),
         )
         .await;
     assert_error(s, &b, 400, Some("Idempotency-Key"));
@@ -406,12 +414,14 @@ async fn batches_pagination_and_filters() {
     let api = ApiServer::start(&db.pool).await;
     // The largest batch goes in whole; one more job is refused.
     let jobs: Vec<Value> = (0..10_000)
-        .map(|i| json!({"kind": if i % 2 == 0 { "test" } else { "lint" }, "queue": "bulk", "payload": {"i": i}}))
+        .map(|i| json!({"kind": if i % 2 == 0 { "test" } else { "lint" }, "queue": "bulk", "payload": {"workspace": kiln_tests::WORKSPACE}, "tags": [format!("i{i}")]}))
         .collect();
     let (s, out) = api.post_admin("/v1/jobs/batch", json!({ "jobs": jobs })).await;
     assert_eq!(s, 201);
     assert_eq!(out["jobs"].as_array().unwrap().len(), 10_000);
-    let too_many: Vec<Value> = (0..10_001).map(|_| json!({"kind": "test"})).collect();
+    let too_many: Vec<Value> = (0..10_001)
+        .map(|_| json!({"kind": "test", "payload": kiln_tests::payload_for("test")}))
+        .collect();
     let (s, b) = api
         .post_admin("/v1/jobs/batch", json!({ "jobs": too_many }))
         .await;
@@ -419,7 +429,7 @@ async fn batches_pagination_and_filters() {
     assert_eq!(job_count(&db).await, 10_000);
 
     // Idempotent batch: a repeat returns the same ids.
-    let batch = json!({"jobs": [{"kind": "test", "queue": "idem"}, {"kind": "lint", "queue": "idem"}]});
+    let batch = json!({"jobs": [{"kind": "test", "payload": kiln_tests::payload_for("test"), "queue": "idem"}, {"kind": "lint", "payload": kiln_tests::payload_for("lint"), "queue": "idem"}]});
     let send = || {
         api.req(Method::POST, "/v1/jobs/batch", Some(&api.writer))
             .header("Idempotency-Key", "batch-7")
@@ -439,6 +449,7 @@ async fn batches_pagination_and_filters() {
     for i in 0..25 {
         mixed.push(json!({
             "kind": (["test", "lint", "preview"][i % 3]),
+            "payload": kiln_tests::payload_for(["test", "lint", "preview"][i % 3]),
             "queue": if i < 15 { "alpha" } else { "beta" },
             "tags": if i % 5 == 0 { json!(["nightly"]) } else { json!([]) },
         }));
@@ -519,7 +530,7 @@ async fn concurrent_single_enqueues_share_statements_but_keep_their_own_answers(
     for i in 0..400 {
         let req = api
             .req(Method::POST, "/v1/jobs", Some(&api.writer))
-            .json(&json!({"kind": "test", "queue": "c", "payload": {"i": i}, "unique_key": if (i / 4) % 25 == 0 { Some("shared-u") } else { None }}));
+            .json(&json!({"kind": "test", "queue": "c", "payload": {"workspace": kiln_tests::WORKSPACE, "languages": [["python", "go", "rust", "javascript"][i % 4]]}, "unique_key": if (i / 4) % 25 == 0 { Some("shared-u") } else { None }}));
         // Every fourth request shares an idempotency key with its three neighbours; four
         // such groups also share one unique key.
         let req = req.header("Idempotency-Key", format!("k-{}", i / 4));
@@ -561,7 +572,7 @@ fn completion(id: i64, outcome: AttemptOutcome, details: Option<AttemptDetails>)
         started_at: Utc::now(),
         finished_at: Utc::now(),
         retry_at: None,
-        details: details.map(Box::new),
+        details: details.map(|d| d.to_json()),
     }
 }
 
@@ -570,10 +581,16 @@ async fn cancel_retry_diff_and_queues() {
     let db = TestDb::new().await;
     let api = ApiServer::start(&db.pool).await;
     let (_, a) = api
-        .post_admin("/v1/jobs", json!({"kind": "test", "queue": "ops"}))
+        .post_admin(
+            "/v1/jobs",
+            json!({"kind": "test", "payload": kiln_tests::payload_for("test"), "queue": "ops"}),
+        )
         .await;
     let (_, b) = api
-        .post_admin("/v1/jobs", json!({"kind": "test", "queue": "ops"}))
+        .post_admin(
+            "/v1/jobs",
+            json!({"kind": "test", "payload": kiln_tests::payload_for("test"), "queue": "ops"}),
+        )
         .await;
     let (a, b) = (a["id"].as_i64().unwrap(), b["id"].as_i64().unwrap());
 
@@ -627,8 +644,11 @@ async fn cancel_retry_diff_and_queues() {
     assert_error(s, &d, 404, None);
 
     // Queues: counts by state, pause and resume.
-    api.post_admin("/v1/jobs", json!({"kind": "lint", "queue": "ops"}))
-        .await;
+    api.post_admin(
+        "/v1/jobs",
+        json!({"kind": "lint", "payload": kiln_tests::payload_for("lint"), "queue": "ops"}),
+    )
+    .await;
     let (s, q) = api.get_admin("/v1/queues").await;
     assert_eq!(s, 200);
     let ops = q["queues"]
@@ -717,7 +737,10 @@ async fn logs_as_json_pages_and_live_over_sse() {
     let db = TestDb::new().await;
     let api = ApiServer::start(&db.pool).await;
     let (_, j) = api
-        .post_admin("/v1/jobs", json!({"kind": "test", "queue": "logs"}))
+        .post_admin(
+            "/v1/jobs",
+            json!({"kind": "test", "payload": kiln_tests::payload_for("test"), "queue": "logs"}),
+        )
         .await;
     let id = j["id"].as_i64().unwrap();
     lease::claim(&db.pool, "logs", "w1", 1, Duration::from_secs(60))
@@ -833,9 +856,9 @@ async fn webhooks_verify_signatures_and_ignore_replays() {
                 "name": "ci",
                 "secret": secret,
                 "job": {
-                    "kind": "test",
+                    "kind": "generation",
                     "queue": "hooks",
-                    "payload": {"repo": "{{repository}}", "sha": "{{commit}}", "ref": "{{ref}}", "why": "{{event}}"},
+                    "payload": {"prompt": "review {{repository}}@{{commit}} on {{ref}} ({{event}})"},
                     "unique_key": "ci:{{repository}}@{{commit}}",
                     "tags": ["hook:{{hook}}"]
                 }
@@ -847,7 +870,7 @@ async fn webhooks_verify_signatures_and_ignore_replays() {
     let (s, e) = api
         .post_admin(
             "/v1/hooks",
-            json!({"name": "ci", "secret": secret, "job": {"kind": "test"}}),
+            json!({"name": "ci", "secret": secret, "job": {"kind": "test", "payload": kiln_tests::payload_for("test")}}),
         )
         .await;
     assert_error(s, &e, 409, Some("name"));
@@ -895,8 +918,8 @@ async fn webhooks_verify_signatures_and_ignore_replays() {
     let job_id = r["job_id"].as_i64().unwrap();
     let (_, detail) = api.get_admin(&format!("/v1/jobs/{job_id}")).await;
     assert_eq!(
-        detail["job"]["payload"],
-        json!({"repo": "acme/widgets", "sha": "4b825dc642cb6eb9a060e54bf8d69288fbee4904", "ref": "refs/heads/main", "why": "push"})
+        detail["job"]["payload"]["prompt"],
+        "review acme/widgets@4b825dc642cb6eb9a060e54bf8d69288fbee4904 on refs/heads/main (push)"
     );
     assert_eq!(detail["job"]["tags"], json!(["hook:ci"]));
     assert_eq!(detail["job"]["queue"], "hooks");
@@ -979,8 +1002,10 @@ async fn webhooks_verify_signatures_and_ignore_replays() {
     let (s, r) = send_generic(Some(sign(secret, &generic)), None).await;
     assert_eq!((s, r["status"].as_str()), (202, Some("enqueued")), "{r}");
     let (_, detail) = api.get_admin(&format!("/v1/jobs/{}", r["job_id"])).await;
-    assert_eq!(detail["job"]["payload"]["repo"], "acme/api");
-    assert_eq!(detail["job"]["payload"]["why"], "generic");
+    assert_eq!(
+        detail["job"]["payload"]["prompt"],
+        "review acme/api@cafe on main (generic)"
+    );
     let (s, r) = send_generic(Some(sign(secret, &generic)), None).await;
     assert_eq!(
         (s, r["status"].as_str()),
@@ -1035,7 +1060,11 @@ async fn health_metrics_and_openapi_document() {
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["checks"], json!({"database": "ok", "docker": "ok"}));
 
-    api.post_admin("/v1/jobs", json!({"kind": "test"})).await;
+    api.post_admin(
+        "/v1/jobs",
+        json!({"kind": "test", "payload": kiln_tests::payload_for("test")}),
+    )
+    .await;
     let text = api.metrics().await;
     assert!(
         text.contains(r#"kiln_http_requests_total{method="POST",route="/v1/jobs",status="201"}"#),
@@ -1118,7 +1147,10 @@ async fn api_enqueues_still_wake_workers() {
     let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool).await.unwrap();
     listener.listen(kiln_queue::admin::JOBS_CHANNEL).await.unwrap();
     let (s, _) = api
-        .post_admin("/v1/jobs", json!({"kind": "test", "queue": "wake-single"}))
+        .post_admin(
+            "/v1/jobs",
+            json!({"kind": "test", "payload": kiln_tests::payload_for("test"), "queue": "wake-single"}),
+        )
         .await;
     assert_eq!(s, 201);
     let n = tokio::time::timeout(Duration::from_secs(5), listener.recv())
@@ -1129,7 +1161,7 @@ async fn api_enqueues_still_wake_workers() {
     let (s, _) = api
         .post_admin(
             "/v1/jobs/batch",
-            json!({"jobs": [{"kind": "test", "queue": "wake-batch"}]}),
+            json!({"jobs": [{"kind": "test", "payload": kiln_tests::payload_for("test"), "queue": "wake-batch"}]}),
         )
         .await;
     assert_eq!(s, 201);
@@ -1185,7 +1217,12 @@ async fn a_jobs_workspace_artifact_is_listed_and_downloadable() {
     assert_eq!(res.headers()["content-type"], "application/gzip");
     assert_eq!(res.bytes().await.unwrap().to_vec(), packed.data);
     // A job with no workspace lists none; bad and unknown digests; no token.
-    let (_, other) = api.post_admin("/v1/jobs", json!({"kind": "notification"})).await;
+    let (_, other) = api
+        .post_admin(
+            "/v1/jobs",
+            json!({"kind": "notification", "payload": kiln_tests::payload_for("notification")}),
+        )
+        .await;
     let (s, none) = api
         .get_admin(&format!("/v1/jobs/{}/artifacts", other["id"].as_i64().unwrap()))
         .await;
@@ -1212,7 +1249,7 @@ async fn schedules_crud_auth_and_refusals_by_field() {
         "name": "nightly-lint",
         "cron": "0 3 * * *",
         "timezone": "Europe/Paris",
-        "job": {"kind": "lint", "payload": {"repo": "x"}},
+        "job": {"kind": "lint", "payload": {"workspace": kiln_tests::WORKSPACE, "languages": ["python"]}},
     });
     let req = |m: Method, path: &str, tok: Option<&str>| api.req(m, path, tok);
 
@@ -1241,7 +1278,10 @@ async fn schedules_crud_auth_and_refusals_by_field() {
     assert_eq!(created["enabled"], true);
     assert_eq!(created["source"], "api");
     assert_eq!(created["job"]["kind"], "lint");
-    assert_eq!(created["job"]["payload"], json!({"repo": "x"}));
+    assert_eq!(
+        created["job"]["payload"],
+        json!({"workspace": kiln_tests::WORKSPACE, "languages": ["python"]})
+    );
     let next: chrono::DateTime<Utc> = serde_json::from_value(created["next_tick"].clone()).unwrap();
     assert!(next > Utc::now());
 
@@ -1252,15 +1292,15 @@ async fn schedules_crud_auth_and_refusals_by_field() {
     // Bad input, by field; nothing written.
     let bad = [
         (
-            json!({"name": "b1", "cron": "every day", "job": {"kind": "lint"}}),
+            json!({"name": "b1", "cron": "every day", "job": {"kind": "lint", "payload": kiln_tests::payload_for("lint")}}),
             "cron",
         ),
         (
-            json!({"name": "b2", "cron": "61 * * * *", "job": {"kind": "lint"}}),
+            json!({"name": "b2", "cron": "61 * * * *", "job": {"kind": "lint", "payload": kiln_tests::payload_for("lint")}}),
             "cron",
         ),
         (
-            json!({"name": "b3", "cron": "@daily", "timezone": "Mars/Olympus", "job": {"kind": "lint"}}),
+            json!({"name": "b3", "cron": "@daily", "timezone": "Mars/Olympus", "job": {"kind": "lint", "payload": kiln_tests::payload_for("lint")}}),
             "timezone",
         ),
         (
@@ -1268,10 +1308,13 @@ async fn schedules_crud_auth_and_refusals_by_field() {
             "job.kind",
         ),
         (
-            json!({"name": "b5", "cron": "@daily", "job": {"kind": "lint"}, "color": "red"}),
+            json!({"name": "b5", "cron": "@daily", "job": {"kind": "lint", "payload": kiln_tests::payload_for("lint")}, "color": "red"}),
             "color",
         ),
-        (json!({"name": "b6", "job": {"kind": "lint"}}), "cron"),
+        (
+            json!({"name": "b6", "job": {"kind": "lint", "payload": kiln_tests::payload_for("lint")}}),
+            "cron",
+        ),
     ];
     for (body, field) in bad {
         let (s, b) = api.post_admin("/v1/schedules", body.clone()).await;

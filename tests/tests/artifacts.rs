@@ -184,9 +184,14 @@ async fn an_uploaded_tar_becomes_the_same_artifact_and_a_pipeline_of_three_jobs(
     for j in &view.jobs {
         kiln_queue::admin::cancel(&db.pool, j.id).await.unwrap();
     }
-    let done = kiln_pipeline::wait(&db.pool, sub.pipeline_id, std::time::Duration::from_secs(10))
-        .await
-        .unwrap();
+    let done = kiln_pipeline::wait(
+        &db.pool,
+        None,
+        sub.pipeline_id,
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (done.state.as_str(), done.verdict.as_deref(), done.quality_score),
         ("finished", Some("error"), None)
@@ -211,9 +216,14 @@ async fn an_uploaded_tar_becomes_the_same_artifact_and_a_pipeline_of_three_jobs(
     );
     assert_eq!(kiln_pipeline::settle_ready(&db.pool, 10).await.unwrap(), 0);
     kiln_queue::admin::cancel(&db.pool, test_job).await.unwrap();
-    let again = kiln_pipeline::wait(&db.pool, sub.pipeline_id, std::time::Duration::from_secs(10))
-        .await
-        .unwrap();
+    let again = kiln_pipeline::wait(
+        &db.pool,
+        None,
+        sub.pipeline_id,
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (again.state.as_str(), again.verdict.as_deref()),
         ("finished", Some("error"))

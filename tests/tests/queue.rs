@@ -259,15 +259,20 @@ async fn sandbox_details_land_in_the_attempt_row() {
         ..AttemptDetails::default()
     };
     let mut with = completion(ids[0].id, 1, AttemptOutcome::Failed, None);
-    with.details = Some(Box::new(details.clone()));
+    with.details = Some(details.to_json());
     let without = completion(ids[1].id, 1, AttemptOutcome::Succeeded, None);
     let done = lease::complete(&db.pool, "w1", &[with, without]).await.unwrap();
     assert_eq!(done.len(), 2);
     let first = admin::attempts(&db.pool, ids[0].id).await.unwrap();
-    assert_eq!(first[0].details, details);
+    assert_eq!(
+        serde_json::Value::Object(first[0].details.clone()),
+        details.to_json()
+    );
+    assert_eq!(first[0].diff(), details.diff.as_deref());
+    assert_eq!(first[0].diff_counts(), Some((1, 2, 0)));
     assert_eq!(first[0].error.as_deref(), Some("boom"));
     let second = admin::attempts(&db.pool, ids[1].id).await.unwrap();
-    assert_eq!(second[0].details, AttemptDetails::default());
+    assert!(second[0].details.is_empty());
 }
 
 #[tokio::test]

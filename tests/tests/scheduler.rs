@@ -14,7 +14,7 @@ fn every_second(name: &str, catch_up: bool) -> ScheduleSpec {
         "name": name,
         "cron": "* * * * * *",
         "catch_up": catch_up,
-        "job": {"kind": "notification", "queue": "cron", "payload": {"from": name}},
+        "job": {"kind": "notification", "queue": "cron", "payload": {"event_id": 1, "endpoint": {"type": "webhook", "url": format!("https://example.com/{name}")}}},
     }))
     .unwrap()
 }
@@ -303,7 +303,7 @@ timezone = "Europe/Paris"
 [schedules.job]
 kind = "lint"
 queue = "cron"
-payload = {{ repo = "kiln" }}
+payload = {{ workspace = "{ws}" }}
 
 [[schedules]]
 name = "switched-off"
@@ -311,7 +311,9 @@ cron = "* * * * * *"
 enabled = false
 [schedules.job]
 kind = "test"
-"#
+payload = {{ workspace = "{ws}" }}
+"#,
+            ws = kiln_tests::WORKSPACE
         )
     };
     std::fs::write(&path, file("* * * * * *")).unwrap();
@@ -348,7 +350,14 @@ kind = "test"
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert_eq!(job, ("cron".into(), "lint".into(), json!({"repo": "kiln"})));
+    assert_eq!(
+        job,
+        (
+            "cron".into(),
+            "lint".into(),
+            json!({"workspace": kiln_tests::WORKSPACE})
+        )
+    );
 
     // Edit the file (a new expression, one schedule dropped) and create one through the API:
     // the next start brings the stored schedules in line with the file and leaves the API's.

@@ -51,7 +51,7 @@ async fn validate(
     let sub = kiln_pipeline::submit(&db.pool, source, &opts)
         .await
         .expect("submit");
-    let view = kiln_pipeline::wait(&db.pool, sub.pipeline_id, Duration::from_secs(400))
+    let view = kiln_pipeline::wait(&db.pool, None, sub.pipeline_id, Duration::from_secs(400))
         .await
         .expect("pipeline finishes");
     let wall = t.elapsed();
@@ -120,7 +120,7 @@ async fn the_python_fixture_gives_exactly_what_its_tools_report() {
     for j in &view.jobs {
         let attempts = kiln_queue::admin::attempts(&db.pool, j.id).await.unwrap();
         assert_eq!(attempts.len(), 1);
-        let d = &attempts[0].details;
+        let d = &attempts[0].sandbox_details().expect("a sandbox report");
         assert!(d.container_id.is_some() && d.image_digest.as_deref().unwrap().starts_with("sha256:"));
         assert!(d.exit_code.is_some());
         let timings = d.timings.as_ref().expect("timings");
@@ -450,7 +450,7 @@ async fn hanging_tests_are_cut_at_the_timeout_and_say_so() {
         "a hanging test is data, not a job failure"
     );
     let attempts = kiln_queue::admin::attempts(&db.pool, test_job.id).await.unwrap();
-    let runs = &attempts[0].details.timings.as_ref().unwrap()["runs"];
+    let runs = &attempts[0].details["timings"]["runs"];
     assert_eq!(runs[0]["outcome"], "timed_out");
     rig.stop().await;
 }

@@ -122,9 +122,8 @@ pub fn render(hook: &str, template: &serde_json::Value, t: &Trigger) -> Result<N
     let value = substitute(template, hook, t);
     let spec: JobSpec = crate::extract::parse_json(&serde_json::to_vec(&value).expect("JSON serializes"))
         .map_err(|e| ValidationError::new(format!("job.{}", e.field.unwrap_or_default()), e.message))?;
-    let mut job = spec
-        .into_new_job()
-        .map_err(|e| ValidationError::new(format!("job.{}", e.field), e.message))?;
+    let mut job =
+        kiln_kinds::new_job(spec).map_err(|e| ValidationError::new(format!("job.{}", e.field), e.message))?;
     if job.idempotency_key.is_some() {
         return Err(ValidationError::new(
             "job.idempotency_key",

@@ -13,7 +13,7 @@ pub mod error;
 pub mod extract;
 pub mod first_analyze;
 pub mod hooks;
-pub mod live;
+
 pub mod routes;
 pub mod schema;
 pub mod tokens;
@@ -82,8 +82,8 @@ pub struct AppState {
     pub enqueue_pool: sqlx::PgPool,
     /// Sends the deferred wake-ups.
     pub notifier: coalesce::Notifier,
-    /// Wake-ups for live log streams.
-    pub logs: live::LogHub,
+    /// The process's one LISTEN connection (live logs, pipeline waits, event streams).
+    pub listener: kiln_queue::Listener,
     /// The local Docker engine, for `/readyz`.
     pub docker: Option<bollard::Docker>,
     /// Tripped at shutdown: ends live streams so the server can drain.
@@ -91,9 +91,21 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State over `pool`; starts the enqueue coalescer and the log listener (a task each,
+    /// State over `pool`; starts the enqueue coalescer and a listener of its own (a task each,
     /// ended by `shutdown`). Must run inside a Tokio runtime.
     pub fn new(pool: sqlx::PgPool, config: ApiConfig, shutdown: CancellationToken) -> Self {
+        let listener = kiln_queue::Listener::start(pool.clone(), shutdown.clone());
+        Self::with_listener(pool, listener, config, shutdown)
+    }
+
+    /// Like [`AppState::new`], sharing the process's `listener` (`kiln up`: API and workers
+    /// on one LISTEN connection).
+    pub fn with_listener(
+        pool: sqlx::PgPool,
+        listener: kiln_queue::Listener,
+        config: ApiConfig,
+        shutdown: CancellationToken,
+    ) -> Self {
         let enqueue_pool = coalesce::enqueue_pool(&pool, config.coalesce_flushers as u32 + 8);
         let notifier = coalesce::Notifier::start(pool.clone());
         let coalescer = coalesce::Coalescer::start(
@@ -102,7 +114,6 @@ impl AppState {
             config.coalesce_flushers,
             config.coalesce_max_batch,
         );
-        let logs = live::LogHub::start(pool.clone(), shutdown.clone());
         first_analyze::start(pool.clone(), shutdown.clone());
         let docker = bollard::Docker::connect_with_local_defaults()
             .inspect_err(|e| tracing::warn!(error = %e, "no Docker client; /readyz will report it"))
@@ -114,7 +125,7 @@ impl AppState {
             coalescer,
             enqueue_pool,
             notifier,
-            logs,
+            listener,
             docker,
             shutdown,
         }
@@ -159,6 +170,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::tokens::router())
         .merge(routes::schedules::router())
         .merge(routes::pipelines::router())
+        .merge(routes::events::router())
         .merge(routes::health::router())
 }
 

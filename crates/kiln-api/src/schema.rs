@@ -45,22 +45,26 @@ pub struct JobSpecDoc {
     depends_on: Option<Vec<i64>>,
 }
 
-/// What a job does.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum JobKind {
-    /// Produce code with an LLM.
-    Generation,
-    /// Run a workspace's tests.
-    Test,
-    /// Run linters.
-    Lint,
-    /// Run security scanners.
-    SecurityScan,
-    /// Serve the app for a while.
-    Preview,
-    /// Deliver an event.
-    Notification,
+/// What a job does: the values of `kiln_queue::JobKind::ALL`, the one list of kinds (the
+/// document is derived from it, so it cannot drift).
+pub struct JobKind;
+
+impl utoipa::PartialSchema for JobKind {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "What a job does; its payload is checked against the kind's type at enqueue.",
+            ))
+            .enum_values(Some(kiln_queue::JobKind::ALL.iter().map(|k| k.as_str())))
+            .into()
+    }
+}
+
+impl ToSchema for JobKind {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "JobKind".into()
+    }
 }
 
 /// Where a job is in its life.
@@ -91,7 +95,8 @@ pub enum JobState {
 pub struct JobDoc {
     id: i64,
     queue: String,
-    kind: JobKind,
+    #[schema(value_type = JobKind)]
+    kind: String,
     state: JobState,
     payload: serde_json::Value,
     priority: i16,
@@ -289,4 +294,47 @@ pub struct PipelineSummaryDoc {
     security: Option<serde_json::Value>,
     /// Per-job errors, when a job could not run.
     errors: Option<serde_json::Value>,
+}
+
+/// The diff of a job's latest attempt that recorded one (mirrors `kiln_queue::admin::JobDiff`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = JobDiff)]
+pub struct JobDiffDoc {
+    /// Job id.
+    job_id: i64,
+    /// The attempt the diff is from; absent when no attempt recorded a diff.
+    attempt: Option<i32>,
+    /// Unified diff.
+    diff: Option<String>,
+    /// Files touched.
+    files: Option<i32>,
+    /// Lines added.
+    insertions: Option<i32>,
+    /// Lines removed.
+    deletions: Option<i32>,
+}
+
+/// One job event (mirrors `kiln_queue::events::Event`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Event)]
+pub struct EventDoc {
+    /// Strictly increasing, in commit order.
+    id: i64,
+    /// `job.succeeded`, `job.failed`, `job.cancelled`, `job.retryable`, `pipeline.finished`, …
+    #[serde(rename = "type")]
+    event_type: String,
+    /// When it was written.
+    #[schema(format = DateTime)]
+    at: String,
+    /// The job it is about.
+    job_id: Option<i64>,
+    /// The pipeline it is about.
+    pipeline_id: Option<i64>,
+    /// The job's queue.
+    queue: Option<String>,
+    /// The job's kind.
+    #[schema(value_type = Option<JobKind>)]
+    kind: Option<String>,
+    /// A small type-specific body.
+    data: serde_json::Value,
 }

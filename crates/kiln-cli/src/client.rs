@@ -81,6 +81,15 @@ impl ApiClient {
             .await
     }
 
+    /// `GET /v1/events?…`.
+    pub async fn events(
+        &self,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<kiln_api::routes::events::EventPage> {
+        self.send(self.request(Method::GET, "/v1/events").query(query))
+            .await
+    }
+
     /// `GET /v1/jobs/{id}/logs`.
     pub async fn logs(&self, id: i64, after: Option<&str>) -> anyhow::Result<LogPage> {
         let mut req = self.request(Method::GET, &format!("/v1/jobs/{id}/logs"));

@@ -103,10 +103,7 @@ pub async fn enqueue(backend: &Backend, args: EnqueueArgs) -> anyhow::Result<()>
                 let mut jobs = Vec::with_capacity(items.len());
                 for (i, item) in items.into_iter().enumerate() {
                     let spec: JobSpec = serde_json::from_value(item).with_context(|| format!("job [{i}]"))?;
-                    jobs.push(
-                        spec.into_new_job()
-                            .map_err(|e| anyhow::anyhow!("{}", e.in_batch(i)))?,
-                    );
+                    jobs.push(kiln_kinds::new_job(spec).map_err(|e| anyhow::anyhow!("{}", e.in_batch(i)))?);
                 }
                 kiln_queue::enqueue_many(pool, &jobs)
                     .await?
@@ -127,9 +124,7 @@ pub async fn enqueue(backend: &Backend, args: EnqueueArgs) -> anyhow::Result<()>
         Backend::Api(c) => c.enqueue(&value, args.idempotency_key.as_deref()).await?,
         Backend::Db(pool) => {
             let spec: JobSpec = serde_json::from_value(value).context("the job argument")?;
-            let mut job = spec
-                .into_new_job()
-                .map_err(|e| anyhow::anyhow!("the job argument: {e}"))?;
+            let mut job = kiln_kinds::new_job(spec).map_err(|e| anyhow::anyhow!("the job argument: {e}"))?;
             if let Some(k) = args.idempotency_key {
                 job.idempotency_key = Some(k);
             }
@@ -294,22 +289,7 @@ async fn logs(backend: &Backend, id: i64, follow: bool) -> anyhow::Result<()> {
 async fn diff(backend: &Backend, id: i64) -> anyhow::Result<()> {
     let d: JobDiff = match backend {
         Backend::Api(c) => c.diff(id).await?,
-        Backend::Db(pool) => {
-            admin::get_job(pool, id).await?;
-            let a = admin::attempts(pool, id)
-                .await?
-                .into_iter()
-                .rev()
-                .find(|a| a.details.diff.is_some());
-            JobDiff {
-                job_id: id,
-                attempt: a.as_ref().map(|a| a.attempt),
-                files: a.as_ref().and_then(|a| a.details.diff_files),
-                insertions: a.as_ref().and_then(|a| a.details.diff_insertions),
-                deletions: a.as_ref().and_then(|a| a.details.diff_deletions),
-                diff: a.and_then(|a| a.details.diff),
-            }
-        }
+        Backend::Db(pool) => admin::latest_diff(pool, id).await?,
     };
     match (d.attempt, d.diff) {
         (Some(attempt), Some(text)) => {

@@ -22,7 +22,13 @@ pub struct FleetFile {
     /// creates its own container).
     #[serde(default)]
     pub warm_pool: usize,
+    /// The kind modules' sections (`[validation]`, `[llm]`…), checked by their modules.
+    #[serde(skip)]
+    pub sections: toml::Table,
 }
+
+/// The top-level keys the fleet file itself owns; every other table belongs to a kind module.
+const CORE_KEYS: [&str; 4] = ["worker", "images", "schedules", "warm_pool"];
 
 impl FleetFile {
     /// Reads and validates `path`; errors name the file and the field.
@@ -33,9 +39,26 @@ impl FleetFile {
                 path.display()
             )
         })?;
-        let file: FleetFile = toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+        let mut table: toml::Table =
+            toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+        let module_keys: Vec<String> = table
+            .keys()
+            .filter(|k| !CORE_KEYS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        let sections: toml::Table = module_keys
+            .into_iter()
+            .filter_map(|k| table.remove(&k).map(|v| (k, v)))
+            .collect();
+        let mut file: FleetFile = toml::Value::Table(table)
+            .try_into()
+            .with_context(|| format!("parse {}", path.display()))?;
+        crate::kinds::registry()
+            .check(&sections)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        file.sections = sections;
         file.worker
-            .validate()
+            .validate_settings()
             .map_err(|e| anyhow::anyhow!("{}: [worker] {e}", path.display()))?;
         let mut names = std::collections::HashSet::new();
         for (i, s) in file.schedules.iter().enumerate() {
@@ -76,6 +99,25 @@ mod tests {
         .unwrap();
         let err = FleetFile::load(&path).unwrap_err().to_string();
         assert!(err.contains("schedules[0].invalid `timezone`"), "{err}");
+    }
+
+    #[test]
+    fn a_file_with_only_a_module_section_is_complete_and_unknown_sections_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("workers.toml");
+        std::fs::write(&path, "[validation]\nsettle_poll_secs = 1.5\n").unwrap();
+        let file = FleetFile::load(&path).unwrap();
+        assert!(file.worker.queues.is_empty() && file.worker.kinds.is_none());
+        assert!(file.sections.contains_key("validation"));
+        std::fs::write(&path, "[validaton]\nsettle_poll_secs = 1.5\n").unwrap();
+        let err = FleetFile::load(&path).unwrap_err().to_string();
+        assert!(err.contains("unknown section `validaton`"), "{err}");
+        std::fs::write(&path, "[validation]\nsettle_pol = 1\n").unwrap();
+        let err = FleetFile::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("[validation]") && err.contains("settle_pol"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -2,8 +2,10 @@
 
 mod client;
 mod commands;
+mod events;
 mod fleet;
 mod images;
+mod kinds;
 mod scheduler;
 mod serve;
 mod submit;
@@ -59,6 +61,8 @@ enum Command {
         #[command(subcommand)]
         cmd: commands::JobsCommand,
     },
+    /// Print job events (the outbox), one JSON object per line: `kiln events [--follow] [--type T]`.
+    Events(events::EventsArgs),
     /// Inspect and steer queues fleet-wide.
     Queues {
         #[command(subcommand)]
@@ -145,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Worker(args) => {
             let pool = connect(&cli.database_url, &cli.data_dir).await?;
-            run_worker(pool, &args, shutdown_signal()).await?;
+            run_worker(pool, None, &args, shutdown_signal()).await?;
         }
         Command::Up(args) => {
             let listener = serve::bind(&args.api).await?;
@@ -176,8 +180,22 @@ async fn main() -> anyhow::Result<()> {
                 config: args.worker.config.clone(),
                 id: None,
             };
-            let api = serve::run_api(pool.clone(), listener, &args.api, &cli.data_dir, shutdown.clone());
-            let worker = run_worker(pool.clone(), &args.worker, shutdown.clone().cancelled_owned());
+            // One LISTEN connection for the whole process: API, worker and settler share it.
+            let pg_listener = kiln_queue::Listener::start(pool.clone(), shutdown.clone());
+            let api = serve::run_api(
+                pool.clone(),
+                Some(pg_listener.clone()),
+                listener,
+                &args.api,
+                &cli.data_dir,
+                shutdown.clone(),
+            );
+            let worker = run_worker(
+                pool.clone(),
+                Some(pg_listener),
+                &args.worker,
+                shutdown.clone().cancelled_owned(),
+            );
             let scheduler = scheduler::run(pool, &sched, shutdown.clone().cancelled_owned());
             let (api, worker, scheduler) = tokio::join!(
                 async {
@@ -202,7 +220,7 @@ async fn main() -> anyhow::Result<()> {
                 shutdown_signal().await;
                 signal.cancel();
             });
-            serve::run_api(pool, listener, &args, &cli.data_dir, shutdown).await?;
+            serve::run_api(pool, None, listener, &args, &cli.data_dir, shutdown).await?;
         }
         Command::Tokens { cmd } => {
             let pool = connect(&cli.database_url, &cli.data_dir).await?;
@@ -219,6 +237,13 @@ async fn main() -> anyhow::Result<()> {
             commands::jobs(
                 &backend(&cli.api_url, &cli.token, &cli.database_url, &cli.data_dir).await?,
                 cmd,
+            )
+            .await?
+        }
+        Command::Events(args) => {
+            events::run(
+                &backend(&cli.api_url, &cli.token, &cli.database_url, &cli.data_dir).await?,
+                args,
             )
             .await?
         }
@@ -292,6 +317,7 @@ async fn backend(
 
 async fn run_worker(
     pool: PgPool,
+    listener: Option<kiln_queue::Listener>,
     args: &WorkerArgs,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
@@ -305,16 +331,24 @@ async fn run_worker(
             kiln_images::image_tag(&dir, name).with_context(|| format!("image `{name}` in workers.toml"))?;
         tracing::info!(image = %name, %tag, "job image available to this worker");
     }
-    let (worker, validation) =
-        validation::build_worker(pool, fleet.worker, fleet.warm_pool, &fleet.images).await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listener = match listener {
+        Some(l) => l,
+        None => kiln_queue::Listener::start(pool.clone(), stop.clone()),
+    };
+    let context = kiln_worker::FleetContext {
+        listener,
+        images: fleet.images.clone(),
+        warm_pool: fleet.warm_pool,
+    };
+    let (worker, services) = validation::build_worker(pool, fleet.worker, &fleet.sections, context).await?;
     tracing::info!(
         worker = worker.id(),
         "starting; SIGTERM or Ctrl-C stops it gracefully"
     );
     worker.run(shutdown).await?;
-    if let Some(v) = validation {
-        v.shutdown().await;
-    }
+    services.shutdown().await;
+    stop.cancel();
     Ok(())
 }
 

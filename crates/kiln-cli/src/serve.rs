@@ -67,6 +67,7 @@ pub async fn bind(args: &ApiArgs) -> anyhow::Result<tokio::net::TcpListener> {
 /// Serves the API on `listener` until `shutdown` is cancelled.
 pub async fn run_api(
     pool: PgPool,
+    pg_listener: Option<kiln_queue::Listener>,
     listener: tokio::net::TcpListener,
     args: &ApiArgs,
     data_dir: &Path,
@@ -78,7 +79,10 @@ pub async fn run_api(
         batch_body_limit: args.body_limit.saturating_mul(64),
         ..kiln_api::ApiConfig::default()
     };
-    let state = kiln_api::AppState::new(pool, config, shutdown.child_token());
+    let state = match pg_listener {
+        Some(l) => kiln_api::AppState::with_listener(pool, l, config, shutdown.child_token()),
+        None => kiln_api::AppState::new(pool, config, shutdown.child_token()),
+    };
     let addr = listener.local_addr()?;
     println!("listening on http://{addr}");
     println!("admin token in {}", token_path.display());

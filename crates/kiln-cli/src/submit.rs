@@ -271,7 +271,7 @@ async fn wait_with_worker(
     let missing = unserved_queues(pool).await?;
     if missing.is_empty() {
         tracing::info!(pipeline = id, "live workers serve the validation queues; waiting");
-        return Ok(kiln_pipeline::wait(pool, id, limit).await?);
+        return Ok(kiln_pipeline::wait(pool, None, id, limit).await?);
     }
     tracing::info!(pipeline = id, queues = ?missing, "no live worker serves these queues: running one in this process");
     let mut needed: Vec<String> = vec!["python".into()];
@@ -290,6 +290,7 @@ async fn wait_with_worker(
     .await??;
     let config = WorkerConfig {
         id: Some(validation::worker_id("kiln-submit-")),
+        kinds: Some(kiln_validate::KINDS.to_vec()),
         queues: missing
             .iter()
             .map(|q| QueueConfig::new(q.clone()).concurrency(1).batch(1))
@@ -297,16 +298,21 @@ async fn wait_with_worker(
         poll_every: Duration::from_millis(500),
         ..WorkerConfig::default()
     };
-    let (worker, services) = validation::build_worker(pool.clone(), config, 0, &[]).await?;
     let stop = CancellationToken::new();
+    let listener = kiln_queue::Listener::start(pool.clone(), stop.clone());
+    let fleet = kiln_worker::FleetContext {
+        listener: listener.clone(),
+        images: Vec::new(),
+        warm_pool: 0,
+    };
+    let (worker, services) =
+        validation::build_worker(pool.clone(), config, &toml::Table::new(), fleet).await?;
     let s = stop.clone();
     let handle = tokio::spawn(async move { worker.run(s.cancelled_owned()).await });
-    let view = kiln_pipeline::wait(pool, id, limit).await;
+    let view = kiln_pipeline::wait(pool, Some(&listener), id, limit).await;
     stop.cancel();
     handle.await.context("worker task")??;
-    if let Some(services) = services {
-        services.shutdown().await;
-    }
+    services.shutdown().await;
     Ok(view?)
 }
 

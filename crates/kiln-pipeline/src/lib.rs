@@ -8,13 +8,15 @@
 //! sends when a pipeline job reaches a final state, with a polling fallback.
 
 pub mod error;
+pub mod module;
 pub mod score;
 pub mod settle;
 pub mod submit;
 pub mod view;
 
 pub use error::PipelineError;
+pub use module::{ValidationModule, ValidationSection};
 pub use score::{quality_score, verdict, Verdict};
-pub use settle::{settle, settle_ready, settler, PIPELINES_CHANNEL};
+pub use settle::{settle, settle_ready, settler};
 pub use submit::{submit, Source, SubmitOptions, Submitted};
 pub use view::{get, wait, JobSummary, PipelineView};

@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
+use kiln_queue::events::{self, types, EventFilter, NewEvent};
+use kiln_queue::{Listener, Signal};
 use kiln_validate::{Findings, TestResult};
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
+use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::PipelineError;
@@ -15,9 +17,6 @@ use crate::view::{read, read_on, PipelineView};
 const FINISH_SQL: &str = include_str!("sql/finish.sql");
 const READY_SQL: &str = include_str!("sql/ready.sql");
 const LOCK_SQL: &str = include_str!("sql/lock.sql");
-
-/// Notified (payload: pipeline id) when a pipeline job reaches a final state.
-pub const PIPELINES_CHANNEL: &str = "kiln_pipelines";
 
 /// True when the pipeline is running and every one of its jobs is final.
 fn ready(view: &PipelineView) -> bool {
@@ -104,6 +103,17 @@ pub async fn settle(pool: &PgPool, id: i64) -> Result<PipelineView, PipelineErro
         .fetch_optional(&mut *tx)
         .await
         .map_err(PipelineError::db("settle pipeline"))?;
+    if settled.is_some() {
+        // Last in the transaction: event ids are reserved under a lock held until commit.
+        let finished = NewEvent {
+            pipeline_id: Some(id),
+            ..NewEvent::new(
+                types::PIPELINE_FINISHED,
+                serde_json::json!({"kind": view.kind, "verdict": v.as_str(), "quality_score": score}),
+            )
+        };
+        events::emit(&mut *tx, &[finished]).await?;
+    }
     tx.commit().await.map_err(PipelineError::db("settle pipeline"))?;
     if settled.is_some() {
         tracing::info!(pipeline = id, verdict = v.as_str(), quality_score = ?score, "pipeline settled");
@@ -124,46 +134,40 @@ pub async fn settle_ready(pool: &PgPool, limit: i64) -> Result<usize, PipelineEr
     Ok(ids.len())
 }
 
-/// Settles pipelines as their jobs finish until `stop` fires: on each `kiln_pipelines`
-/// notification, and every `poll` in case a notification was missed (any number of settlers
-/// may run; settling is idempotent). Also prunes unreferenced workspace artifacts hourly.
-pub async fn settler(pool: PgPool, poll: Duration, stop: CancellationToken) {
-    let mut listener: Option<PgListener> = None;
+/// Settles pipelines as their jobs finish until `stop` fires: it follows the job-event outbox
+/// (woken by the process's [`Listener`]) and settles the pipelines of final `job.*` events, and
+/// every `poll` settles whatever is ready in case it fell behind (any number of settlers may
+/// run; settling is idempotent). Also prunes unreferenced workspace artifacts hourly.
+pub async fn settler(pool: PgPool, listener: Listener, poll: Duration, stop: CancellationToken) {
+    let mut wakeups = listener.subscribe(events::CHANNEL);
+    let mut cursor = loop {
+        match events::last_id(&pool).await {
+            Ok(id) => break id,
+            Err(e) => tracing::warn!(error = %e, "settler cannot read the event cursor; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = stop.cancelled() => return,
+        }
+    };
     let mut last_prune = tokio::time::Instant::now();
+    let mut next_poll = tokio::time::Instant::now();
     loop {
-        if listener.is_none() {
-            match PgListener::connect_with(&pool).await {
-                Ok(mut l) => {
-                    if l.listen(PIPELINES_CHANNEL).await.is_ok() {
-                        listener = Some(l);
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "settler LISTEN failed; polling"),
-            }
+        match follow(&pool, &mut cursor).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(settled = n, "settled pipelines from job events"),
+            Err(e) => tracing::warn!(error = %e, "following job events failed"),
         }
-        match listener.as_mut() {
-            Some(l) => {
-                tokio::select! {
-                    n = l.try_recv() => match n {
-                        Ok(Some(n)) => {
-                            if let Ok(id) = n.payload().parse::<i64>() {
-                                if let Err(e) = settle(&pool, id).await {
-                                    tracing::warn!(pipeline = id, error = %e, "settling failed");
-                                }
-                            }
-                            continue;
-                        }
-                        Ok(None) | Err(_) => listener = None,
-                    },
-                    _ = tokio::time::sleep(poll) => {}
-                    _ = stop.cancelled() => return,
-                }
-            }
-            None => tokio::select! {
-                _ = tokio::time::sleep(poll) => {}
-                _ = stop.cancelled() => return,
+        tokio::select! {
+            signal = wakeups.recv() => match signal {
+                Ok(Signal::Notified(_)) => continue,
+                Ok(Signal::Reconnected) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => tokio::time::sleep(poll).await,
             },
+            _ = tokio::time::sleep_until(next_poll) => {}
+            _ = stop.cancelled() => return,
         }
+        next_poll = tokio::time::Instant::now() + poll;
         match settle_ready(&pool, 100).await {
             Ok(n) if n > 0 => tracing::info!(settled = n, "settled pipelines found by polling"),
             Ok(_) => {}
@@ -176,6 +180,40 @@ pub async fn settler(pool: PgPool, poll: Duration, stop: CancellationToken) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "pruning artifacts failed"),
             }
+        }
+    }
+}
+
+/// Settles the pipelines of final job events after `cursor`, moving it; returns how many
+/// pipelines it looked at.
+async fn follow(pool: &PgPool, cursor: &mut i64) -> Result<usize, PipelineError> {
+    let mut seen = 0;
+    loop {
+        let filter = EventFilter {
+            after: *cursor,
+            limit: 1000,
+            types: Some(vec![
+                types::JOB_SUCCEEDED.into(),
+                types::JOB_FAILED.into(),
+                types::JOB_CANCELLED.into(),
+            ]),
+            ..EventFilter::default()
+        };
+        let batch = events::list(pool, &filter).await?;
+        let Some(last) = batch.last() else {
+            return Ok(seen);
+        };
+        let last_id = last.id;
+        let mut ids: Vec<i64> = batch.iter().filter_map(|e| e.pipeline_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            settle(pool, id).await?;
+            seen += 1;
+        }
+        *cursor = last_id;
+        if batch.len() < 1000 {
+            return Ok(seen);
         }
     }
 }

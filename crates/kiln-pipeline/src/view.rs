@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use kiln_queue::Listener;
 use serde::Serialize;
-use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool, Row};
 
 use crate::error::PipelineError;
-use crate::settle::{settle, PIPELINES_CHANNEL};
+use crate::settle::settle;
 
 const GET_SQL: &str = include_str!("sql/get.sql");
 const JOBS_SQL: &str = include_str!("sql/jobs.sql");
@@ -155,22 +155,16 @@ pub async fn get(pool: &PgPool, id: i64) -> Result<PipelineView, PipelineError> 
 }
 
 /// Waits until pipeline `id` is finished (or `timeout` passes) and returns it. Woken by the
-/// `kiln_pipelines` notification, polling every second as a fallback.
-pub async fn wait(pool: &PgPool, id: i64, timeout: Duration) -> Result<PipelineView, PipelineError> {
+/// `pipeline.finished` and `job.*` events through `listener` (the process's one LISTEN
+/// connection), re-reading at least every second in case a notification was missed.
+pub async fn wait(
+    pool: &PgPool,
+    listener: Option<&Listener>,
+    id: i64,
+    timeout: Duration,
+) -> Result<PipelineView, PipelineError> {
     let start = tokio::time::Instant::now();
-    let mut listener = match PgListener::connect_with(pool).await {
-        Ok(mut l) => match l.listen(PIPELINES_CHANNEL).await {
-            Ok(()) => Some(l),
-            Err(e) => {
-                tracing::debug!(error = %e, "LISTEN failed; polling");
-                None
-            }
-        },
-        Err(e) => {
-            tracing::debug!(error = %e, "LISTEN connection failed; polling");
-            None
-        }
-    };
+    let mut wakeups = listener.map(|l| l.subscribe(kiln_queue::events::CHANNEL));
     loop {
         let view = get(pool, id).await?;
         if view.is_finished() {
@@ -184,9 +178,9 @@ pub async fn wait(pool: &PgPool, id: i64, timeout: Duration) -> Result<PipelineV
             });
         }
         let nap = left.min(Duration::from_secs(1));
-        match listener.as_mut() {
-            Some(l) => {
-                let _ = tokio::time::timeout(nap, l.recv()).await;
+        match wakeups.as_mut() {
+            Some(rx) => {
+                let _ = tokio::time::timeout(nap, rx.recv()).await;
             }
             None => tokio::time::sleep(nap).await,
         }

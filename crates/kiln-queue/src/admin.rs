@@ -1,10 +1,11 @@
 //! Operator actions and inspection: cancel, retry, pause/resume/cap queues, read jobs.
 
-use serde::Serialize;
 use sqlx::{postgres::PgRow, PgExecutor, Row};
 
 use crate::error::{QueueError, Result};
-use crate::model::{parse_column, AttemptDetails, AttemptRecord, JobRecord, JobState};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{parse_column, AttemptRecord, JobRecord, JobState};
 
 const CANCEL_SQL: &str = include_str!("sql/cancel.sql");
 const RETRY_SQL: &str = include_str!("sql/retry.sql");
@@ -205,25 +206,51 @@ pub async fn attempts<'e>(db: impl PgExecutor<'e>, job_id: i64) -> Result<Vec<At
                 outcome: parse_column("outcome", r.get::<&str, _>("outcome"))?,
                 error: r.get("error"),
                 result: json_column(r, "result"),
-                details: AttemptDetails {
-                    exit_code: r.get("exit_code"),
-                    container_id: r.get("container_id"),
-                    image_digest: r.get("image_digest"),
-                    peak_memory_bytes: r.get("peak_memory_bytes"),
-                    cpu_time_ms: r.get("cpu_time_ms"),
-                    stdout_head: r.get("stdout_head"),
-                    stdout_tail: r.get("stdout_tail"),
-                    stderr_head: r.get("stderr_head"),
-                    stderr_tail: r.get("stderr_tail"),
-                    diff: r.get("diff"),
-                    diff_files: r.get("diff_files"),
-                    diff_insertions: r.get("diff_insertions"),
-                    diff_deletions: r.get("diff_deletions"),
-                    timings: json_column(r, "timings"),
+                details: match json_column(r, "details") {
+                    Some(serde_json::Value::Object(map)) => map,
+                    _ => serde_json::Map::new(),
                 },
             })
         })
         .collect()
+}
+
+/// The diff of a job's latest attempt that recorded one (all `None` when none did).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobDiff {
+    /// Job id.
+    pub job_id: i64,
+    /// The attempt the diff is from; absent when no attempt recorded a diff.
+    pub attempt: Option<i32>,
+    /// Unified diff.
+    pub diff: Option<String>,
+    /// Files touched.
+    pub files: Option<i32>,
+    /// Lines added.
+    pub insertions: Option<i32>,
+    /// Lines removed.
+    pub deletions: Option<i32>,
+}
+
+/// Reads the diff of job `id`'s latest attempt that recorded one (the API's and the CLI's
+/// diff views). Fails with [`QueueError::NotFound`] for an unknown job.
+pub async fn latest_diff(db: &sqlx::PgPool, id: i64) -> Result<JobDiff> {
+    get_job(db, id).await?;
+    let latest = attempts(db, id)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|a| a.diff().is_some());
+    let counts = latest.as_ref().and_then(|a| a.diff_counts());
+    let narrow = |n: i64| i32::try_from(n).unwrap_or(i32::MAX);
+    Ok(JobDiff {
+        job_id: id,
+        attempt: latest.as_ref().map(|a| a.attempt),
+        diff: latest.as_ref().and_then(|a| a.diff()).map(str::to_owned),
+        files: counts.map(|c| narrow(c.0)),
+        insertions: counts.map(|c| narrow(c.1)),
+        deletions: counts.map(|c| narrow(c.2)),
+    })
 }
 
 /// A nullable jsonb column as a JSON value.

@@ -5,7 +5,7 @@ use sqlx::{PgExecutor, Row};
 use std::time::Duration;
 
 use crate::error::{QueueError, Result};
-use crate::model::{parse_column, AttemptDetails, AttemptOutcome, ClaimedJob, JobKind, JobState};
+use crate::model::{parse_column, AttemptOutcome, ClaimedJob, JobKind, JobState};
 
 const CLAIM_SQL: &str = include_str!("sql/claim.sql");
 const HEARTBEAT_SQL: &str = include_str!("sql/heartbeat.sql");
@@ -126,8 +126,8 @@ pub struct Completion {
     pub finished_at: DateTime<Utc>,
     /// For failures: when to try again; `None` fails the job for good.
     pub retry_at: Option<DateTime<Utc>>,
-    /// What the sandbox reported, for kinds that run a container (boxed: most jobs have none).
-    pub details: Option<Box<AttemptDetails>>,
+    /// What the attempt's kind reported (kind-owned JSON; `None` for most jobs).
+    pub details: Option<serde_json::Value>,
 }
 
 /// Records a batch of finished attempts by `worker` in one statement and returns the new
@@ -152,9 +152,9 @@ pub async fn complete<'e>(
     let started: Vec<DateTime<Utc>> = done.iter().map(|c| c.started_at).collect();
     let finished: Vec<DateTime<Utc>> = done.iter().map(|c| c.finished_at).collect();
     let retry: Vec<Option<DateTime<Utc>>> = done.iter().map(|c| c.retry_at).collect();
-    let details: Vec<Option<sqlx::types::Json<&AttemptDetails>>> = done
+    let details: Vec<Option<sqlx::types::Json<&serde_json::Value>>> = done
         .iter()
-        .map(|c| c.details.as_deref().map(sqlx::types::Json))
+        .map(|c| c.details.as_ref().map(sqlx::types::Json))
         .collect();
     let rows = sqlx::query(COMPLETE_SQL)
         .bind(worker)

@@ -11,8 +11,10 @@ pub mod admin;
 pub mod backoff;
 pub mod enqueue;
 pub mod error;
+pub mod events;
 pub mod lease;
 pub mod list;
+pub mod listener;
 pub mod logs;
 pub mod maintenance;
 pub mod metrics;
@@ -22,6 +24,7 @@ pub mod spec;
 pub use backoff::RetryPolicy;
 pub use enqueue::{count_committed, enqueue, enqueue_many, enqueue_many_on, Enqueued};
 pub use error::{QueueError, Result};
+pub use listener::{Listener, Signal};
 pub use model::{AttemptDetails, AttemptOutcome, AttemptRecord, ClaimedJob, JobKind, JobRecord, JobState};
 pub use spec::{JobSpec, NewJob, ValidationError};
 

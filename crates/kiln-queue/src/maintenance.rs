@@ -80,6 +80,8 @@ pub struct Retention {
     pub failed_secs: u64,
     /// Cancelled jobs, in seconds (default one week).
     pub cancelled_secs: u64,
+    /// Job events (the outbox), in seconds (default one week).
+    pub events_secs: u64,
 }
 
 impl Default for Retention {
@@ -88,12 +90,13 @@ impl Default for Retention {
             succeeded_secs: 86_400,
             failed_secs: 7 * 86_400,
             cancelled_secs: 7 * 86_400,
+            events_secs: 7 * 86_400,
         }
     }
 }
 
-/// Deletes up to `batch` finished jobs per final state older than `retention` allows;
-/// returns how many were deleted.
+/// Deletes up to `batch` finished jobs per final state, and up to `batch` events, older than
+/// `retention` allows; returns how many rows were deleted.
 pub async fn prune(db: &mut sqlx::PgConnection, retention: &Retention, batch: i64) -> Result<u64> {
     let mut total = 0;
     for (state, secs) in [
@@ -110,6 +113,7 @@ pub async fn prune(db: &mut sqlx::PgConnection, retention: &Retention, batch: i6
             .map_err(QueueError::db("prune"))?;
         total += pruned as u64;
     }
+    total += crate::events::prune(&mut *db, Duration::from_secs(retention.events_secs), batch).await?;
     Ok(total)
 }
 

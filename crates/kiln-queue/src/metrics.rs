@@ -8,8 +8,8 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use crate::model::{AttemptOutcome, JobKind};
 
-const KINDS: usize = 6;
-const OUTCOMES: usize = 6;
+const KINDS: usize = JobKind::COUNT;
+const OUTCOMES: usize = AttemptOutcome::COUNT;
 
 /// The counters of one queue, by kind (and outcome), created on first use.
 pub struct QueueHandles {

@@ -17,6 +17,8 @@ macro_rules! text_enum {
         impl $name {
             /// Every value, in declaration order.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// How many values there are (array sizes indexed by `value as usize`).
+            pub const COUNT: usize = $name::ALL.len();
 
             /// The name used in the database, the API and the CLI.
             pub fn as_str(self) -> &'static str {
@@ -220,40 +222,86 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     /// Result recorded by this attempt.
     pub result: Option<serde_json::Value>,
-    /// What the sandbox reported (empty for kinds that run no container).
+    /// What the attempt's kind reported, as that kind shapes it (for validation: the sandbox
+    /// report, [`AttemptDetails`]; empty when the kind reported nothing). Stored as the row's
+    /// `details` JSON; shown flattened into the attempt, as the API always has, so a kind's
+    /// keys must not reuse an attempt field's name.
     #[serde(flatten)]
-    pub details: AttemptDetails,
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
-/// What a sandboxed attempt left behind: stored in the attempt row's own columns.
+impl AttemptRecord {
+    /// The unified diff the attempt recorded, for kinds that change code (`details.diff`).
+    pub fn diff(&self) -> Option<&str> {
+        self.details.get("diff")?.as_str()
+    }
+
+    /// The details read as a sandbox report (validation's shape); `None` when they are not one.
+    pub fn sandbox_details(&self) -> Option<AttemptDetails> {
+        serde_json::from_value(serde_json::Value::Object(self.details.clone())).ok()
+    }
+
+    /// `(files, insertions, deletions)` of the attempt's diff, when recorded.
+    pub fn diff_counts(&self) -> Option<(i64, i64, i64)> {
+        let n = |k: &str| self.details.get(k).and_then(|v| v.as_i64());
+        Some((n("diff_files")?, n("diff_insertions")?, n("diff_deletions")?))
+    }
+}
+
+/// What a sandboxed attempt left behind: the details kinds that run a container (validation)
+/// store on their attempts, as JSON with these fields (absent ones left out). A kind that
+/// changes code puts its unified diff under `diff`, with `diff_files`, `diff_insertions` and
+/// `diff_deletions`: the API's and CLI's diff views read those keys.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AttemptDetails {
     /// Process exit code.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     /// Container that ran it.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
     /// Image it ran in (`sha256:…`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub image_digest: Option<String>,
     /// Peak memory of the container.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_memory_bytes: Option<i64>,
     /// CPU time used.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_time_ms: Option<i64>,
     /// First part of stdout.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stdout_head: Option<String>,
     /// Last part of stdout (when it did not fit in the head).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stdout_tail: Option<String>,
     /// First part of stderr.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stderr_head: Option<String>,
     /// Last part of stderr.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stderr_tail: Option<String>,
     /// Unified diff of what the attempt changed in its workspace.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
     /// Files the diff touches.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub diff_files: Option<i32>,
     /// Lines added.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub diff_insertions: Option<i32>,
     /// Lines removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub diff_deletions: Option<i32>,
     /// Named phase durations in milliseconds (e.g. container start, run, readback).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timings: Option<serde_json::Value>,
+}
+
+impl AttemptDetails {
+    /// These details as the JSON stored on the attempt (absent fields left out).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("attempt details serialise")
+    }
 }

@@ -177,7 +177,7 @@ pub fn template_job(template: &JobSpec) -> Result<NewJob, ValidationError> {
             ),
         ));
     }
-    template.clone().into_new_job().map_err(|mut e| {
+    kiln_kinds::new_job(template.clone()).map_err(|mut e| {
         e.field = format!("job.{}", e.field);
         e
     })

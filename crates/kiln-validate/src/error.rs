@@ -42,6 +42,9 @@ pub enum ValidateError {
         /// The time it had.
         seconds: f64,
     },
+    /// The attempt was stopped (cancelled, timed out or the worker is shutting down).
+    #[error("stopped: the attempt was cancelled, timed out or the worker is shutting down")]
+    Stopped,
     /// No image is known for a language.
     #[error("no image for {0}: {1}")]
     Image(String, String),
@@ -53,7 +56,7 @@ impl ValidateError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ValidateError::Sandbox(e) => e.is_retryable(),
-            ValidateError::TimedOut { .. } => true,
+            ValidateError::TimedOut { .. } | ValidateError::Stopped => true,
             ValidateError::Artifact(ArtifactError::Database { .. }) => true,
             _ => false,
         }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use kiln_queue::{ClaimedJob, JobKind};
 use kiln_sandbox::{JobLabels, Sandbox};
-use kiln_worker::{JobContext, JobError, WorkerBuilderKiln};
+use kiln_worker::{Finished, Job, JobContext, JobError, JobHandler, KindError, WorkerBuilderKiln};
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use crate::details;
@@ -33,6 +34,41 @@ struct Inner {
 /// The kinds a [`Validator`] handles.
 pub const KINDS: [JobKind; 3] = [JobKind::Test, JobKind::Lint, JobKind::SecurityScan];
 
+/// What a validation job returns: test results for `test`, findings for `lint` and
+/// `security-scan` (serialized as the bare object).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ValidationOutput {
+    /// Of a `test` job.
+    Test(crate::TestResult),
+    /// Of a `lint` or `security-scan` job.
+    Findings(crate::Findings),
+}
+
+impl KindError for ValidateError {
+    fn to_job_error(&self) -> JobError {
+        if self.is_retryable() {
+            JobError::retryable(self.to_string())
+        } else {
+            JobError::permanent(self.to_string())
+        }
+    }
+}
+
+impl JobHandler for Validator {
+    type Payload = ValidationPayload;
+    type Output = ValidationOutput;
+    type Error = ValidateError;
+
+    async fn run(
+        &self,
+        job: Job<ValidationPayload>,
+        ctx: JobContext,
+    ) -> Finished<ValidationOutput, ValidateError> {
+        self.handle(job.meta, job.payload, ctx).await
+    }
+}
+
 /// Time kept back from a job's timeout for reading reports and recording the attempt: 10 %,
 /// between 2 and 10 seconds.
 pub fn tool_budget(job_timeout: Duration) -> Duration {
@@ -53,50 +89,39 @@ impl Validator {
         }
     }
 
-    /// Registers the three handlers on a worker builder.
-    pub fn register(&self, mut builder: WorkerBuilderKiln) -> WorkerBuilderKiln {
-        for kind in KINDS {
-            let v = self.clone();
-            builder = builder.handler(kind, move |job: ClaimedJob, ctx: JobContext| {
-                let v = v.clone();
-                async move { v.handle(job, ctx).await }
-            });
-        }
-        builder
+    /// Registers the handler of the three kinds on a worker builder (the validation module
+    /// does this through the registry; tests and embedders may call it directly).
+    pub fn register(&self, builder: WorkerBuilderKiln) -> WorkerBuilderKiln {
+        let handler: Arc<dyn kiln_worker::Handler> = Arc::new(kiln_worker::typed(self.clone()));
+        KINDS
+            .iter()
+            .fold(builder, |b, kind| b.shared_handler(*kind, handler.clone()))
     }
 
-    /// Runs one job: loads its workspace, runs its kind's tools, records the attempt's details
-    /// and returns the typed result. A tool that ran and found problems is a success.
-    pub async fn handle(&self, job: ClaimedJob, ctx: JobContext) -> Result<serde_json::Value, JobError> {
+    /// Runs one job: loads its workspace, runs its kind's tools, and returns the typed result
+    /// with the attempt's details (the merged sandbox report). A tool that ran and found
+    /// problems is a success.
+    pub async fn handle(
+        &self,
+        job: ClaimedJob,
+        payload: ValidationPayload,
+        ctx: JobContext,
+    ) -> Finished<ValidationOutput, ValidateError> {
         let kind = job.kind;
-        let to_job_error = |e: ValidateError| {
-            tracing::warn!(job = job.id, %kind, error = %e, "validation job could not run");
-            if e.is_retryable() {
-                JobError::retryable(e.to_string())
-            } else {
-                JobError::permanent(e.to_string())
-            }
-        };
-        let payload = ValidationPayload::from_json(&job.payload).map_err(to_job_error)?;
         let logs = LogForwarder::start(self.inner.pool.clone(), job.id, job.attempt);
         let mut runs = Vec::new();
         let work = self.run(kind, &job, &payload, &ctx, &logs, &mut runs);
         let out = tokio::select! {
-            r = work => Some(r),
-            _ = ctx.cancel.cancelled() => None,
+            r = work => r,
+            _ = ctx.cancel.cancelled() => Err(ValidateError::Stopped),
         };
-        // Whatever happened, the attempt records what the sandbox reported.
-        if !runs.is_empty() {
-            ctx.record(details::merge(&runs));
-        }
         logs.finish().await;
-        match out {
-            Some(Ok(v)) => Ok(v),
-            Some(Err(e)) => Err(to_job_error(e)),
-            None => Err(JobError::retryable(
-                "stopped: the attempt was cancelled, timed out or the worker is shutting down",
-            )),
+        if let Err(e) = &out {
+            tracing::warn!(job = job.id, %kind, error = %e, "validation job could not run");
         }
+        // Whatever happened, the attempt records what the sandbox reported.
+        let details = (!runs.is_empty()).then(|| details::merge(&runs).to_json());
+        Finished::new(out).with_details(details)
     }
 
     async fn run(
@@ -107,7 +132,7 @@ impl Validator {
         ctx: &JobContext,
         logs: &LogForwarder,
         runs: &mut Vec<details::Run>,
-    ) -> Result<serde_json::Value, ValidateError> {
+    ) -> Result<ValidationOutput, ValidateError> {
         let deadline = tokio::time::Instant::now() + tool_budget(ctx.timeout);
         let tree = kiln_artifacts::load(
             &self.inner.pool,
@@ -142,17 +167,18 @@ impl Validator {
             deadline,
             logs: Some(logs),
         };
-        let value = match kind {
-            JobKind::Test => serde_json::to_value(runner::test(&at, &ws, &projects, runs).await?),
-            JobKind::Lint => serde_json::to_value(runner::lint(&at, &ws, &projects, runs).await?),
-            JobKind::SecurityScan => serde_json::to_value(runner::security(&at, &ws, &projects, runs).await?),
+        Ok(match kind {
+            JobKind::Test => ValidationOutput::Test(runner::test(&at, &ws, &projects, runs).await?),
+            JobKind::Lint => ValidationOutput::Findings(runner::lint(&at, &ws, &projects, runs).await?),
+            JobKind::SecurityScan => {
+                ValidationOutput::Findings(runner::security(&at, &ws, &projects, runs).await?)
+            }
             other => {
                 return Err(ValidateError::Payload(format!(
                     "kind `{other}` is not a validation kind"
                 )))
             }
-        };
-        Ok(value.expect("results serialise"))
+        })
     }
 }
 

@@ -1,75 +1,9 @@
 //! Which languages a workspace holds, and where each one's project root is.
 
-use std::fmt;
-use std::str::FromStr;
-
 use kiln_artifacts::Tree;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// A supported language.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Language {
-    /// Python: pytest + coverage, ruff, bandit.
-    Python,
-    /// JavaScript on node: node's test runner, eslint.
-    Javascript,
-    /// Go: `go test -json`, `go vet`.
-    Go,
-    /// Rust: `cargo test` (with llvm-cov line coverage), `cargo clippy`.
-    Rust,
-}
-
-impl Language {
-    /// Every language, in a fixed order.
-    pub const ALL: [Language; 4] = [
-        Language::Python,
-        Language::Javascript,
-        Language::Go,
-        Language::Rust,
-    ];
-
-    /// The name used in payloads, results and the CLI.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Language::Python => "python",
-            Language::Javascript => "javascript",
-            Language::Go => "go",
-            Language::Rust => "rust",
-        }
-    }
-
-    /// The job image (a directory under `images/`) its tests and linters run in.
-    pub fn image(self) -> &'static str {
-        match self {
-            Language::Python => "python",
-            Language::Javascript => "node",
-            Language::Go => "go",
-            Language::Rust => "rust",
-        }
-    }
-}
-
-impl fmt::Display for Language {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Language {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "python" | "py" => Ok(Language::Python),
-            "javascript" | "js" | "node" | "nodejs" => Ok(Language::Javascript),
-            "go" | "golang" => Ok(Language::Go),
-            "rust" | "rs" => Ok(Language::Rust),
-            other => Err(format!(
-                "unknown language {other:?}, expected one of: python, javascript (node), go, rust"
-            )),
-        }
-    }
-}
+pub use kiln_kinds::Language;
 
 /// One language's project in the workspace: the tools run in `root` (`""` is the top).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

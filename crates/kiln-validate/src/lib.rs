@@ -12,6 +12,7 @@ pub mod error;
 pub mod handler;
 pub mod language;
 pub mod logs;
+
 pub mod parse;
 pub mod payload;
 pub mod result;
@@ -19,7 +20,8 @@ pub mod runner;
 pub mod tools;
 
 pub use error::ValidateError;
-pub use handler::{Images, Validator, KINDS};
+pub use handler::{Images, ValidationOutput, Validator, KINDS};
+
 pub use language::{detect, Language, Project};
 pub use payload::ValidationPayload;
 pub use result::{Finding, Findings, Severity, TestCase, TestResult, TestStatus};

@@ -1,37 +1,4 @@
-//! The payload of `test`, `lint` and `security-scan` jobs.
+//! The payload of `test`, `lint` and `security-scan` jobs: defined once, with the other kinds'
+//! payloads, in `kiln-kinds` (checked at enqueue).
 
-use serde::{Deserialize, Serialize};
-
-use crate::error::ValidateError;
-use crate::language::Language;
-
-/// What a validation job runs on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ValidationPayload {
-    /// The workspace artifact's digest (`sha256:…`, see `kiln-artifacts`).
-    pub workspace: String,
-    /// Languages to run; detected from the workspace when absent or empty.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub languages: Vec<Language>,
-}
-
-impl ValidationPayload {
-    /// Reads and checks a job's payload.
-    pub fn from_json(v: &serde_json::Value) -> Result<Self, ValidateError> {
-        let p: ValidationPayload =
-            serde_json::from_value(v.clone()).map_err(|e| ValidateError::Payload(e.to_string()))?;
-        let hex = p.workspace.strip_prefix("sha256:").unwrap_or("");
-        if hex.len() != 64
-            || !hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(ValidateError::Payload(format!(
-                "`workspace` must be an artifact digest `sha256:<64 hex>`, got {:?}",
-                p.workspace
-            )));
-        }
-        Ok(p)
-    }
-}
+pub use kiln_kinds::ValidationPayload;

@@ -145,7 +145,6 @@ pub(crate) async fn fetch_loop(shared: Arc<Shared>, queue: QueueConfig, tx: mpsc
                 worker_id: shared.worker_id.clone(),
                 timeout: Duration::from_millis(job.timeout_ms.max(1) as u64),
                 cancel: cancel.clone(),
-                details: Default::default(),
             };
             shared.held.lock().expect("held lock").insert(
                 job.id,

@@ -1,11 +1,11 @@
 //! A worker's background loops: heartbeats, queue upkeep, and LISTEN/NOTIFY wake-ups.
 
 use kiln_queue::admin::{CANCEL_CHANNEL, JOBS_CHANNEL};
-use kiln_queue::{lease, maintenance, AttemptOutcome};
-use sqlx::postgres::PgListener;
+use kiln_queue::{lease, maintenance, AttemptOutcome, Listener, Signal};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::shared::{Shared, StopReason};
@@ -127,60 +127,36 @@ pub(crate) async fn maintenance_loop(shared: Arc<Shared>, stop: CancellationToke
     }
 }
 
-/// Turns notifications into wake-ups (new jobs) and stops (cancel requests). Reconnects on
-/// its own; after a reconnect every fetcher is woken, since notifications may have been missed.
-pub(crate) async fn listen_loop(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut failures = 0u32;
-    'connect: loop {
-        let mut listener = match PgListener::connect_with(&shared.pool).await {
-            Ok(l) => l,
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(error = %e, "LISTEN connection failed; polling meanwhile");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(25)))) => continue 'connect,
-                    _ = stop.cancelled() => return,
-                }
-            }
-        };
-        if let Err(e) = listener.listen_all([JOBS_CHANNEL, CANCEL_CHANNEL]).await {
-            tracing::warn!(error = %e, "LISTEN failed");
-            continue 'connect;
-        }
-        if std::mem::take(&mut failures) > 0 {
-            tracing::info!("LISTEN connection restored");
-        }
-        shared.wake_all();
-        loop {
-            let note = tokio::select! {
-                n = listener.try_recv() => n,
-                _ = stop.cancelled() => return,
-            };
-            match note {
-                Ok(Some(n)) if n.channel() == JOBS_CHANNEL => {
-                    if let Some(w) = shared.wakeups.get(n.payload()) {
+/// Turns notifications of the process's [`Listener`] into wake-ups (new jobs: the one fetcher
+/// of that queue) and stops (cancel requests). After a reconnect, or when this loop fell
+/// behind, every fetcher is woken: notifications may have been missed.
+pub(crate) async fn listen_loop(shared: Arc<Shared>, listener: Listener, stop: CancellationToken) {
+    let mut jobs = listener.subscribe(JOBS_CHANNEL);
+    let mut cancels = listener.subscribe(CANCEL_CHANNEL);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            signal = jobs.recv() => match signal {
+                Ok(Signal::Notified(queue)) => {
+                    if let Some(w) = shared.wakeups.get(&queue) {
                         w.notify_one();
                     }
                 }
-                Ok(Some(n)) => {
-                    if let Ok(id) = n.payload().parse::<i64>() {
+                Ok(Signal::Reconnected) | Err(RecvError::Lagged(_)) => shared.wake_all(),
+                Err(RecvError::Closed) => return,
+            },
+            signal = cancels.recv() => match signal {
+                Ok(Signal::Notified(id)) => {
+                    if let Ok(id) = id.parse::<i64>() {
                         if shared.stop_job(id, StopReason::Cancelled) {
                             tracing::info!(job = id, "cancel request received");
                         }
                     }
                 }
-                Ok(None) => {
-                    tracing::warn!("LISTEN connection lost; reconnecting");
-                    shared.wake_all();
-                    failures = 1;
-                    continue 'connect;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "LISTEN receive failed; reconnecting");
-                    failures = 1;
-                    continue 'connect;
-                }
-            }
+                // Missed cancels are found by the next heartbeat.
+                Ok(Signal::Reconnected) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
         }
     }
 }

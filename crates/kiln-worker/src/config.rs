@@ -53,7 +53,10 @@ impl QueueConfig {
 pub struct WorkerConfig {
     /// Unique id; defaults to `host-pid-random`.
     pub id: Option<String>,
-    /// Queues and their concurrency.
+    /// The kinds this worker runs (every kind its build knows when unset). Any queue may
+    /// carry any kind: the worker claims only these kinds from its queues.
+    pub kinds: Option<Vec<JobKind>>,
+    /// Queues and their concurrency (one queue per served kind, named after it, when empty).
     pub queues: Vec<QueueConfig>,
     /// A claimed job is this worker's for this long unless heartbeats extend it.
     #[serde(with = "secs")]
@@ -87,6 +90,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             id: None,
+            kinds: None,
             queues: Vec::new(),
             lease: Duration::from_secs(30),
             heartbeat_every: Duration::from_secs(5),
@@ -112,6 +116,15 @@ impl WorkerConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.queues.is_empty() {
             return Err("queues: name at least one queue to serve".into());
+        }
+        self.validate_settings()
+    }
+
+    /// Checks everything but the presence of queues (a fleet file may leave them to the
+    /// registry's default: one queue per served kind).
+    pub fn validate_settings(&self) -> Result<(), String> {
+        if self.kinds.as_ref().is_some_and(|k| k.is_empty()) {
+            return Err("kinds: name at least one kind, or leave it out to serve every kind".into());
         }
         for (i, q) in self.queues.iter().enumerate() {
             if q.concurrency == 0 || q.batch == 0 {

@@ -1,11 +1,14 @@
-//! What job handlers see and return, and the per-kind router apalis calls.
+//! What job handlers see and return: the typed contract a kind implements ([`JobHandler`]),
+//! the untyped [`Handler`] the router calls, and the adapter between them.
 
 use apalis_core::task::Task;
 use futures::future::BoxFuture;
-use kiln_queue::{AttemptDetails, ClaimedJob, JobKind};
+use kiln_kinds::Payload;
+use kiln_queue::{ClaimedJob, JobKind};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -23,58 +26,118 @@ pub struct JobContext {
     pub timeout: Duration,
     /// Fires when the attempt must stop (cancel, timeout, lease lost, shutdown).
     pub cancel: CancellationToken,
-    /// What the handler's container reported, stored on the attempt row (see [`JobContext::record`]).
-    pub details: Arc<Mutex<Option<AttemptDetails>>>,
 }
 
-impl JobContext {
-    /// Records what this attempt's sandbox reported (exit code, logs, diff, timings); it is
-    /// written with the attempt however the handler ends, success or failure.
-    pub fn record(&self, details: AttemptDetails) {
-        *self.details.lock().expect("attempt details lock") = Some(details);
-    }
-
-    /// Takes the recorded details (the lease layer does, when the attempt ends).
-    pub(crate) fn take_details(&self) -> Option<AttemptDetails> {
-        self.details.lock().expect("attempt details lock").take()
-    }
-}
-
-/// A handler's failure: retried with backoff unless `retryable` is false.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct JobError {
-    /// What went wrong.
-    pub message: String,
-    /// Whether another attempt may succeed.
-    pub retryable: bool,
+/// A handler's failure, saying what to do next.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JobError {
+    /// Another attempt may succeed (network, daemon busy…): retried with the kind's backoff.
+    #[error("{0}")]
+    Retryable(String),
+    /// Worth retrying, but not before this delay (a provider's `retry-after`).
+    #[error("{message}")]
+    RetryAfter {
+        /// What went wrong.
+        message: String,
+        /// How long to wait before the next attempt.
+        after: Duration,
+    },
+    /// No retry can fix it (bad input, image missing…): the job fails now.
+    #[error("{0}")]
+    Permanent(String),
 }
 
 impl JobError {
-    /// A failure worth retrying (network, daemon busy…).
+    /// A failure worth retrying with backoff.
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: true,
-        }
+        JobError::Retryable(message.into())
     }
-    /// A failure no retry can fix (bad payload, image missing…).
+    /// A failure no retry can fix.
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: false,
-        }
+        JobError::Permanent(message.into())
+    }
+    /// Whether another attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, JobError::Permanent(_))
     }
 }
 
-/// Runs one kind of job.
+/// How a kind's own error maps onto what the queue does next: every kind's error enum
+/// implements this (underway's `ToTaskResult`).
+pub trait KindError: std::error::Error + Send + 'static {
+    /// Retry with backoff, retry after a delay, or fail for good.
+    fn to_job_error(&self) -> JobError;
+}
+
+impl KindError for JobError {
+    fn to_job_error(&self) -> JobError {
+        self.clone()
+    }
+}
+
+/// How an attempt ended, as its handler returns it: the result and the attempt's details
+/// (kind-owned JSON stored on the attempt row, whatever the result) together.
+#[derive(Debug)]
+pub struct Finished<O, E> {
+    /// The output, or the error.
+    pub result: Result<O, E>,
+    /// What this attempt produced beyond its output (the sandbox report, tokens and cost…).
+    pub details: Option<serde_json::Value>,
+}
+
+impl<O, E> Finished<O, E> {
+    /// A finish with nothing to record beyond the result.
+    pub fn new(result: Result<O, E>) -> Self {
+        Finished {
+            result,
+            details: None,
+        }
+    }
+    /// The same finish recording `details` on the attempt.
+    pub fn with_details(mut self, details: Option<serde_json::Value>) -> Self {
+        self.details = details;
+        self
+    }
+}
+
+/// A claimed job with its payload already typed.
+#[derive(Debug, Clone)]
+pub struct Job<P> {
+    /// The job as claimed (its raw payload included).
+    pub meta: ClaimedJob,
+    /// The payload, deserialized and checked once.
+    pub payload: P,
+}
+
+/// The typed contract of a job kind's handler (River's `Worker[T]`, graphile_worker_rs's task
+/// handler): its payload, its output and its error enum. The router reaches it through
+/// [`typed`], which deserializes the payload once and serializes the output.
+pub trait JobHandler: Send + Sync + 'static {
+    /// What jobs of this kind carry (checked at enqueue by `kiln_kinds::check_payload`).
+    type Payload: Payload;
+    /// What a successful attempt returns, stored as the job's result.
+    type Output: Serialize + Send + 'static;
+    /// What a failed attempt returns; it says whether to retry.
+    type Error: KindError;
+
+    /// Runs one attempt of `job`.
+    fn run(
+        &self,
+        job: Job<Self::Payload>,
+        ctx: JobContext,
+    ) -> impl Future<Output = Finished<Self::Output, Self::Error>> + Send;
+}
+
+/// Runs one kind of job, untyped: what the router calls. Kinds implement [`JobHandler`] and
+/// are adapted with [`typed`]; a plain `async fn(ClaimedJob, JobContext) -> Result<Value,
+/// JobError>` is a handler too (tests, embedding).
 pub trait Handler: Send + Sync + 'static {
-    /// Runs `job`; the returned JSON is stored as its result.
+    /// Runs `job`.
     fn run(
         &self,
         job: ClaimedJob,
         ctx: JobContext,
-    ) -> BoxFuture<'static, Result<serde_json::Value, JobError>>;
+    ) -> BoxFuture<'static, Finished<serde_json::Value, JobError>>;
 }
 
 impl<F, Fut> Handler for F
@@ -86,8 +149,46 @@ where
         &self,
         job: ClaimedJob,
         ctx: JobContext,
-    ) -> BoxFuture<'static, Result<serde_json::Value, JobError>> {
-        Box::pin(self(job, ctx))
+    ) -> BoxFuture<'static, Finished<serde_json::Value, JobError>> {
+        let fut = self(job, ctx);
+        Box::pin(async move { Finished::new(fut.await) })
+    }
+}
+
+/// Adapts a typed [`JobHandler`] to the untyped [`Handler`].
+pub fn typed<H: JobHandler>(handler: H) -> impl Handler {
+    Typed(Arc::new(handler))
+}
+
+struct Typed<H>(Arc<H>);
+
+impl<H: JobHandler> Handler for Typed<H> {
+    fn run(
+        &self,
+        job: ClaimedJob,
+        ctx: JobContext,
+    ) -> BoxFuture<'static, Finished<serde_json::Value, JobError>> {
+        let handler = self.0.clone();
+        Box::pin(async move {
+            // Payloads are checked at enqueue; one that still does not parse (written around
+            // the API, or by an older version) fails for good, naming the field.
+            let payload = match H::Payload::from_json(&job.payload) {
+                Ok(p) => p,
+                Err(e) => {
+                    return Finished::new(Err(JobError::permanent(format!("payload: {e}"))));
+                }
+            };
+            let done = handler.run(Job { meta: job, payload }, ctx).await;
+            let result = match done.result {
+                Ok(out) => serde_json::to_value(out)
+                    .map_err(|e| JobError::permanent(format!("the output does not serialize: {e}"))),
+                Err(e) => Err(e.to_job_error()),
+            };
+            Finished {
+                result,
+                details: done.details,
+            }
+        })
     }
 }
 
@@ -112,9 +213,9 @@ impl Router {
 }
 
 impl tower::Service<Task<ClaimedJob>> for Router {
-    type Response = serde_json::Value;
+    type Response = Finished<serde_json::Value, JobError>;
     type Error = JobError;
-    type Future = BoxFuture<'static, Result<serde_json::Value, JobError>>;
+    type Future = BoxFuture<'static, Result<Self::Response, JobError>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -129,7 +230,10 @@ impl tower::Service<Task<ClaimedJob>> for Router {
             });
         };
         match self.handlers.get(&job.kind) {
-            Some(handler) => handler.run(job, ctx),
+            Some(handler) => {
+                let fut = handler.run(job, ctx);
+                Box::pin(async move { Ok(fut.await) })
+            }
             None => {
                 let kind = job.kind;
                 Box::pin(async move {

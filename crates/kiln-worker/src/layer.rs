@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use crate::handler::{JobContext, JobError};
+use crate::handler::{Finished, JobContext, JobError};
 use crate::shared::{reason_of, Report, Shared, StopReason};
 
 /// Wraps the job service: enforces the job's timeout, stops it on cancel, and reports
@@ -48,14 +48,14 @@ pub struct LeaseService<S> {
 }
 
 enum Ended {
-    Returned(Result<serde_json::Value, BoxDynError>),
+    Returned(Finished<serde_json::Value, JobError>),
     TimedOut,
     Stopped(StopReason),
 }
 
 impl<S> Service<Task<ClaimedJob>> for LeaseService<S>
 where
-    S: Service<Task<ClaimedJob>, Response = serde_json::Value> + Send,
+    S: Service<Task<ClaimedJob>, Response = Finished<serde_json::Value, JobError>> + Send,
     S::Error: Into<BoxDynError>,
     S::Future: Send + 'static,
 {
@@ -97,17 +97,25 @@ where
                     biased;
                     _ = ctx.cancel.cancelled() => Ended::Stopped(reason_of(&reason)),
                     r = tokio::time::timeout(ctx.timeout, AssertUnwindSafe(fut).catch_unwind()) => match r {
-                        Ok(Ok(r)) => Ended::Returned(r.map_err(Into::into)),
-                        Ok(Err(panic)) => Ended::Returned(Err(panic_message(panic).into())),
+                        Ok(Ok(Ok(finished))) => Ended::Returned(finished),
+                        Ok(Ok(Err(e))) => {
+                            let e: BoxDynError = e.into();
+                            let je = match e.downcast_ref::<JobError>() {
+                                Some(je) => je.clone(),
+                                None => JobError::retryable(e.to_string()),
+                            };
+                            Ended::Returned(Finished::new(Err(je)))
+                        }
+                        Ok(Err(panic)) => Ended::Returned(Finished::new(Err(JobError::retryable(panic_message(panic))))),
                         Err(_) => Ended::TimedOut,
                     },
                 };
                 let finished_at = Utc::now();
-                let retry_at = || {
-                    let delay = shared.config.retry_policy(kind).delay(attempt);
+                let retry_in = |delay: std::time::Duration| {
                     Some(finished_at + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX))
                 };
-                let done = |outcome, result, error: Option<String>, retry_at| {
+                let retry_at = || retry_in(shared.config.retry_policy(kind).delay(attempt));
+                let done = |outcome, result, error: Option<String>, retry_at, details| {
                     Report::Done(Completion {
                         id: job_id,
                         attempt,
@@ -117,26 +125,27 @@ where
                         started_at,
                         finished_at,
                         retry_at,
-                        details: ctx.take_details().map(Box::new),
+                        details,
                     })
                 };
                 let report = match ended {
-                    Ended::Returned(Ok(value)) => done(AttemptOutcome::Succeeded, Some(value), None, None),
-                    Ended::Returned(Err(e)) => {
-                        let retryable = e.downcast_ref::<JobError>().is_none_or(|je| je.retryable);
-                        tracing::info!(error = %e, retryable, "job attempt failed");
-                        done(
-                            AttemptOutcome::Failed,
-                            None,
-                            Some(e.to_string()),
-                            if retryable { retry_at() } else { None },
-                        )
+                    Ended::Returned(Finished { result: Ok(value), details }) => {
+                        done(AttemptOutcome::Succeeded, Some(value), None, None, details)
+                    }
+                    Ended::Returned(Finished { result: Err(e), details }) => {
+                        tracing::info!(error = %e, retryable = e.is_retryable(), "job attempt failed");
+                        let next = match &e {
+                            JobError::Retryable(_) => retry_at(),
+                            JobError::RetryAfter { after, .. } => retry_in(*after),
+                            JobError::Permanent(_) => None,
+                        };
+                        done(AttemptOutcome::Failed, None, Some(e.to_string()), next, details)
                     }
                     Ended::TimedOut => {
                         ctx.cancel.cancel();
                         let msg = format!("timed out after {:.1} s", ctx.timeout.as_secs_f64());
                         tracing::info!("{msg}");
-                        done(AttemptOutcome::TimedOut, None, Some(msg), retry_at())
+                        done(AttemptOutcome::TimedOut, None, Some(msg), retry_at(), None)
                     }
                     Ended::Stopped(StopReason::Cancelled | StopReason::None) => {
                         tracing::info!("job cancelled while running");
@@ -144,6 +153,7 @@ where
                             AttemptOutcome::Cancelled,
                             None,
                             Some("cancelled by request".into()),
+                            None,
                             None,
                         )
                     }

@@ -12,11 +12,13 @@ mod completer;
 pub mod config;
 pub mod handler;
 pub mod layer;
+pub mod modules;
 mod runtime;
 mod shared;
 
 pub use backend::KilnBackend;
 pub use config::{QueueConfig, WorkerConfig};
-pub use handler::{Handler, JobContext, JobError, Router};
+pub use handler::{typed, Finished, Handler, Job, JobContext, JobError, JobHandler, KindError, Router};
 pub use layer::LeaseLayer;
+pub use modules::{FleetContext, KindModule, ModuleContext, ModuleError, Registration, Registry, Services};
 pub use runtime::{Worker, WorkerBuilderKiln, WorkerError};

@@ -5,7 +5,7 @@ use apalis::prelude::WorkerBuilderExt;
 use apalis_core::worker::builder::WorkerBuilder;
 use apalis_core::worker::context::WorkerContext;
 use kiln_queue::lease::{self, HandBack};
-use kiln_queue::JobKind;
+use kiln_queue::{JobKind, Listener};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::future::Future;
@@ -36,12 +36,26 @@ pub struct WorkerBuilderKiln {
     pool: PgPool,
     config: WorkerConfig,
     handlers: HashMap<JobKind, Arc<dyn Handler>>,
+    listener: Option<Listener>,
 }
 
 impl WorkerBuilderKiln {
     /// Runs jobs of `kind` with `handler`.
     pub fn handler(mut self, kind: JobKind, handler: impl Handler) -> Self {
         self.handlers.insert(kind, Arc::new(handler));
+        self
+    }
+
+    /// Runs jobs of `kind` with an already shared handler.
+    pub fn shared_handler(mut self, kind: JobKind, handler: Arc<dyn Handler>) -> Self {
+        self.handlers.insert(kind, handler);
+        self
+    }
+
+    /// Shares the process's [`Listener`] (one LISTEN connection per process); without one the
+    /// worker starts its own.
+    pub fn listener(mut self, listener: Listener) -> Self {
+        self.listener = Some(listener);
         self
     }
 
@@ -54,6 +68,7 @@ impl WorkerBuilderKiln {
             pool: self.pool,
             config: self.config,
             router: Router::new(self.handlers),
+            listener: self.listener,
         })
     }
 }
@@ -64,9 +79,11 @@ pub struct Worker {
     pool: PgPool,
     config: WorkerConfig,
     router: Router,
+    listener: Option<Listener>,
 }
 
-fn default_worker_id() -> String {
+/// `host-pid-random`: the id of a worker that was given none.
+pub(crate) fn default_worker_id() -> String {
     format!("{}-{}-{:04x}", hostname(), std::process::id(), rand_u16())
 }
 
@@ -91,6 +108,7 @@ impl Worker {
             pool,
             config,
             handlers: HashMap::new(),
+            listener: None,
         }
     }
 
@@ -132,11 +150,15 @@ impl Worker {
         }
 
         let background_stop = CancellationToken::new();
+        let listener = match &self.listener {
+            Some(l) => l.clone(),
+            None => Listener::start(self.pool.clone(), background_stop.clone()),
+        };
         let completer = tokio::spawn(complete_loop(shared.clone(), reports_rx));
         let background = [
             tokio::spawn(heartbeat_loop(shared.clone(), background_stop.clone(), host)),
             tokio::spawn(maintenance_loop(shared.clone(), background_stop.clone())),
-            tokio::spawn(listen_loop(shared.clone(), background_stop.clone())),
+            tokio::spawn(listen_loop(shared.clone(), listener, background_stop.clone())),
         ];
         // Queue depth and workers alive: exported by whichever process of the fleet holds
         // the exporter lock (a no-op when this process already runs its exporter).

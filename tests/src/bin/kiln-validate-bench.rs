@@ -60,7 +60,7 @@ async fn main() {
             let sub = kiln_pipeline::submit(&db.pool, Source::Dir(fixture(name)), &SubmitOptions::default())
                 .await
                 .expect("submit");
-            let view = kiln_pipeline::wait(&db.pool, sub.pipeline_id, Duration::from_secs(600))
+            let view = kiln_pipeline::wait(&db.pool, None, sub.pipeline_id, Duration::from_secs(600))
                 .await
                 .expect("pipeline");
             let wall = (view.finished_at.unwrap() - view.created_at)
@@ -84,7 +84,7 @@ async fn main() {
                 let job = kiln_queue::admin::get_job(&db.pool, j.id).await.unwrap();
                 let attempts = kiln_queue::admin::attempts(&db.pool, j.id).await.unwrap();
                 let a = attempts.last().expect("an attempt");
-                let t = a.details.timings.clone().unwrap_or_default();
+                let t = a.details.get("timings").cloned().unwrap_or_default();
                 let f = |k: &str| t[k].as_f64().unwrap_or(0.0);
                 let wait = (job.attempted_at.unwrap() - job.created_at)
                     .num_microseconds()

@@ -88,22 +88,8 @@ pub struct JobStateReply {
     pub state: JobState,
 }
 
-/// The diff of a job's latest attempt that recorded one.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct JobDiff {
-    /// Job id.
-    pub job_id: i64,
-    /// The attempt the diff is from; absent when no attempt recorded a diff.
-    pub attempt: Option<i32>,
-    /// Unified diff.
-    pub diff: Option<String>,
-    /// Files touched.
-    pub files: Option<i32>,
-    /// Lines added.
-    pub insertions: Option<i32>,
-    /// Lines removed.
-    pub deletions: Option<i32>,
-}
+/// The diff of a job's latest attempt that recorded one (`kiln_queue::admin::JobDiff`).
+pub use kiln_queue::admin::JobDiff;
 
 /// Filters and paging of `GET /v1/jobs`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -192,7 +178,7 @@ async fn create_job(
     let key = idempotency_header(&headers)?;
     let bytes = read_body(&headers, body, state.config.body_limit).await?;
     let spec: JobSpec = parse_json(&bytes)?;
-    let mut job = spec.into_new_job().map_err(ApiError::invalid)?;
+    let mut job = kiln_kinds::new_job(spec).map_err(ApiError::invalid)?;
     apply_key(&mut job, key.as_deref(), None)?;
     let out = state.coalescer.enqueue(job).await?;
     Ok(reply(out))
@@ -258,9 +244,7 @@ async fn create_batch(
     }
     let mut jobs = Vec::with_capacity(req.jobs.len());
     for (i, spec) in req.jobs.into_iter().enumerate() {
-        let mut job = spec
-            .into_new_job()
-            .map_err(|e| ApiError::invalid(e.in_batch(i)))?;
+        let mut job = kiln_kinds::new_job(spec).map_err(|e| ApiError::invalid(e.in_batch(i)))?;
         apply_key(&mut job, key.as_deref(), Some(i))?;
         jobs.push(job);
     }
@@ -436,7 +420,7 @@ async fn retry_job(
     get, path = "/v1/jobs/{id}/diff", tag = tags::JOBS,
     params(("id" = i64, Path, description = "Job id")),
     responses(
-        (status = 200, body = JobDiff),
+        (status = 200, body = crate::schema::JobDiffDoc),
         (status = 400, description = "Bad id", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
@@ -448,25 +432,5 @@ async fn job_diff(
     State(state): State<AppState>,
     PathParam(id): PathParam<i64>,
 ) -> ApiResult<Json<JobDiff>> {
-    admin::get_job(&state.pool, id).await?;
-    let attempts = admin::attempts(&state.pool, id).await?;
-    let latest = attempts.into_iter().rev().find(|a| a.details.diff.is_some());
-    Ok(Json(match latest {
-        Some(a) => JobDiff {
-            job_id: id,
-            attempt: Some(a.attempt),
-            diff: a.details.diff,
-            files: a.details.diff_files,
-            insertions: a.details.diff_insertions,
-            deletions: a.details.diff_deletions,
-        },
-        None => JobDiff {
-            job_id: id,
-            attempt: None,
-            diff: None,
-            files: None,
-            insertions: None,
-            deletions: None,
-        },
-    }))
+    Ok(Json(admin::latest_diff(&state.pool, id).await?))
 }

@@ -7,7 +7,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use futures::Stream;
 use kiln_queue::logs::LogRecord;
-use kiln_queue::{admin, QueueError};
+use kiln_queue::{admin, QueueError, Signal};
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 use std::time::Duration;
@@ -156,7 +156,7 @@ async fn stream_logs(
     };
     admin::get_job(&state.pool, id).await?;
     // Subscribe before the first read so no notification falls between the two.
-    let wake = state.logs.subscribe();
+    let wake = state.listener.subscribe(kiln_queue::logs::LOGS_CHANNEL);
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(follow(state, id, after, wake, tx));
     Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default()))
@@ -176,7 +176,7 @@ async fn follow(
     state: AppState,
     id: i64,
     mut after: Option<(i32, i32)>,
-    mut wake: broadcast::Receiver<i64>,
+    mut wake: broadcast::Receiver<Signal>,
     tx: mpsc::Sender<Result<Event, Infallible>>,
 ) {
     loop {
@@ -230,8 +230,9 @@ async fn follow(
                 _ = tx.closed() => return,
                 _ = state.shutdown.cancelled() => return,
                 got = wake.recv() => match got {
-                    Ok(job) if job == id => break,
-                    Ok(_) => continue,
+                    Ok(Signal::Notified(job)) if job.parse() == Ok(id) => break,
+                    Ok(Signal::Notified(_)) => continue,
+                    Ok(Signal::Reconnected) => break,
                     Err(broadcast::error::RecvError::Lagged(_)) => break,
                     Err(broadcast::error::RecvError::Closed) => {
                         (&mut deadline).await;

@@ -2,6 +2,7 @@
 //! built with `utoipa_axum::routes!` over handlers annotated with `#[utoipa::path]`.
 
 pub mod artifacts;
+pub mod events;
 pub mod health;
 pub mod hooks;
 pub mod jobs;
@@ -25,6 +26,8 @@ pub mod tags {
     pub const SCHEDULES: &str = "schedules";
     /// Validation pipelines.
     pub const PIPELINES: &str = "pipelines";
+    /// The job-event outbox.
+    pub const EVENTS: &str = "events";
     /// Health, metrics, the document itself.
     pub const OPS: &str = "operations";
 }

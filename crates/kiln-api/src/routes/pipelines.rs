@@ -373,7 +373,7 @@ async fn wait_pipeline(
         ));
     }
     let waited = tokio::select! {
-        r = kiln_pipeline::wait(&state.pool, id, Duration::from_secs(secs)) => Some(r),
+        r = kiln_pipeline::wait(&state.pool, Some(&state.listener), id, Duration::from_secs(secs)) => Some(r),
         () = state.shutdown.cancelled() => None,
     };
     let view = match waited {

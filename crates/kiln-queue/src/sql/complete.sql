@@ -40,22 +40,13 @@ WITH done AS (
         last_error = h.error
     FROM held h
     WHERE j.id = ANY ($2::bigint[]) AND j.id = h.id
-    RETURNING j.id, j.state
+    RETURNING j.id, j.state, j.queue, j.kind, j.pipeline_id
 ), attempts AS (
-    -- `details` is null for kinds that run no container; it fills the sandbox columns.
-    INSERT INTO kiln_attempts (job_id, attempt, worker_id, started_at, finished_at, outcome, error, result,
-                               exit_code, container_id, image_digest, peak_memory_bytes, cpu_time_ms,
-                               stdout_head, stdout_tail, stderr_head, stderr_tail,
-                               diff, diff_files, diff_insertions, diff_deletions, timings)
+    -- `details` is what the attempt's kind reported (the sandbox report for validation).
+    INSERT INTO kiln_attempts (job_id, attempt, worker_id, started_at, finished_at, outcome, error, result, details)
     SELECT h.id, h.attempt, $1, h.started_at, h.finished_at, h.outcome::kiln_attempt_outcome, h.error, h.result,
-           x.exit_code, x.container_id, x.image_digest, x.peak_memory_bytes, x.cpu_time_ms,
-           x.stdout_head, x.stdout_tail, x.stderr_head, x.stderr_tail,
-           x.diff, x.diff_files, x.diff_insertions, x.diff_deletions, x.timings
+           h.details
     FROM held h
-    LEFT JOIN LATERAL jsonb_to_record(h.details) AS x(
-        exit_code int, container_id text, image_digest text, peak_memory_bytes bigint, cpu_time_ms bigint,
-        stdout_head text, stdout_tail text, stderr_head text, stderr_tail text,
-        diff text, diff_files int, diff_insertions int, diff_deletions int, timings jsonb) ON true
 ), released AS (
     -- Children whose last unfinished parent just succeeded become runnable.
     UPDATE kiln_jobs c
@@ -67,6 +58,17 @@ WITH done AS (
           WHERE p.id = ANY (c.depends_on) AND p.state <> 'succeeded'
             AND p.id NOT IN (SELECT id FROM upd WHERE state = 'succeeded'))
     RETURNING c.queue
+), ev AS (
+    -- Ids are reserved last (see kiln_event_ids): this runs after the statement's own row locks.
+    SELECT kiln_event_ids((SELECT count(*) FROM upd)) AS first_id
+), events AS (
+    INSERT INTO kiln_events (id, type, job_id, pipeline_id, queue, kind, data)
+    SELECT ev.first_id + row_number() OVER (ORDER BY u.id) - 1, 'job.' || u.state::text, u.id,
+           u.pipeline_id, u.queue, u.kind,
+           jsonb_strip_nulls(jsonb_build_object(
+               'attempt', h.attempt, 'outcome', h.outcome, 'error', left(h.error, 1024),
+               'retry_at', CASE WHEN u.state = 'retryable' THEN h.retry_at END))
+    FROM upd u JOIN held h USING (id) CROSS JOIN ev
 )
 SELECT u.id, u.state::text AS state,
        (SELECT count(*) FROM (SELECT pg_notify('kiln_jobs', q.queue)

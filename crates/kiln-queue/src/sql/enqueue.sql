@@ -20,7 +20,7 @@ WITH input AS (
 ), inserted AS (
     INSERT INTO kiln_jobs (id, queue, kind, state, payload, priority, run_at, max_attempts,
                            timeout_ms, unique_key, idempotency_key, tags, pipeline_id, depends_on)
-    SELECT p.id, p.queue, p.kind::kiln_job_kind,
+    SELECT p.id, p.queue, p.kind,
            (CASE
                WHEN cardinality(p.parents) > 0 AND EXISTS (SELECT 1 FROM kiln_jobs parent
                             WHERE parent.id = ANY (p.parents) AND parent.state <> 'succeeded')

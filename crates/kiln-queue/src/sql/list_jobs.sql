@@ -6,7 +6,7 @@ SELECT id, queue, kind::text AS kind, state::text AS state, payload, priority, r
        result, last_error
 FROM kiln_jobs
 WHERE ($1::text IS NULL OR queue = $1)
-  AND ($2::text IS NULL OR kind = $2::kiln_job_kind)
+  AND ($2::text IS NULL OR kind = $2)
   AND ($3::text[] IS NULL OR state = ANY ($3::kiln_job_state[]))
   AND ($4::text IS NULL OR tags @> ARRAY[$4::text])
   AND ($5::timestamptz IS NULL OR created_at >= $5)

@@ -17,11 +17,21 @@ WITH expired AS (
         last_error = 'lease expired: worker ' || e.locked_by || ' stopped heartbeating'
     FROM expired e
     WHERE j.id = e.id
-    RETURNING j.id, j.attempt, j.state, j.queue, j.kind::text AS kind
+    RETURNING j.id, j.attempt, j.state, j.queue, j.kind, j.pipeline_id, j.last_error, j.run_at
 ), attempts AS (
     INSERT INTO kiln_attempts (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
     SELECT u.id, u.attempt, e.locked_by, coalesce(e.attempted_at, now()), now(), 'lost',
            'lease expired: worker ' || e.locked_by || ' stopped heartbeating'
     FROM upd u JOIN expired e USING (id)
+), ev AS (
+    SELECT kiln_event_ids((SELECT count(*) FROM upd)) AS first_id
+), events AS (
+    INSERT INTO kiln_events (id, type, job_id, pipeline_id, queue, kind, data)
+    SELECT ev.first_id + row_number() OVER (ORDER BY u.id) - 1, 'job.' || u.state::text, u.id,
+           u.pipeline_id, u.queue, u.kind,
+           jsonb_strip_nulls(jsonb_build_object(
+               'attempt', u.attempt, 'outcome', 'lost', 'error', u.last_error,
+               'retry_at', CASE WHEN u.state = 'retryable' THEN u.run_at END))
+    FROM upd u CROSS JOIN ev
 )
 SELECT id, attempt, state::text AS state, queue, kind FROM upd

@@ -22,7 +22,15 @@ WITH waiting AS (
     FROM waiting w
     WHERE c.id = w.id AND c.state = 'pending'
       AND (w.any_dead OR w.found < w.wanted OR w.all_succeeded)
-    RETURNING c.state
+    RETURNING c.id, c.state, c.queue, c.kind, c.pipeline_id, c.last_error
+), ev AS (
+    SELECT kiln_event_ids((SELECT count(*) FROM upd WHERE state = 'cancelled')) AS first_id
+), events AS (
+    INSERT INTO kiln_events (id, type, job_id, pipeline_id, queue, kind, data)
+    SELECT ev.first_id + row_number() OVER (ORDER BY u.id) - 1, 'job.cancelled', u.id,
+           u.pipeline_id, u.queue, u.kind, jsonb_build_object('error', u.last_error)
+    FROM upd u CROSS JOIN ev
+    WHERE u.state = 'cancelled'
 )
 SELECT count(*) FILTER (WHERE state <> 'cancelled') AS released,
        count(*) FILTER (WHERE state = 'cancelled') AS cancelled

@@ -1,0 +1,136 @@
+//! The validation kinds (`test`, `lint`, `security-scan`) and their pipeline settler as one
+//! kind module: `kiln worker` registers it through the registry, with its `[validation]`
+//! section of `workers.toml`.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use kiln_queue::JobKind;
+use kiln_sandbox::Sandbox;
+use kiln_validate::{Images, Validator, KINDS};
+use kiln_worker::{KindModule, ModuleError, Registration};
+use serde::Deserialize;
+
+/// `[validation]` of `workers.toml`; every key optional.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ValidationSection {
+    /// How often the settler looks for ready pipelines besides following job events (seconds).
+    pub settle_poll_secs: f64,
+    /// How often the reaper removes containers of dead workers (seconds).
+    pub reap_every_secs: u64,
+}
+
+impl Default for ValidationSection {
+    fn default() -> Self {
+        Self {
+            settle_poll_secs: 2.0,
+            reap_every_secs: 60,
+        }
+    }
+}
+
+impl ValidationSection {
+    fn parse(section: Option<&toml::Value>) -> Result<Self, String> {
+        let parsed: Self = match section {
+            None => Self::default(),
+            Some(v) => v
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| e.message().to_owned())?,
+        };
+        if !(parsed.settle_poll_secs.is_finite() && (0.05..=3600.0).contains(&parsed.settle_poll_secs)) {
+            return Err("settle_poll_secs: must be between 0.05 and 3600".into());
+        }
+        if parsed.reap_every_secs == 0 {
+            return Err("reap_every_secs: must be at least 1".into());
+        }
+        Ok(parsed)
+    }
+}
+
+/// The validation module.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ValidationModule;
+
+impl KindModule for ValidationModule {
+    fn name(&self) -> &'static str {
+        "validation"
+    }
+
+    fn kinds(&self) -> &'static [JobKind] {
+        &KINDS
+    }
+
+    fn section(&self) -> Option<&'static str> {
+        Some("validation")
+    }
+
+    fn check_section(&self, section: Option<&toml::Value>) -> Result<(), String> {
+        ValidationSection::parse(section).map(drop)
+    }
+
+    fn register<'a>(
+        &'a self,
+        section: Option<&'a toml::Value>,
+        reg: &'a mut Registration,
+    ) -> BoxFuture<'a, Result<(), ModuleError>> {
+        Box::pin(async move {
+            let settings = ValidationSection::parse(section).map_err(|message| ModuleError::Config {
+                section: "validation",
+                message,
+            })?;
+            let start = |message: String| ModuleError::Start {
+                module: "validation",
+                message,
+            };
+            let ctx = reg.context().clone();
+            let images = Images::from_dir(&kiln_images::default_images_dir())
+                .map_err(|e| start(format!("job image tags: {e}")))?;
+            let sandbox = Sandbox::connect(&ctx.worker_id)
+                .await
+                .map_err(|e| start(format!("connect to the Docker engine: {e}")))?;
+            sandbox.start_reaper(Duration::from_secs(settings.reap_every_secs), None);
+            if ctx.warm_pool > 0 {
+                let tags: Vec<String> = ctx
+                    .images
+                    .iter()
+                    .filter_map(|n| images.tag(n).ok().map(str::to_string))
+                    .collect();
+                tracing::info!(per_image = ctx.warm_pool, images = ?tags, "starting the warm pool");
+                sandbox.start_pool(&tags, ctx.warm_pool);
+            }
+            reg.handler(&KINDS, Validator::new(ctx.pool.clone(), sandbox.clone(), images));
+            reg.service(
+                "pipeline settler",
+                crate::settler(
+                    ctx.pool.clone(),
+                    ctx.listener.clone(),
+                    Duration::from_secs_f64(settings.settle_poll_secs),
+                    ctx.stop.clone(),
+                ),
+            );
+            reg.on_shutdown(async move {
+                sandbox.removals_done().await;
+                sandbox.shutdown().await;
+            });
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_section_names_unknown_keys_and_bad_values() {
+        let v: toml::Value = toml::from_str("settle_poll_secs = 1.0\nsettle_pol = 3").unwrap();
+        let err = ValidationModule.check_section(Some(&v)).unwrap_err();
+        assert!(err.contains("settle_pol"), "{err}");
+        let v: toml::Value = toml::from_str("reap_every_secs = 0").unwrap();
+        let err = ValidationModule.check_section(Some(&v)).unwrap_err();
+        assert!(err.starts_with("reap_every_secs"), "{err}");
+        assert!(ValidationModule.check_section(None).is_ok());
+    }
+}
