@@ -22,6 +22,11 @@ pub struct FleetFile {
     /// creates its own container).
     #[serde(default)]
     pub warm_pool: usize,
+    /// Where outbound connections a request names may go (`[network]`: `allow_loopback`,
+    /// `allow_private`; both false by default). Link-local and cloud-metadata addresses are
+    /// refused whatever this says.
+    #[serde(default)]
+    pub network: kiln_artifacts::DestinationPolicy,
 }
 
 impl FleetFile {
@@ -76,6 +81,16 @@ mod tests {
         .unwrap();
         let err = FleetFile::load(&path).unwrap_err().to_string();
         assert!(err.contains("schedules[0].invalid `timezone`"), "{err}");
+    }
+
+    #[test]
+    fn the_network_section_opens_loopback_or_private_destinations() {
+        let file: FleetFile = toml::from_str("[network]\nallow_private = true\n").unwrap();
+        assert!(file.network.allow_private && !file.network.allow_loopback);
+        let strict: FleetFile = toml::from_str("").unwrap();
+        assert_eq!(strict.network, kiln_artifacts::DestinationPolicy::default());
+        let err = toml::from_str::<FleetFile>("[network]\nallow_metadata = true\n").unwrap_err();
+        assert!(err.to_string().contains("allow_metadata"), "{err}");
     }
 
     #[test]

@@ -176,7 +176,11 @@ async fn main() -> anyhow::Result<()> {
                 config: args.worker.config.clone(),
                 id: None,
             };
-            let api = serve::run_api(pool.clone(), listener, &args.api, &cli.data_dir, shutdown.clone());
+            let mut api_args = args.api.clone();
+            api_args
+                .fleet_config
+                .get_or_insert_with(|| args.worker.config.clone());
+            let api = serve::run_api(pool.clone(), listener, &api_args, &cli.data_dir, shutdown.clone());
             let worker = run_worker(pool.clone(), &args.worker, shutdown.clone().cancelled_owned());
             let scheduler = scheduler::run(pool, &sched, shutdown.clone().cancelled_owned());
             let (api, worker, scheduler) = tokio::join!(

@@ -126,7 +126,8 @@ pub async fn settle_ready(pool: &PgPool, limit: i64) -> Result<usize, PipelineEr
 
 /// Settles pipelines as their jobs finish until `stop` fires: on each `kiln_pipelines`
 /// notification, and every `poll` in case a notification was missed (any number of settlers
-/// may run; settling is idempotent). Also prunes unreferenced workspace artifacts hourly.
+/// may run; settling is idempotent). Also prunes, hourly, pipelines finished more than a week
+/// ago and workspace artifacts unreferenced for a day ([`crate::prune`]).
 pub async fn settler(pool: PgPool, poll: Duration, stop: CancellationToken) {
     let mut listener: Option<PgListener> = None;
     let mut last_prune = tokio::time::Instant::now();
@@ -171,10 +172,14 @@ pub async fn settler(pool: PgPool, poll: Duration, stop: CancellationToken) {
         }
         if last_prune.elapsed() >= Duration::from_secs(3600) {
             last_prune = tokio::time::Instant::now();
-            match kiln_artifacts::prune_unreferenced(&pool, Duration::from_secs(86_400)).await {
-                Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned unreferenced workspace artifacts"),
+            match crate::prune(&pool, &crate::PipelineRetention::default()).await {
+                Ok(p) if p.pipelines + p.artifacts > 0 => tracing::info!(
+                    pipelines = p.pipelines,
+                    artifacts = p.artifacts,
+                    "pruned old pipelines and unreferenced workspace artifacts"
+                ),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "pruning artifacts failed"),
+                Err(e) => tracing::warn!(error = %e, "pruning pipelines and artifacts failed"),
             }
         }
     }
