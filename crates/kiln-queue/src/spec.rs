@@ -378,15 +378,25 @@ mod tests {
         let cases = [
             (json!({"kind": "test", "pipeline_id": 1}), "pipeline_id"),
             (json!({"kind": "test", "unique_key": "hook:h:1"}), "unique_key"),
-            (json!({"kind": "test", "unique_key": "schedule:s:t"}), "unique_key"),
-            (json!({"kind": "test", "idempotency_key": "hook:gh:d1"}), "idempotency_key"),
-            (json!({"kind": "test", "idempotency_key": "schedule:n:t"}), "idempotency_key"),
+            (
+                json!({"kind": "test", "unique_key": "schedule:s:t"}),
+                "unique_key",
+            ),
+            (
+                json!({"kind": "test", "idempotency_key": "hook:gh:d1"}),
+                "idempotency_key",
+            ),
+            (
+                json!({"kind": "test", "idempotency_key": "schedule:n:t"}),
+                "idempotency_key",
+            ),
         ];
         for (input, field) in cases {
             let err = spec(input.clone()).expect_err(&input.to_string());
             assert_eq!(err.field, field, "{input}: {err}");
         }
-        let ok = spec(json!({"kind": "test", "unique_key": "hooks-are-fine", "idempotency_key": "my:hook:1"}));
+        let ok =
+            spec(json!({"kind": "test", "unique_key": "hooks-are-fine", "idempotency_key": "my:hook:1"}));
         assert!(ok.is_ok(), "{ok:?}");
     }
 
