@@ -53,6 +53,8 @@ scope_marker!(
 pub struct Auth<S> {
     /// The token's id.
     pub token_id: i64,
+    /// Whether the token carries `admin` (which implies every scope).
+    pub admin: bool,
     _scope: PhantomData<S>,
 }
 
@@ -134,6 +136,7 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Auth<S> {
         if scopes.contains(&S::SCOPE) || scopes.contains(&Scope::Admin) {
             Ok(Auth {
                 token_id: id,
+                admin: scopes.contains(&Scope::Admin),
                 _scope: PhantomData,
             })
         } else {

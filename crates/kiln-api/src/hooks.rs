@@ -15,6 +15,11 @@ const UPDATE_SQL: &str = include_str!("sql/hook_update.sql");
 const DELETE_SQL: &str = include_str!("sql/hook_delete.sql");
 const CLAIM_SQL: &str = include_str!("sql/delivery_claim.sql");
 const SEEN_SQL: &str = include_str!("sql/delivery_seen.sql");
+const PRUNE_SQL: &str = include_str!("sql/delivery_prune.sql");
+
+/// How far a signed delivery timestamp (`webhook-timestamp`) may be from the server's clock,
+/// either way: older deliveries are replays (or stuck in a queue) and are refused.
+pub const MAX_DELIVERY_AGE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// GitHub events a hook may react to.
 pub const GITHUB_EVENTS: [&str; 2] = ["push", "pull_request"];
@@ -79,6 +84,113 @@ pub fn verify_signature(secret: &str, body: &[u8], signature: &str) -> bool {
     };
     mac.update(body);
     mac.verify_slice(&sig).is_ok()
+}
+
+/// A Standard Webhooks signature (`webhook-id`, `webhook-timestamp`, `webhook-signature`):
+/// the HMAC-SHA256 of `id.timestamp.body`, which signs the delivery's time too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// `webhook-id`: the delivery id.
+    pub id: String,
+    /// `webhook-timestamp`: Unix seconds, as sent.
+    pub timestamp: String,
+    /// `webhook-signature`: space-separated `v1,<base64>` entries.
+    pub signatures: String,
+}
+
+impl Signed {
+    /// The three headers, when `webhook-signature` is present (missing companions read as
+    /// empty, which then fails verification).
+    pub fn from_headers(headers: &axum::http::HeaderMap) -> Option<Signed> {
+        let get = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().chars().take(1024).collect::<String>())
+        };
+        Some(Signed {
+            signatures: get("webhook-signature")?,
+            id: get("webhook-id").unwrap_or_default(),
+            timestamp: get("webhook-timestamp").unwrap_or_default(),
+        })
+    }
+
+    /// True when one of the `v1` signatures is the HMAC of `id.timestamp.body` under the
+    /// secret (a `whsec_` secret is base64 of the key; any other is the key's bytes). The id
+    /// must be 1 to 180 bytes and the timestamp all digits. Compared in constant time.
+    pub fn verify(&self, secret: &str, body: &[u8]) -> bool {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        if self.id.is_empty()
+            || self.id.len() > 180
+            || self.timestamp.is_empty()
+            || !self.timestamp.bytes().all(|b| b.is_ascii_digit())
+        {
+            return false;
+        }
+        let key = match secret.strip_prefix("whsec_") {
+            Some(k) => match b64.decode(k) {
+                Ok(k) => k,
+                Err(_) => return false,
+            },
+            None => secret.as_bytes().to_vec(),
+        };
+        let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&key) else {
+            return false;
+        };
+        mac.update(self.id.as_bytes());
+        mac.update(b".");
+        mac.update(self.timestamp.as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        let mut ok = false;
+        for entry in self.signatures.split(' ').take(16) {
+            if let Some(sig) = entry.strip_prefix("v1,").and_then(|s| b64.decode(s).ok()) {
+                ok |= mac.clone().verify_slice(&sig).is_ok();
+            }
+        }
+        ok
+    }
+
+    /// `Ok` when the signed timestamp is within [`MAX_DELIVERY_AGE`] of `now`; else how many
+    /// seconds away it is.
+    pub fn check_age(&self, now: DateTime<Utc>) -> Result<(), i64> {
+        let ts: i64 = self.timestamp.parse().unwrap_or(i64::MIN / 2);
+        let away = now.timestamp().saturating_sub(ts).saturating_abs();
+        if away <= MAX_DELIVERY_AGE.as_secs() as i64 {
+            Ok(())
+        } else {
+            Err(away)
+        }
+    }
+
+    /// The `webhook-signature` value for `id.timestamp.body` under `secret` (what a sender
+    /// computes).
+    pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let key = match secret.strip_prefix("whsec_") {
+            Some(k) => b64.decode(k).unwrap_or_default(),
+            None => secret.as_bytes().to_vec(),
+        };
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).expect("HMAC takes any key length");
+        mac.update(format!("{id}.{timestamp}.").as_bytes());
+        mac.update(body);
+        format!("v1,{}", b64.encode(mac.finalize().into_bytes()))
+    }
+}
+
+/// Deletes deliveries recorded more than `older_than` ago; returns how many. (A replay of a
+/// pruned GitHub delivery still finds its job by idempotency key while the job is kept.)
+pub async fn prune_deliveries<'e>(
+    db: impl PgExecutor<'e>,
+    older_than: std::time::Duration,
+) -> Result<u64, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(PRUNE_SQL)
+        .bind(older_than.as_secs_f64())
+        .fetch_one(db)
+        .await?;
+    Ok(n as u64)
 }
 
 /// `sha256=<hex>` of `body` under `secret`: what senders put in `X-Hub-Signature-256`.
@@ -267,4 +379,43 @@ pub enum DeliveryError {
     /// The queue refused or failed.
     #[error(transparent)]
     Queue(#[from] kiln_queue::QueueError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_webhooks_signatures_cover_id_time_and_body() {
+        let now = Utc::now();
+        let ts = now.timestamp();
+        let body = br#"{"commit":"abc"}"#;
+        let secret = "0123456789abcdef-secret";
+        let signed = |id: &str, ts: i64, sig: String| Signed {
+            id: id.into(),
+            timestamp: ts.to_string(),
+            signatures: sig,
+        };
+        let good = signed("msg_1", ts, Signed::sign(secret, "msg_1", ts, body));
+        assert!(good.verify(secret, body));
+        assert!(good.check_age(now).is_ok());
+        assert!(!good.verify(secret, br#"{"commit":"abd"}"#), "another body");
+        assert!(!good.verify("another-secret-0123", body), "another secret");
+        let moved = signed("msg_2", ts, Signed::sign(secret, "msg_1", ts, body));
+        assert!(!moved.verify(secret, body), "another id");
+        let several = signed(
+            "msg_1",
+            ts,
+            format!("v1,AAAA {}", Signed::sign(secret, "msg_1", ts, body)),
+        );
+        assert!(several.verify(secret, body), "any listed signature may match");
+        let old = signed("msg_1", ts - 301, Signed::sign(secret, "msg_1", ts - 301, body));
+        assert!(old.verify(secret, body));
+        assert_eq!(old.check_age(now), Err(301), "older than five minutes");
+        let future = signed("msg_1", ts + 400, Signed::sign(secret, "msg_1", ts + 400, body));
+        assert!(future.check_age(now).is_err(), "from the future");
+        let whsec = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let s = signed("msg_3", ts, Signed::sign(whsec, "msg_3", ts, body));
+        assert!(s.verify(whsec, body), "a whsec_ secret is base64 of the key");
+    }
 }

@@ -13,7 +13,7 @@ pub mod error;
 pub mod extract;
 pub mod first_analyze;
 pub mod hooks;
-
+pub mod idempotency;
 pub mod routes;
 pub mod schema;
 pub mod tokens;
@@ -50,6 +50,15 @@ pub struct ApiConfig {
     pub coalesce_flushers: usize,
     /// Most single-job requests sharing one statement.
     pub coalesce_max_batch: usize,
+    /// What a pipeline's `git.source` may reach: `https://` only, under a destination policy
+    /// (loopback and private ranges refused unless `workers.toml`'s `[network]` allows them).
+    pub git_access: kiln_artifacts::GitAccess,
+    /// Deadline of one git checkout.
+    pub git_timeout: std::time::Duration,
+    /// Most bytes of job payloads in one page of `GET /v1/jobs` (the page ends early beyond).
+    pub list_payload_bytes: usize,
+    /// Webhook deliveries older than this are pruned.
+    pub delivery_retention: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -63,6 +72,10 @@ impl Default for ApiConfig {
             max_workspace_bytes: kiln_artifacts::DEFAULT_MAX_BYTES,
             coalesce_flushers: 4,
             coalesce_max_batch: 1_000,
+            git_access: kiln_artifacts::GitAccess::remote(kiln_artifacts::DestinationPolicy::default()),
+            git_timeout: std::time::Duration::from_secs(120),
+            list_payload_bytes: 4 * 1024 * 1024,
+            delivery_retention: std::time::Duration::from_secs(7 * 86_400),
         }
     }
 }
@@ -115,6 +128,7 @@ impl AppState {
             config.coalesce_max_batch,
         );
         first_analyze::start(pool.clone(), shutdown.clone());
+        start_delivery_pruning(pool.clone(), config.delivery_retention, shutdown.clone());
         let docker = bollard::Docker::connect_with_local_defaults()
             .inspect_err(|e| tracing::warn!(error = %e, "no Docker client; /readyz will report it"))
             .ok();
@@ -130,6 +144,26 @@ impl AppState {
             shutdown,
         }
     }
+}
+
+/// Prunes webhook deliveries older than `retention`, hourly (the first pass a minute after
+/// start), until `shutdown`.
+fn start_delivery_pruning(pool: sqlx::PgPool, retention: std::time::Duration, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut wait = std::time::Duration::from_secs(60);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = std::time::Duration::from_secs(3600);
+            match hooks::prune_deliveries(&pool, retention).await {
+                Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned old webhook deliveries"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning webhook deliveries failed"),
+            }
+        }
+    });
 }
 
 struct BearerAuth;
@@ -198,16 +232,34 @@ async fn track(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let res = next.run(req).await;
     let m = kiln_metrics::metrics();
     m.http_requests
-        .with_label_values(&[route.as_str(), method.as_str(), res.status().as_str()])
+        .with_label_values(&[route.as_str(), method, res.status().as_str()])
         .inc();
     m.http_seconds
-        .with_label_values(&[route.as_str(), method.as_str()])
+        .with_label_values(&[route.as_str(), method])
         .observe(started.elapsed().as_secs_f64());
     res
+}
+
+/// The `method` label: one of the nine standard methods, else `other` (a client can send any
+/// token as a method; each would otherwise be a new series).
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains: live streams end and

@@ -6,7 +6,9 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-/// A job to enqueue (mirrors `kiln_queue::JobSpec`). Unknown fields are refused.
+/// A job to enqueue (mirrors `kiln_queue::JobSpec`). Unknown fields are refused, and so is
+/// `pipeline_id` (only Kiln attaches jobs to pipelines); keys may not start with `schedule:`
+/// or `hook:`.
 #[derive(Serialize, ToSchema)]
 #[schema(as = JobSpec)]
 pub struct JobSpecDoc {
@@ -39,8 +41,6 @@ pub struct JobSpecDoc {
     /// Free-form labels (at most 32).
     #[schema(max_items = 32)]
     tags: Option<Vec<String>>,
-    /// Pipeline this job belongs to.
-    pipeline_id: Option<i64>,
     /// Jobs that must succeed before this one runs.
     depends_on: Option<Vec<i64>>,
 }

@@ -26,6 +26,9 @@ pub enum ArtifactError {
     /// A git checkout failed.
     #[error("git: {0}")]
     Git(String),
+    /// A git checkout did not finish within its deadline.
+    #[error("git: the checkout did not finish within {0:?}")]
+    TimedOut(std::time::Duration),
     /// No artifact with this digest.
     #[error("artifact {0} not found")]
     NotFound(String),

@@ -316,6 +316,7 @@ pub async fn jobs(backend: &Backend, cmd: JobsCommand) -> anyhow::Result<()> {
                 Backend::Db(pool) => kiln_api::routes::jobs::JobDetail {
                     job: admin::get_job(pool, id).await?,
                     attempts: admin::attempts(pool, id).await?,
+                    omitted: Vec::new(),
                 },
             };
             println!("{}", serde_json::to_string_pretty(&detail)?);

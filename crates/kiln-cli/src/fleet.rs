@@ -25,10 +25,15 @@ pub struct FleetFile {
     /// The kind modules' sections (`[validation]`, `[llm]`…), checked by their modules.
     #[serde(skip)]
     pub sections: toml::Table,
+    /// Where outbound connections a request names may go (`[network]`: `allow_loopback`,
+    /// `allow_private`; both false by default). Link-local and cloud-metadata addresses are
+    /// refused whatever this says.
+    #[serde(default)]
+    pub network: kiln_artifacts::DestinationPolicy,
 }
 
 /// The top-level keys the fleet file itself owns; every other table belongs to a kind module.
-const CORE_KEYS: [&str; 4] = ["worker", "images", "schedules", "warm_pool"];
+const CORE_KEYS: [&str; 5] = ["worker", "images", "schedules", "warm_pool", "network"];
 
 impl FleetFile {
     /// Reads and validates `path`; errors name the file and the field.
@@ -118,6 +123,16 @@ mod tests {
             err.contains("[validation]") && err.contains("settle_pol"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_network_section_opens_loopback_or_private_destinations() {
+        let file: FleetFile = toml::from_str("[network]\nallow_private = true\n").unwrap();
+        assert!(file.network.allow_private && !file.network.allow_loopback);
+        let strict: FleetFile = toml::from_str("").unwrap();
+        assert_eq!(strict.network, kiln_artifacts::DestinationPolicy::default());
+        let err = toml::from_str::<FleetFile>("[network]\nallow_metadata = true\n").unwrap_err();
+        assert!(err.to_string().contains("allow_metadata"), "{err}");
     }
 
     #[test]

@@ -180,13 +180,17 @@ async fn main() -> anyhow::Result<()> {
                 config: args.worker.config.clone(),
                 id: None,
             };
+            let mut api_args = args.api.clone();
+            api_args
+                .fleet_config
+                .get_or_insert_with(|| args.worker.config.clone());
             // One LISTEN connection for the whole process: API, worker and settler share it.
             let pg_listener = kiln_queue::Listener::start(pool.clone(), shutdown.clone());
             let api = serve::run_api(
                 pool.clone(),
                 Some(pg_listener.clone()),
                 listener,
-                &args.api,
+                &api_args,
                 &cli.data_dir,
                 shutdown.clone(),
             );

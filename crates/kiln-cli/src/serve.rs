@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use tokio_util::sync::CancellationToken;
 
 /// Flags of `kiln api`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct ApiArgs {
     /// Address to listen on.
     #[arg(long, env = "KILN_LISTEN", default_value = "127.0.0.1:8080")]
@@ -16,6 +16,10 @@ pub struct ApiArgs {
     /// Largest request body in bytes (413 beyond); the batch endpoint allows 64 times more.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub body_limit: usize,
+    /// A `workers.toml` whose `[network]` section says which git destinations pipelines may
+    /// name (default for `kiln up`: its `--config`; without one, public addresses only).
+    #[arg(long, env = "KILN_FLEET_CONFIG")]
+    pub fleet_config: Option<PathBuf>,
 }
 
 /// Where the admin token of an embedded installation is kept.
@@ -74,9 +78,18 @@ pub async fn run_api(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let token_path = ensure_admin_token(&pool, data_dir).await?;
+    let network = match &args.fleet_config {
+        Some(path) => {
+            crate::fleet::FleetFile::load(path)
+                .context("--fleet-config")?
+                .network
+        }
+        None => kiln_artifacts::DestinationPolicy::default(),
+    };
     let config = kiln_api::ApiConfig {
         body_limit: args.body_limit,
         batch_body_limit: args.body_limit.saturating_mul(64),
+        git_access: kiln_artifacts::GitAccess::remote(network),
         ..kiln_api::ApiConfig::default()
     };
     let state = match pg_listener {

@@ -107,6 +107,8 @@ pub async fn run(
         languages,
         timeout: Duration::from_secs(args.timeout),
         test_timeout: args.test_timeout.map(Duration::from_secs),
+        // The user's own machine: local paths and their own git setup are theirs to use.
+        git_access: kiln_artifacts::GitAccess::Local,
         ..SubmitOptions::default()
     };
     let submitted = kiln_pipeline::submit(&pool, source, &opts)

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 const QUEUE_DEPTH_SQL: &str = include_str!("sql/queue_depth.sql");
 const WORKERS_ALIVE_SQL: &str = include_str!("sql/workers_alive.sql");
+const KNOWN_QUEUES_SQL: &str = include_str!("sql/known_queues.sql");
 /// The advisory lock the exporting process holds (a key derived from this name).
 pub const LOCK_NAME: &str = "kiln.metrics.exporter";
 /// Every job state, so a queue's states without jobs read 0 rather than vanish.
@@ -251,6 +252,9 @@ impl DepthExporter {
             *conn = Some(self.pool.acquire().await?.detach());
         }
         let c = conn.as_mut().expect("connected above");
+        // Every process keeps its set of queue labels current, holder or not.
+        let known: Vec<String> = sqlx::query_scalar(KNOWN_QUEUES_SQL).fetch_all(&mut *c).await?;
+        crate::queues::set_fleet(known);
         if !*holding {
             let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
                 .bind(LOCK_NAME)
@@ -264,10 +268,17 @@ impl DepthExporter {
         }
         // Read on the lock's own connection: if it died, the lock died with it.
         let rows = sqlx::query(QUEUE_DEPTH_SQL).fetch_all(&mut *c).await?;
-        let rows: Vec<(String, Option<String>, i64)> = rows
-            .iter()
-            .map(|r| (r.get("queue"), r.get("state"), r.get("count")))
-            .collect();
+        let mut labelled: Vec<(String, Option<String>, i64)> = Vec::new();
+        for r in &rows {
+            let queue: String = r.get("queue");
+            let (state, count): (Option<String>, i64) = (r.get("state"), r.get("count"));
+            let queue = crate::queues::label(&queue).to_owned();
+            match labelled.iter_mut().find(|l| l.0 == queue && l.1 == state) {
+                Some(l) => l.2 += count,
+                None => labelled.push((queue, state, count)),
+            }
+        }
+        let rows = labelled;
         let alive: i64 = sqlx::query_scalar(WORKERS_ALIVE_SQL)
             .bind(self.config.alive_within.as_secs_f64())
             .fetch_one(&mut *c)

@@ -5,9 +5,11 @@
 //!
 //! `kiln_queue_depth` and `kiln_workers_alive` describe the whole fleet, so they are exported
 //! by one process only: the holder of the [`exporter`]'s advisory lock. Elsewhere those two
-//! families render no series at all (see [`DepthGauges`]).
+//! families render no series at all (see [`DepthGauges`]). The `queue` label of every family
+//! comes from a bounded set ([`queues`]): unknown queues count as `other`.
 
 pub mod exporter;
+pub mod queues;
 
 pub use exporter::{DepthExporter, DepthGauges, ExporterConfig};
 

@@ -45,7 +45,7 @@ impl PipelineError {
         match self {
             PipelineError::Validate(ValidateError::Language(..)) => Some("languages"),
             PipelineError::Validate(_) => Some("workspace"),
-            PipelineError::Artifact(ArtifactError::Git(_)) => Some("git"),
+            PipelineError::Artifact(ArtifactError::Git(_) | ArtifactError::TimedOut(_)) => Some("git"),
             PipelineError::Artifact(
                 ArtifactError::TooLarge { .. } | ArtifactError::Invalid(_) | ArtifactError::Io { .. },
             ) => Some("workspace"),

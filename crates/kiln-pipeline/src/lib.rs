@@ -5,10 +5,12 @@
 //! [`get`] (the [`PipelineView`], whose [`PipelineView::summary`] is the
 //! `kiln submit validate --json` object), [`wait`] (until settled). [`settler`] settles
 //! pipelines as their jobs finish: woken by the `kiln_pipelines` notification that a trigger
-//! sends when a pipeline job reaches a final state, with a polling fallback.
+//! sends when a pipeline job reaches a final state, with a polling fallback, and [`prune`]s
+//! finished pipelines and unreferenced artifacts by age.
 
 pub mod error;
 pub mod module;
+pub mod prune;
 pub mod score;
 pub mod settle;
 pub mod submit;
@@ -16,6 +18,7 @@ pub mod view;
 
 pub use error::PipelineError;
 pub use module::{ValidationModule, ValidationSection};
+pub use prune::{creator, prune, PipelineRetention, Pruned};
 pub use score::{quality_score, verdict, Verdict};
 pub use settle::{settle, settle_ready, settler};
 pub use submit::{submit, Source, SubmitOptions, Submitted};

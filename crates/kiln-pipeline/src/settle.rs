@@ -137,7 +137,8 @@ pub async fn settle_ready(pool: &PgPool, limit: i64) -> Result<usize, PipelineEr
 /// Settles pipelines as their jobs finish until `stop` fires: it follows the job-event outbox
 /// (woken by the process's [`Listener`]) and settles the pipelines of final `job.*` events, and
 /// every `poll` settles whatever is ready in case it fell behind (any number of settlers may
-/// run; settling is idempotent). Also prunes unreferenced workspace artifacts hourly.
+/// run; settling is idempotent). Also prunes, hourly, pipelines finished more than a week
+/// ago and workspace artifacts unreferenced for a day ([`crate::prune`]).
 pub async fn settler(pool: PgPool, listener: Listener, poll: Duration, stop: CancellationToken) {
     let mut wakeups = listener.subscribe(events::CHANNEL);
     let mut cursor = loop {
@@ -175,10 +176,14 @@ pub async fn settler(pool: PgPool, listener: Listener, poll: Duration, stop: Can
         }
         if last_prune.elapsed() >= Duration::from_secs(3600) {
             last_prune = tokio::time::Instant::now();
-            match kiln_artifacts::prune_unreferenced(&pool, Duration::from_secs(86_400)).await {
-                Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned unreferenced workspace artifacts"),
+            match crate::prune(&pool, &crate::PipelineRetention::default()).await {
+                Ok(p) if p.pipelines + p.artifacts > 0 => tracing::info!(
+                    pipelines = p.pipelines,
+                    artifacts = p.artifacts,
+                    "pruned old pipelines and unreferenced workspace artifacts"
+                ),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "pruning artifacts failed"),
+                Err(e) => tracing::warn!(error = %e, "pruning pipelines and artifacts failed"),
             }
         }
     }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kiln_artifacts::{Packed, Tree};
+use kiln_artifacts::{CheckoutOptions, GitAccess, Packed, Tree};
 use kiln_queue::{JobKind, NewJob};
 use kiln_validate::{language, Language, ValidateError, ValidationPayload, KINDS};
 use serde::Serialize;
@@ -49,6 +49,14 @@ pub struct SubmitOptions {
     pub tags: Vec<String>,
     /// Workspace cap in bytes (default 50 MiB).
     pub max_workspace_bytes: u64,
+    /// The API token submitting it (None from the CLI or a library call): only that token
+    /// (or an admin) may reopen the pipeline by retrying one of its jobs through the API.
+    pub created_by_token: Option<i64>,
+    /// What a [`Source::Git`] may be and reach: by default a remote `https://` URL under the
+    /// strict destination policy; the CLI sets [`GitAccess::Local`].
+    pub git_access: GitAccess,
+    /// Deadline of a git checkout (default 120 s).
+    pub git_timeout: Duration,
 }
 
 impl Default for SubmitOptions {
@@ -61,6 +69,9 @@ impl Default for SubmitOptions {
             priority: 0,
             tags: Vec::new(),
             max_workspace_bytes: kiln_artifacts::DEFAULT_MAX_BYTES,
+            created_by_token: None,
+            git_access: GitAccess::remote(kiln_artifacts::DestinationPolicy::default()),
+            git_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -95,11 +106,15 @@ pub async fn submit(pool: &PgPool, source: Source, opts: &SubmitOptions) -> Resu
         Source::Dir(dir) => tokio::task::spawn_blocking(move || kiln_artifacts::pack_dir(&dir, cap))
             .await
             .expect("packing task")?,
-        Source::Git { source, git_ref } => tokio::task::spawn_blocking(move || {
-            kiln_artifacts::git::checkout(&source, git_ref.as_deref(), cap)
-        })
-        .await
-        .expect("checkout task")?,
+        Source::Git { source, git_ref } => {
+            let mut git = CheckoutOptions::new(opts.git_access.clone(), cap);
+            git.timeout = opts.git_timeout;
+            tokio::task::spawn_blocking(move || {
+                kiln_artifacts::git::checkout_with(&source, git_ref.as_deref(), &git)
+            })
+            .await
+            .expect("checkout task")?
+        }
     };
     let tree = Tree::from_tar_gz(&packed.data, cap)?;
     let projects = language::select(&tree, &opts.languages);
@@ -115,6 +130,7 @@ pub async fn submit(pool: &PgPool, source: Source, opts: &SubmitOptions) -> Resu
         .bind(&packed.digest)
         .bind(&lang_names)
         .bind(&opts.tags)
+        .bind(opts.created_by_token)
         .fetch_one(&mut *tx)
         .await
         .map_err(PipelineError::db("insert pipeline"))?;

@@ -216,6 +216,10 @@ pub async fn register_worker<'e>(
     pid: u32,
     queues: &[String],
 ) -> Result<()> {
+    // A queue a worker serves is a metric label from now on (others count as `other`).
+    for q in queues {
+        kiln_metrics::queues::allow(q);
+    }
     sqlx::query(REGISTER_WORKER_SQL)
         .bind(worker)
         .bind(host)

@@ -58,7 +58,10 @@ impl QueueHandles {
 }
 
 /// The handles of `queue` (one read lock and a hash; hold on to the `Arc` where you can).
+/// A queue neither configured nor served by a worker counts as `other`
+/// ([`kiln_metrics::queues`]).
 pub fn for_queue(queue: &str) -> Arc<QueueHandles> {
+    let queue = kiln_metrics::queues::label(queue);
     static QUEUES: OnceLock<RwLock<HashMap<Box<str>, Arc<QueueHandles>>>> = OnceLock::new();
     let map = QUEUES.get_or_init(Default::default);
     if let Some(h) = map.read().expect("metric handles").get(queue) {

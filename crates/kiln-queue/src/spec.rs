@@ -17,6 +17,21 @@ pub const TIMEOUT_MS_RANGE: std::ops::RangeInclusive<i32> = 1_000..=86_400_000;
 pub const MAX_KEY_LEN: usize = 256;
 /// Most tags on one job.
 pub const MAX_TAGS: usize = 32;
+/// Key prefixes Kiln keeps for its own jobs (`schedule:NAME:TICK`, `hook:NAME:DELIVERY`):
+/// a request may not use them for its unique or idempotency key.
+pub const RESERVED_KEY_PREFIXES: [&str; 2] = ["schedule:", "hook:"];
+
+/// Refuses a key a client sends (`unique_key`, `idempotency_key`, the `Idempotency-Key`
+/// header) when it starts with one of [`RESERVED_KEY_PREFIXES`].
+pub fn check_client_key(field: &str, key: &str) -> Result<(), ValidationError> {
+    match RESERVED_KEY_PREFIXES.iter().find(|p| key.starts_with(*p)) {
+        Some(prefix) => Err(ValidationError::new(
+            field,
+            format!("keys starting with {prefix:?} are reserved for Kiln's own jobs"),
+        )),
+        None => Ok(()),
+    }
+}
 
 /// A refused request: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
@@ -244,7 +259,7 @@ pub struct JobSpec {
     /// Labels.
     #[serde(default)]
     pub tags: Vec<String>,
-    /// Pipeline id.
+    /// Refused when set: only Kiln attaches jobs to a pipeline (when it submits one).
     pub pipeline_id: Option<i64>,
     /// Parents.
     #[serde(default)]
@@ -253,7 +268,23 @@ pub struct JobSpec {
 
 impl JobSpec {
     /// Turns the request into a validated [`NewJob`], or names the first bad field.
+    /// A request cannot attach its job to a pipeline (`pipeline_id`) nor use a key prefix
+    /// Kiln reserves for itself ([`RESERVED_KEY_PREFIXES`]).
     pub fn into_new_job(self) -> Result<NewJob, ValidationError> {
+        if self.pipeline_id.is_some() {
+            return Err(ValidationError::new(
+                "pipeline_id",
+                "is set by Kiln when it submits a pipeline; a job cannot join one",
+            ));
+        }
+        for (field, key) in [
+            ("unique_key", &self.unique_key),
+            ("idempotency_key", &self.idempotency_key),
+        ] {
+            if let Some(key) = key {
+                check_client_key(field, key)?;
+            }
+        }
         let kind: JobKind = self
             .kind
             .parse()
@@ -288,7 +319,6 @@ impl JobSpec {
         job.unique_key = self.unique_key;
         job.idempotency_key = self.idempotency_key;
         job.tags = self.tags;
-        job.pipeline_id = self.pipeline_id;
         job.depends_on = self.depends_on;
         job.validate()?;
         Ok(job)
@@ -341,6 +371,33 @@ mod tests {
             let err = spec(input.clone()).expect_err(&input.to_string());
             assert_eq!(err.field, field, "{input}: {err}");
         }
+    }
+
+    #[test]
+    fn a_request_cannot_attach_a_pipeline_nor_use_reserved_key_prefixes() {
+        let cases = [
+            (json!({"kind": "test", "pipeline_id": 1}), "pipeline_id"),
+            (json!({"kind": "test", "unique_key": "hook:h:1"}), "unique_key"),
+            (
+                json!({"kind": "test", "unique_key": "schedule:s:t"}),
+                "unique_key",
+            ),
+            (
+                json!({"kind": "test", "idempotency_key": "hook:gh:d1"}),
+                "idempotency_key",
+            ),
+            (
+                json!({"kind": "test", "idempotency_key": "schedule:n:t"}),
+                "idempotency_key",
+            ),
+        ];
+        for (input, field) in cases {
+            let err = spec(input.clone()).expect_err(&input.to_string());
+            assert_eq!(err.field, field, "{input}: {err}");
+        }
+        let ok =
+            spec(json!({"kind": "test", "unique_key": "hooks-are-fine", "idempotency_key": "my:hook:1"}));
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `/v1/hooks`: webhook CRUD (admin), and the delivery endpoints GitHub (or anything that
-//! signs its body the same way) posts to. Deliveries carry no bearer token: the
-//! `X-Hub-Signature-256` HMAC of the body under the hook's secret is their credential.
+//! signs its body the same way, or the Standard Webhooks way) posts to. Deliveries carry no
+//! bearer token: the HMAC of the body under the hook's secret is their credential, and an
+//! unknown hook answers exactly like a wrong signature.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -308,31 +309,71 @@ fn count(source: &str, result: &str) {
         .inc();
 }
 
-/// Finds the hook, reads the body (capped) and checks its signature: 404, 413 or 401.
+/// The one answer to a delivery that does not authenticate, whatever the reason (no such
+/// hook, no signature, a wrong one): a sender cannot tell which hook names exist. `field`
+/// depends only on the request (the signature header it used).
+fn not_authenticated(field: &str) -> ApiError {
+    ApiError::unauthorized("unknown hook, or a missing or wrong signature").field(field)
+}
+
+/// Reads the body (capped: 413), then finds the hook and checks the delivery's signature —
+/// `X-Hub-Signature-256`, or on the generic endpoint Standard Webhooks' `webhook-signature`
+/// over `webhook-id.webhook-timestamp.body` with the timestamp within
+/// [`hooks::MAX_DELIVERY_AGE`] — answering every failure the same 401.
 async fn authenticate(
     state: &AppState,
     source: &str,
     name: &str,
     headers: &HeaderMap,
     body: Body,
-) -> ApiResult<(Hook, axum::body::Bytes)> {
-    let hook = match find(state, name).await {
-        Ok(h) => h,
-        Err(e) => {
-            count(source, "unknown_hook");
-            return Err(e);
+    standard: bool,
+) -> ApiResult<(Hook, axum::body::Bytes, Option<hooks::Signed>)> {
+    let bytes = read_body(headers, body, state.config.hook_body_limit).await?;
+    let signed = if standard {
+        hooks::Signed::from_headers(headers)
+    } else {
+        None
+    };
+    let field = if signed.is_some() {
+        "webhook-signature"
+    } else {
+        "X-Hub-Signature-256"
+    };
+    let hook = hooks::get(&state.pool, name).await?;
+    let hub = header(headers, "x-hub-signature-256");
+    let missing = signed.is_none() && hub.is_none();
+    let verified = match (&hook, &signed) {
+        (Some(h), Some(sig)) => sig.verify(&h.secret, &bytes),
+        (Some(h), None) => hub.is_some_and(|sig| hooks::verify_signature(&h.secret, &bytes, sig)),
+        (None, _) => {
+            // The same work as a real check, so timing does not tell either.
+            hooks::verify_signature("kiln-no-such-hook-secret", &bytes, "sha256=00");
+            false
         }
     };
-    let bytes = read_body(headers, body, state.config.hook_body_limit).await?;
-    let Some(sig) = header(headers, "x-hub-signature-256") else {
-        count(source, "missing_signature");
-        return Err(ApiError::unauthorized("missing X-Hub-Signature-256").field("X-Hub-Signature-256"));
+    let hook = match hook {
+        Some(h) if verified => h,
+        found => {
+            let reason = match (found, missing) {
+                (None, _) => "unknown_hook",
+                (Some(_), true) => "missing_signature",
+                (Some(_), false) => "bad_signature",
+            };
+            count(source, reason);
+            return Err(not_authenticated(field));
+        }
     };
-    if !hooks::verify_signature(&hook.secret, &bytes, sig) {
-        count(source, "bad_signature");
-        return Err(ApiError::unauthorized("signature does not match the body").field("X-Hub-Signature-256"));
+    if let Some(sig) = &signed {
+        if let Err(age) = sig.check_age(chrono::Utc::now()) {
+            count(source, "stale");
+            return Err(ApiError::unauthorized(format!(
+                "webhook-timestamp is {age} s away from now; deliveries are accepted within {} s",
+                hooks::MAX_DELIVERY_AGE.as_secs()
+            ))
+            .field("webhook-timestamp"));
+        }
     }
-    Ok((hook, bytes))
+    Ok((hook, bytes, signed))
 }
 
 fn text_at<'a>(body: &'a Value, path: &[&str]) -> ApiResult<&'a str> {
@@ -414,8 +455,7 @@ async fn enqueue(
         (status = 202, description = "Enqueued, or ignored (another event or action)", body = DeliveryReply),
         (status = 200, description = "A repeated delivery, or a ping", body = DeliveryReply),
         (status = 400, body = ErrorBody),
-        (status = 401, description = "Missing or bad signature", body = ErrorBody),
-        (status = 404, description = "No such hook", body = ErrorBody),
+        (status = 401, description = "Unknown hook, or a missing or wrong signature (one answer for all)", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
     )
 )]
@@ -426,7 +466,7 @@ async fn github_delivery(
     body: Body,
 ) -> ApiResult<(StatusCode, Json<DeliveryReply>)> {
     const SRC: &str = "github";
-    let (hook, bytes) = authenticate(&state, SRC, &name, &headers, body).await?;
+    let (hook, bytes, _) = authenticate(&state, SRC, &name, &headers, body, false).await?;
     let event = header(&headers, "x-github-event")
         .filter(|e| !e.is_empty())
         .ok_or_else(|| ApiError::bad_request("X-GitHub-Event", "missing X-GitHub-Event"))?
@@ -487,13 +527,18 @@ async fn github_delivery(
 
 /// Receive any signed JSON delivery and enqueue the hook's job. The body's top-level
 /// `repository`, `commit` and `ref` strings (if present) fill the template; the delivery id is
-/// `X-Kiln-Delivery` (or `X-GitHub-Delivery`), else the body's SHA-256, so a replayed body is
-/// ignored.
+/// `webhook-id`, `X-Kiln-Delivery` (or `X-GitHub-Delivery`), else the body's SHA-256, so a
+/// replayed body is ignored. Signed either like GitHub (`X-Hub-Signature-256`) or like
+/// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`), whose signed
+/// timestamp must be within 5 minutes of the server's clock.
 #[utoipa::path(
     post, path = "/v1/hooks/generic/{hook}", tag = tags::HOOKS,
     params(
         ("hook" = String, Path, description = "Hook name"),
-        ("X-Hub-Signature-256" = String, Header, description = "sha256=HMAC of the body under the hook's secret"),
+        ("X-Hub-Signature-256" = Option<String>, Header, description = "sha256=HMAC of the body under the hook's secret (or sign with webhook-*)"),
+        ("webhook-id" = Option<String>, Header, description = "Standard Webhooks: the delivery id"),
+        ("webhook-timestamp" = Option<String>, Header, description = "Standard Webhooks: Unix seconds; refused when more than 5 minutes away"),
+        ("webhook-signature" = Option<String>, Header, description = "Standard Webhooks: `v1,<base64 HMAC-SHA256 of id.timestamp.body>`, space-separated"),
         ("X-Kiln-Delivery" = Option<String>, Header, description = "Unique delivery id"),
         ("X-Kiln-Event" = Option<String>, Header, description = "Event name for the template (default generic)"),
     ),
@@ -502,8 +547,7 @@ async fn github_delivery(
         (status = 202, description = "Enqueued", body = DeliveryReply),
         (status = 200, description = "A repeated delivery", body = DeliveryReply),
         (status = 400, body = ErrorBody),
-        (status = 401, description = "Missing or bad signature", body = ErrorBody),
-        (status = 404, description = "No such hook", body = ErrorBody),
+        (status = 401, description = "Unknown hook, a missing or wrong signature (one answer for all), or a stale webhook-timestamp", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
     )
 )]
@@ -514,12 +558,16 @@ async fn generic_delivery(
     body: Body,
 ) -> ApiResult<(StatusCode, Json<DeliveryReply>)> {
     const SRC: &str = "generic";
-    let (hook, bytes) = authenticate(&state, SRC, &name, &headers, body).await?;
+    let (hook, bytes, signed) = authenticate(&state, SRC, &name, &headers, body, true).await?;
     let payload: Value = parse_json(&bytes)?;
     if !payload.is_object() {
         return Err(unprocessable("body", "must be a JSON object"));
     }
-    let delivery = match header(&headers, "x-kiln-delivery").or_else(|| header(&headers, "x-github-delivery"))
+    let delivery = match signed
+        .as_ref()
+        .map(|s| s.id.as_str())
+        .or_else(|| header(&headers, "x-kiln-delivery"))
+        .or_else(|| header(&headers, "x-github-delivery"))
     {
         Some(d) if !d.is_empty() && d.len() <= 180 => d.to_owned(),
         Some(_) => return Err(ApiError::bad_request("X-Kiln-Delivery", "must be 1 to 180 bytes")),

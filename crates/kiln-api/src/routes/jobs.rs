@@ -57,6 +57,10 @@ pub struct BatchResponse {
     pub jobs: Vec<EnqueuedJob>,
 }
 
+/// Largest attempt diff shown inline in `GET /v1/jobs/{id}`; larger ones are left out (their
+/// counts stay) and read from `GET /v1/jobs/{id}/diff`.
+pub const INLINE_DIFF_BYTES: usize = 64 * 1024;
+
 /// A job with its attempts.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobDetail {
@@ -66,12 +70,17 @@ pub struct JobDetail {
     /// Its attempts, oldest first.
     #[schema(value_type = Vec<crate::schema::AttemptDoc>)]
     pub attempts: Vec<AttemptRecord>,
+    /// Fields left out because of their size (`attempts[1].diff`, over 64 KiB): read
+    /// diffs from `GET /v1/jobs/{id}/diff` and logs from `GET /v1/jobs/{id}/logs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub omitted: Vec<String>,
 }
 
 /// A page of jobs.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobPage {
-    /// Newest first.
+    /// Newest first. The page ends early (with a `next_cursor`) once the jobs' payloads and
+    /// results add up to the API's cap (4 MiB by default); it always holds at least one job.
     #[schema(value_type = Vec<crate::schema::JobDoc>)]
     pub jobs: Vec<JobRecord>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -130,6 +139,7 @@ fn idempotency_header(headers: &HeaderMap) -> ApiResult<Option<String>> {
     if s.is_empty() || s.len() > 200 || !s.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
         return Err(bad());
     }
+    kiln_queue::spec::check_client_key(IDEMPOTENCY_HEADER, s).map_err(ApiError::invalid)?;
     Ok(Some(s.to_owned()))
 }
 
@@ -162,10 +172,10 @@ fn reply(out: kiln_queue::Enqueued) -> (StatusCode, Json<EnqueuedJob>) {
         (status = 400, description = "Malformed JSON or header", body = ErrorBody),
         (status = 401, description = "No or unknown token", body = ErrorBody),
         (status = 403, description = "Token lacks jobs:write", body = ErrorBody),
-        (status = 409, description = "Conflict", body = ErrorBody),
+        (status = 409, description = "The idempotency key was used for a different request", body = ErrorBody),
         (status = 413, description = "Body over the cap", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "A field is refused", body = ErrorBody),
+        (status = 422, description = "A field is refused (`pipeline_id` always; keys starting with `schedule:` or `hook:`)", body = ErrorBody),
     ),
     security(("bearer" = ["jobs:write"]))
 )]
@@ -180,7 +190,16 @@ async fn create_job(
     let spec: JobSpec = parse_json(&bytes)?;
     let mut job = kiln_kinds::new_job(spec).map_err(ApiError::invalid)?;
     apply_key(&mut job, key.as_deref(), None)?;
-    let out = state.coalescer.enqueue(job).await?;
+    let out = state.coalescer.enqueue(job.clone()).await?;
+    let field = if key.is_some() {
+        IDEMPOTENCY_HEADER
+    } else {
+        "idempotency_key"
+    };
+    crate::idempotency::check_repeats(&state.pool, std::slice::from_ref(&job), &[out], |_| {
+        field.to_owned()
+    })
+    .await?;
     Ok(reply(out))
 }
 
@@ -219,10 +238,10 @@ fn apply_key(job: &mut NewJob, key: Option<&str>, index: Option<usize>) -> ApiRe
         (status = 400, description = "Malformed JSON or header", body = ErrorBody),
         (status = 401, description = "No or unknown token", body = ErrorBody),
         (status = 403, description = "Token lacks jobs:write", body = ErrorBody),
-        (status = 409, description = "Conflict", body = ErrorBody),
+        (status = 409, description = "An idempotency key was used for a different request (`jobs[i]`)", body = ErrorBody),
         (status = 413, description = "Body over the cap", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "A field is refused (e.g. `jobs[3].priority`)", body = ErrorBody),
+        (status = 422, description = "A field is refused (e.g. `jobs[3].priority`, `jobs[0].pipeline_id`)", body = ErrorBody),
     ),
     security(("bearer" = ["jobs:write"]))
 )]
@@ -251,6 +270,7 @@ async fn create_batch(
     let out = kiln_queue::enqueue_many(&state.enqueue_pool, &jobs).await;
     state.notifier.wake(&jobs);
     let out = out?;
+    crate::idempotency::check_repeats(&state.pool, &jobs, &out, |i| format!("jobs[{i}]")).await?;
     let status = if out.iter().any(|e| e.created) {
         StatusCode::CREATED
     } else {
@@ -284,8 +304,19 @@ async fn get_job(
     PathParam(id): PathParam<i64>,
 ) -> ApiResult<Json<JobDetail>> {
     let job = admin::get_job(&state.pool, id).await?;
-    let attempts = admin::attempts(&state.pool, id).await?;
-    Ok(Json(JobDetail { job, attempts }))
+    let mut attempts = admin::attempts(&state.pool, id).await?;
+    let mut omitted = Vec::new();
+    for (i, a) in attempts.iter_mut().enumerate() {
+        if a.diff().is_some_and(|d| d.len() > INLINE_DIFF_BYTES) {
+            a.details.remove("diff");
+            omitted.push(format!("attempts[{i}].diff"));
+        }
+    }
+    Ok(Json(JobDetail {
+        job,
+        attempts,
+        omitted,
+    }))
 }
 
 fn parse_time(field: &str, value: Option<String>) -> ApiResult<Option<DateTime<Utc>>> {
@@ -361,11 +392,28 @@ async fn list_jobs(
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult<Json<JobPage>> {
     let (filter, cursor, limit) = q.into_filter()?;
-    let jobs = kiln_queue::list::list_jobs(&state.pool, &filter, cursor, limit).await?;
-    let next_cursor = (jobs.len() as i64 == limit)
+    let mut jobs = kiln_queue::list::list_jobs(&state.pool, &filter, cursor, limit).await?;
+    let full = jobs.len() as i64 == limit;
+    let kept = within_bytes(&jobs, state.config.list_payload_bytes);
+    let cut = kept < jobs.len();
+    jobs.truncate(kept);
+    let next_cursor = (full || cut)
         .then(|| jobs.last().map(|j| j.id.to_string()))
         .flatten();
     Ok(Json(JobPage { jobs, next_cursor }))
+}
+
+/// How many of `jobs` fit, in order, within `cap` bytes of payloads and results (at least one).
+fn within_bytes(jobs: &[JobRecord], cap: usize) -> usize {
+    let mut total = 0usize;
+    for (i, j) in jobs.iter().enumerate() {
+        let size = |v: &serde_json::Value| serde_json::to_vec(v).map_or(0, |b| b.len());
+        total += size(&j.payload) + j.result.as_ref().map_or(0, size);
+        if total > cap && i > 0 {
+            return i;
+        }
+    }
+    jobs.len()
 }
 
 /// Cancel a job; a running one is stopped by its worker (state stays `running` until then).
@@ -390,24 +438,44 @@ async fn cancel_job(
     Ok(Json(JobStateReply { id, state }))
 }
 
-/// Run a finished job (`failed`, `cancelled`, `succeeded`) again.
+/// Run a finished job (`failed`, `cancelled`, `succeeded`) again. A job of a pipeline reopens
+/// its pipeline: only the token that submitted the pipeline, or an admin, may do that.
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/retry", tag = tags::JOBS,
     params(("id" = i64, Path, description = "Job id")),
     responses(
         (status = 200, body = JobStateReply),
         (status = 400, description = "Bad id", body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Token lacks jobs:write, or the job's pipeline was submitted by another token", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "Not final, or its unique key is taken", body = ErrorBody),
     ),
     security(("bearer" = ["jobs:write"]))
 )]
 async fn retry_job(
-    _auth: Auth<JobsWrite>,
+    auth: Auth<JobsWrite>,
     State(state): State<AppState>,
     PathParam(id): PathParam<i64>,
 ) -> ApiResult<Json<JobStateReply>> {
+    let job = admin::get_job(&state.pool, id).await?;
+    if let (Some(pipeline), false) = (job.pipeline_id, auth.admin) {
+        let creator = match kiln_pipeline::creator(&state.pool, pipeline).await {
+            Ok(c) => c,
+            Err(kiln_pipeline::PipelineError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        if creator != Some(auth.token_id) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "job {id} belongs to pipeline {pipeline}, which this token did not submit; \
+                     retrying it would reopen that pipeline"
+                ),
+            )
+            .field("id"));
+        }
+    }
     admin::retry(&state.pool, id).await?;
     Ok(Json(JobStateReply {
         id,

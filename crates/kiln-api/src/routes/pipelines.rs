@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::Json;
 use base64::Engine;
@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::tags;
-use crate::auth::{Admin, Auth, JobsRead, JobsWrite};
+use crate::auth::{Auth, JobsRead, JobsWrite};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{read_json, PathParam, QueryParams};
 use crate::schema::{PipelineDoc, PipelineSummaryDoc};
@@ -37,8 +37,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GitSource {
-    /// Repository URL (`https://`, `http://`, `ssh://`, `git://`, `user@host:path`); a path
-    /// or `file://` URL on the API's machine needs an admin token.
+    /// Repository URL, `https://HOST[:PORT]/PATH` only (no credentials in it); its host must
+    /// resolve to public addresses unless the API's configuration allows loopback or private
+    /// ranges. Local paths are for the CLI.
     pub source: String,
     /// Branch, tag or commit; `HEAD` when absent.
     #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
@@ -151,22 +152,6 @@ fn secs(field: &str, v: Option<u64>) -> ApiResult<Option<Duration>> {
     }
 }
 
-/// A remote repository URL, as opposed to a path (or `file://` URL) on the API's machine.
-fn is_remote(source: &str) -> bool {
-    let s = source.trim();
-    if ["https://", "http://", "ssh://", "git://"]
-        .iter()
-        .any(|p| s.starts_with(p))
-    {
-        return true;
-    }
-    // scp-like `user@host:path`: a colon before any slash, with a user part.
-    match s.split_once(':') {
-        Some((host, _)) => !s.contains("://") && host.contains('@') && !host.contains('/'),
-        None => false,
-    }
-}
-
 fn unprocessable(field: impl Into<String>, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).field(field)
 }
@@ -275,34 +260,24 @@ fn plan(req: ValidateRequest, max_workspace_bytes: u64) -> ApiResult<(Source, Su
     security(("bearer" = ["jobs:write"]))
 )]
 async fn validate(
-    _auth: Auth<JobsWrite>,
+    auth: Auth<JobsWrite>,
     State(state): State<AppState>,
     request: Request,
 ) -> ApiResult<(StatusCode, Json<SubmittedPipeline>)> {
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     let req: ValidateRequest = read_json(&parts.headers, body, state.config.pipeline_body_limit).await?;
-    let local_git = req
-        .git
-        .as_ref()
-        .filter(|g| !g.source.trim().is_empty() && !is_remote(&g.source));
-    if let Some(g) = local_git {
-        // A path on the API's machine reads its file system: admins only.
-        if Auth::<Admin>::from_request_parts(&mut parts, &state)
-            .await
-            .is_err()
-        {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "{:?} is not a remote URL (https://, http://, ssh://, git://, user@host:path); \
-                     a path on the API's machine needs an admin token",
-                    g.source
-                ),
-            )
-            .field("git.source"));
+    if let Some(g) = &req.git {
+        // Paths and other transports read the API machine's disk or use its keys: the CLI
+        // checks those out on its own machine; through the API only https:// is fetched.
+        if !g.source.trim().is_empty() {
+            kiln_net::HttpsTarget::parse(&g.source)
+                .map_err(|e| unprocessable("git.source", format!("{e} (local paths only from the CLI)")))?;
         }
     }
-    let (source, opts) = plan(req, state.config.max_workspace_bytes)?;
+    let (source, mut opts) = plan(req, state.config.max_workspace_bytes)?;
+    opts.created_by_token = Some(auth.token_id);
+    opts.git_access = state.config.git_access.clone();
+    opts.git_timeout = state.config.git_timeout;
     // The library blames `workspace`; name the request field the workspace came in.
     let source_field = match source {
         Source::Git { .. } => "git",
@@ -382,33 +357,4 @@ async fn wait_pipeline(
         Some(Err(e)) => return Err(e.into()),
     };
     Ok(Json(view.into()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_remote;
-
-    #[test]
-    fn remote_sources_are_told_from_local_paths() {
-        for r in [
-            "https://github.com/o/r.git",
-            "http://h/r",
-            "ssh://git@h/r",
-            "git://h/r",
-            "git@github.com:o/r.git",
-        ] {
-            assert!(is_remote(r), "{r}");
-        }
-        for l in [
-            "/srv/repo",
-            "repo",
-            "./x:y",
-            "file:///srv/repo",
-            "C:/x",
-            "a/b@c:d",
-            "",
-        ] {
-            assert!(!is_remote(l), "{l}");
-        }
-    }
 }
