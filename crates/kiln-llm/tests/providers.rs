@@ -63,7 +63,19 @@ async fn anthropic_call_sends_its_headers_and_accounts_tokens_and_cost_exactly()
     // 1234×3 + 567×15 + 2000×3.75 + 10000×0.3 = 3702 + 8505 + 7500 + 3000 = 22707 µ$.
     assert_eq!(done.cost, Usd(22_707_000_000));
 
-    let row: (String, String, i64, i64, i64, i64, i64, Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(
+    type LedgerRow = (
+        String,
+        String,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+    );
+    let row: LedgerRow = sqlx::query_as(
         "SELECT provider, model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_pico,
                 pipeline_id, job_id, api_token_id FROM kiln_llm_calls WHERE id = $1",
     )
