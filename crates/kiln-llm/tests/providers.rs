@@ -490,3 +490,32 @@ async fn costs_group_by_provider_model_token_and_day() {
         .to_string()
         .contains("group_by"));
 }
+
+#[tokio::test]
+async fn a_provider_that_is_down_fails_over_to_the_next_after_its_tries() {
+    let db = TestDb::new().await;
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    }; // closed again: connections are refused
+    let (a, o) = (Fake::start().await, Fake::start().await);
+    o.push(Reply::Json(openai_text("up")));
+    let llm = Llm::new(config(&down, &o.url(), ""), db.pool.clone(), options())
+        .await
+        .unwrap();
+    let done = llm
+        .complete(Tier::Balanced, &request(100), who(), Budgets::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.provider.as_str(), done.response.message.text.as_str()),
+        ("o", "up")
+    );
+    let outcomes: Vec<_> = done
+        .failed
+        .iter()
+        .map(|f| f.error.as_ref().unwrap().outcome())
+        .collect();
+    assert_eq!(outcomes, ["connection"; 3]);
+    assert_eq!(a.hits(), 0);
+}

@@ -284,3 +284,30 @@ async fn limiter_reports_its_backend_and_the_wait_for_an_empty_bucket() {
         "{wait:?}"
     );
 }
+
+#[tokio::test]
+async fn acquire_waits_for_the_refill_and_counts_the_wait() {
+    let db = TestDb::new().await;
+    let limiter = RateLimiter::postgres(db.pool.clone());
+    let limits = Limits {
+        requests_per_minute: None,
+        tokens_per_minute: Some(6_000),
+    };
+    assert_eq!(
+        limiter.acquire("w", limits, 6_000).await.unwrap(),
+        Backend::Postgres
+    );
+    // 100 tokens at 6000/min refill in 1 s.
+    let started = Instant::now();
+    limiter.acquire("w", limits, 100).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    let text = kiln_metrics::render();
+    assert!(
+        text.contains(r#"kiln_llm_rate_limit_waits_total{provider="w"} 1"#),
+        "{text}"
+    );
+}
