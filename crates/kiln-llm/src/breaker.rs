@@ -7,6 +7,7 @@ use crate::metrics::llm_metrics;
 use sqlx::PgPool;
 use std::time::Duration;
 
+const READ_SQL: &str = include_str!("sql/breaker_read.sql");
 const ALLOW_SQL: &str = include_str!("sql/breaker_allow.sql");
 const SUCCESS_SQL: &str = include_str!("sql/breaker_success.sql");
 const FAILURE_SQL: &str = include_str!("sql/breaker_failure.sql");
@@ -77,35 +78,79 @@ impl Breakers {
 
     /// The state a call to `provider/model` meets now (open → half-open once cooled down).
     pub async fn check(&self, provider: &str, model: &str) -> Result<BreakerState, sqlx::Error> {
-        let s: String = sqlx::query_scalar(ALLOW_SQL)
+        Ok(self.check_clean(provider, model).await?.0)
+    }
+
+    /// [`Breakers::check`], and whether the breaker is closed with no failures counted (then a
+    /// success has nothing to record). The common case is one read, no write.
+    pub async fn check_clean(
+        &self,
+        provider: &str,
+        model: &str,
+    ) -> Result<(BreakerState, bool), sqlx::Error> {
+        let row: Option<(String, i32, bool)> = sqlx::query_as(READ_SQL)
             .bind(provider)
             .bind(model)
             .bind(self.cfg.cooldown.as_secs_f64())
-            .fetch_one(&self.pool)
+            .fetch_optional(&self.pool)
             .await?;
-        Ok(self.observe(provider, model, &s))
+        let s = match row {
+            None => return Ok((self.observe(provider, model, "closed"), true)),
+            Some((state, failures, false)) => {
+                let clean = state == "closed" && failures == 0;
+                return Ok((self.observe(provider, model, &state), clean));
+            }
+            Some((_, _, true)) => {
+                let mut tx = self.relaxed().await?;
+                let s: String = sqlx::query_scalar(ALLOW_SQL)
+                    .bind(provider)
+                    .bind(model)
+                    .bind(self.cfg.cooldown.as_secs_f64())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                s
+            }
+        };
+        Ok((self.observe(provider, model, &s), false))
     }
 
     /// Records a success.
     pub async fn success(&self, provider: &str, model: &str) -> Result<BreakerState, sqlx::Error> {
-        let s: String = sqlx::query_scalar(SUCCESS_SQL)
-            .bind(provider)
-            .bind(model)
-            .bind(self.cfg.successes as i32)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(self.observe(provider, model, &s))
+        self.write(SUCCESS_SQL, provider, model, self.cfg.successes).await
     }
 
     /// Records a failure.
     pub async fn failure(&self, provider: &str, model: &str) -> Result<BreakerState, sqlx::Error> {
-        let s: String = sqlx::query_scalar(FAILURE_SQL)
+        self.write(FAILURE_SQL, provider, model, self.cfg.failures).await
+    }
+
+    async fn write(
+        &self,
+        sql: &'static str,
+        provider: &str,
+        model: &str,
+        n: u32,
+    ) -> Result<BreakerState, sqlx::Error> {
+        let mut tx = self.relaxed().await?;
+        let s: String = sqlx::query_scalar(sql)
             .bind(provider)
             .bind(model)
-            .bind(self.cfg.failures as i32)
-            .fetch_one(&self.pool)
+            .bind(n as i32)
+            .fetch_one(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(self.observe(provider, model, &s))
+    }
+
+    /// A transaction that does not wait for its commit to reach disk: a breaker transition lost
+    /// to a crash is re-learnt from the next failures, and the wait cost ~10 ms per call here.
+    async fn relaxed(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
     }
 
     fn observe(&self, provider: &str, model: &str, s: &str) -> BreakerState {

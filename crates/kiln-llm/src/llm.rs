@@ -197,7 +197,8 @@ impl Llm {
         };
         let m = llm_metrics();
         for attempt in 0..self.retry.tries {
-            if self.breakers.check(provider, model).await? == BreakerState::Open {
+            let (state, clean) = self.breakers.check_clean(provider, model).await?;
+            if state == BreakerState::Open {
                 m.requests
                     .with_label_values(&[provider, model, "circuit_open"])
                     .inc();
@@ -225,7 +226,9 @@ impl Llm {
             match result {
                 Ok(response) => {
                     m.requests.with_label_values(&[provider, model, "ok"]).inc();
-                    self.breakers.success(provider, model).await?;
+                    if !clean {
+                        self.breakers.success(provider, model).await?;
+                    }
                     let usage = response.usage.unwrap_or_default();
                     let cost = prices.cost(&usage);
                     let ledger_id = ledger::record_call(

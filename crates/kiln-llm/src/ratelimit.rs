@@ -10,8 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const SEED_SQL: &str = include_str!("sql/rate_seed.sql");
-const LOCK_SQL: &str = include_str!("sql/rate_lock.sql");
-const STORE_SQL: &str = include_str!("sql/rate_store.sql");
+const TAKE_SQL: &str = include_str!("sql/rate_take.sql");
 const SCRIPT: &str = include_str!("rate_bucket.lua");
 
 /// How long Redis is skipped after it failed.
@@ -190,41 +189,27 @@ impl RateLimiter {
     ) -> Result<Option<Duration>, sqlx::Error> {
         let kinds: Vec<&str> = buckets.iter().map(|b| b.0).collect();
         let caps: Vec<f64> = buckets.iter().map(|b| b.1).collect();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(SEED_SQL)
-            .bind(provider)
-            .bind(&kinds)
-            .bind(&caps)
-            .execute(&mut *tx)
-            .await?;
-        let rows: Vec<(String, f64)> = sqlx::query_as(LOCK_SQL)
-            .bind(provider)
-            .bind(&kinds)
-            .bind(&caps)
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut wait = 0f64;
-        let mut levels = Vec::new();
-        for (kind, level) in &rows {
-            let (_, cap, need) = buckets.iter().find(|b| b.0 == kind).expect("queried kinds");
-            if *level < *need {
-                wait = wait.max((need - level) * 60.0 / cap);
+        let needs: Vec<f64> = buckets.iter().map(|b| b.2).collect();
+        for _ in 0..2 {
+            let (wait, found, _, _): (f64, i32, i64, i64) = sqlx::query_as(TAKE_SQL)
+                .bind(provider)
+                .bind(&kinds)
+                .bind(&caps)
+                .bind(&needs)
+                .bind(buckets.len() as i32)
+                .fetch_one(&self.pool)
+                .await?;
+            if found as usize == buckets.len() {
+                return Ok((wait > 0.0).then(|| Duration::from_secs_f64(wait)));
             }
-            levels.push((kind.clone(), *level, *need));
+            // First use of these buckets: create them full, then take.
+            sqlx::query(SEED_SQL)
+                .bind(provider)
+                .bind(&kinds)
+                .bind(&caps)
+                .execute(&self.pool)
+                .await?;
         }
-        let granted = wait == 0.0;
-        let kinds: Vec<String> = levels.iter().map(|l| l.0.clone()).collect();
-        let new_levels: Vec<f64> = levels
-            .iter()
-            .map(|(_, level, need)| if granted { level - need } else { *level })
-            .collect();
-        sqlx::query(STORE_SQL)
-            .bind(provider)
-            .bind(&kinds)
-            .bind(&new_levels)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok((!granted).then(|| Duration::from_secs_f64(wait)))
+        Err(sqlx::Error::RowNotFound)
     }
 }
