@@ -519,3 +519,83 @@ async fn a_provider_that_is_down_fails_over_to_the_next_after_its_tries() {
     assert_eq!(outcomes, ["connection"; 3]);
     assert_eq!(a.hits(), 0);
 }
+
+#[tokio::test]
+async fn the_breaker_is_shared_by_every_worker_on_the_database() {
+    let db = TestDb::new().await;
+    let (a, o) = (Fake::start().await, Fake::start().await);
+    a.always(overloaded());
+    o.always(Reply::Json(openai_text("fallback")));
+    let worker1 = Llm::new(config(&a.url(), &o.url(), ""), db.pool.clone(), options())
+        .await
+        .unwrap();
+    let worker2 = Llm::new(config(&a.url(), &o.url(), ""), db.pool.clone(), options())
+        .await
+        .unwrap();
+    let req = request(100);
+    worker1
+        .complete(Tier::Balanced, &req, who(), Budgets::default())
+        .await
+        .unwrap(); // 3 failures
+    worker2
+        .complete(Tier::Balanced, &req, who(), Budgets::default())
+        .await
+        .unwrap(); // 2 more: open
+    assert_eq!(a.hits(), 5);
+    // Worker 1 now skips the model worker 2's failures opened.
+    let done = worker1
+        .complete(Tier::Balanced, &req, who(), Budgets::default())
+        .await
+        .unwrap();
+    assert_eq!(a.hits(), 5);
+    assert_eq!(done.failed.len(), 1);
+    assert!(done.failed[0].error.is_none());
+}
+
+#[tokio::test]
+async fn a_model_configured_without_tools_is_not_offered_them_and_keys_stay_out_of_the_database() {
+    let db = TestDb::new().await;
+    let o = Fake::start().await;
+    o.always(Reply::Json(openai_text("File: a.py\n```python\nx = 1\n```\n")));
+    std::env::set_var("KILN_LLM_TEST_PLAIN_KEY", "sk-plain-SECRET-3");
+    let cfg = kiln_llm::LlmConfig::from_workers_toml(&format!(
+        "[[llm.providers]]\nname = \"plain\"\napi = \"openai\"\nbase_url = \"{}/v1\"\n\
+         api_key_env = \"KILN_LLM_TEST_PLAIN_KEY\"\n\
+         [[llm.providers.models]]\nname = \"small\"\ntools = false\n\
+         [llm.routes]\nfast = [\"plain/small\"]\n",
+        o.url()
+    ))
+    .unwrap();
+    let llm = Llm::new(cfg, db.pool.clone(), options()).await.unwrap();
+    let done = llm
+        .complete(Tier::Fast, &request(100), who(), Budgets::default())
+        .await
+        .unwrap();
+    assert!(done.response.message.text.starts_with("File: a.py"));
+    assert!(o.seen()[0].body.get("tools").is_none());
+    let dump: String = sqlx::query_scalar(
+        "SELECT coalesce(string_agg(t::text, ' '), '') FROM (
+           SELECT row_to_json(c)::text AS t FROM kiln_llm_calls c
+           UNION ALL SELECT row_to_json(b)::text FROM kiln_llm_breakers b
+           UNION ALL SELECT row_to_json(r)::text FROM kiln_llm_rate_buckets r) x",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(dump.contains("plain") && !dump.contains("SECRET"), "{dump}");
+}
+
+#[tokio::test]
+async fn a_missing_key_variable_is_named_without_a_value() {
+    let db = TestDb::new().await;
+    let cfg = kiln_llm::LlmConfig::from_workers_toml(
+        "[[llm.providers]]\nname = \"p\"\napi = \"anthropic\"\nbase_url = \"https://api.anthropic.com\"\n\
+         api_key_env = \"KILN_LLM_TEST_UNSET_KEY\"\n",
+    )
+    .unwrap();
+    let err = Llm::new(cfg, db.pool.clone(), options()).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "environment variable KILN_LLM_TEST_UNSET_KEY (api_key_env) is not set"
+    );
+}
