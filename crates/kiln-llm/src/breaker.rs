@@ -11,6 +11,7 @@ const READ_SQL: &str = include_str!("sql/breaker_read.sql");
 const ALLOW_SQL: &str = include_str!("sql/breaker_allow.sql");
 const SUCCESS_SQL: &str = include_str!("sql/breaker_success.sql");
 const FAILURE_SQL: &str = include_str!("sql/breaker_failure.sql");
+const RELAXED_SQL: &str = include_str!("sql/relaxed.sql");
 
 /// Breaker thresholds.
 #[derive(Debug, Clone, Copy)]
@@ -147,9 +148,7 @@ impl Breakers {
     /// to a crash is re-learnt from the next failures, and the wait cost ~10 ms per call here.
     async fn relaxed(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(RELAXED_SQL).execute(&mut *tx).await?;
         Ok(tx)
     }
 
