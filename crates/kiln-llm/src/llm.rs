@@ -73,7 +73,7 @@ pub enum LlmError {
     /// A provider's key variable is not set.
     #[error(transparent)]
     MissingKey(#[from] MissingKey),
-    /// Redis was configured but unreachable at start-up.
+    /// The Redis URL is not usable.
     #[error(transparent)]
     RateLimit(#[from] RateLimitError),
     /// The ledger or breaker tables could not be used.

@@ -31,7 +31,7 @@ pub enum RateLimitError {
     /// The Postgres bucket could not be read or written.
     #[error("rate-limit bucket in Postgres: {0}")]
     Database(#[from] sqlx::Error),
-    /// Redis could not be reached at start-up.
+    /// The Redis URL is not usable.
     #[error("REDIS_URL: {0}")]
     Redis(String),
 }
@@ -72,17 +72,25 @@ impl RateLimiter {
         }
     }
 
-    /// A limiter on Redis at `url` with Postgres as the fallback.
+    /// A limiter on Redis at `url` with Postgres as the fallback. A Redis that does not answer
+    /// now is not an error: grants come from Postgres until it does.
     pub async fn with_redis(pool: PgPool, url: &str) -> Result<Self, RateLimitError> {
         let client = redis::Client::open(url).map_err(|e| RateLimitError::Redis(e.to_string()))?;
         let cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(500)))
             .set_response_timeout(Some(Duration::from_millis(500)))
             .set_number_of_retries(1);
-        let conn = ConnectionManager::new_with_config(client, cfg)
-            .await
-            .map_err(|e| RateLimitError::Redis(e.to_string()))?;
         let mut limiter = Self::postgres(pool);
+        let conn = match ConnectionManager::new_with_config(client.clone(), cfg.clone()).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "Redis unreachable at start; rate limits in Postgres until it answers");
+                *limiter.redis_down_until.lock().expect("not poisoned") =
+                    Some(Instant::now() + REDIS_BACKOFF);
+                ConnectionManager::new_lazy_with_config(client, cfg)
+                    .map_err(|e| RateLimitError::Redis(e.to_string()))?
+            }
+        };
         limiter.redis = Some(conn);
         Ok(limiter)
     }

@@ -86,7 +86,7 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
-    /// A rough upper estimate of the input tokens (4 bytes a token, rounded up, plus framing),
+    /// A rough upper estimate of the input tokens (3 bytes a token, rounded up, plus framing),
     /// used for budgets and token rate limits before the provider reports the real count.
     pub fn estimated_input_tokens(&self) -> u64 {
         let bytes: usize = self.system.as_ref().map_or(0, |s| s.len())

@@ -311,3 +311,27 @@ async fn acquire_waits_for_the_refill_and_counts_the_wait() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_redis_that_is_down_at_start_leaves_the_limits_to_postgres() {
+    let db = TestDb::new().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let limiter = RateLimiter::with_redis(db.pool.clone(), &format!("redis://127.0.0.1:{closed}/"))
+        .await
+        .unwrap();
+    let limits = Limits {
+        requests_per_minute: Some(1),
+        tokens_per_minute: None,
+    };
+    assert_eq!(
+        limiter.try_acquire("d", limits, 1).await.unwrap(),
+        (Backend::Postgres, None)
+    );
+    let (b, wait) = limiter.try_acquire("d", limits, 1).await.unwrap();
+    assert_eq!(b, Backend::Postgres);
+    assert!(wait.is_some(), "one request per minute was spent");
+}
