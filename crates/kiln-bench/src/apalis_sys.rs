@@ -3,6 +3,10 @@
 //! `with_pubsub()`, an apalis `WorkerBuilder` (no concurrency limit unless
 //! `--apalis-concurrency`), K workers, each on its own runtime thread (an apalis worker future
 //! is not always `tokio::spawn`-able).
+//!
+//! Its tunable options are `Config::batch_size`, the worker's `concurrency` layer and the pool
+//! handed to it. apalis-postgres 1.0.0 has no buffer option: the channel between the worker
+//! and its persistence (locks and acks) is sized by apalis-core at 4 × `batch_size`.
 
 use anyhow::{anyhow, Result};
 use apalis::prelude::*;
@@ -11,8 +15,7 @@ use futures::FutureExt;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{pickup, pool, tracker, wait_burn_down, Outcome, Server};
-use crate::Args;
+use crate::common::{pickup, pool, tracker, wait_burn_down, wal_since, wal_start, Outcome, RunSpec, Server};
 
 const QUEUE: &str = "bench";
 
@@ -32,40 +35,76 @@ async fn handle(i: u64) -> Result<(), BoxDynError> {
     Ok(())
 }
 
-pub async fn run(server: &Server, args: &Args) -> Result<Outcome> {
+/// apalis-postgres's own options for a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApalisSettings {
+    /// `Config::batch_size` (its README keeps the default, 10).
+    pub batch: usize,
+    /// The worker's `concurrency` limit (0: none set, as in its README).
+    pub concurrency: usize,
+    /// Pool size per worker.
+    pub pool: u32,
+}
+
+impl ApalisSettings {
+    /// The settings as sweep axis values, in [`AXES`] order.
+    pub fn point(&self) -> Vec<u64> {
+        vec![self.batch as u64, self.concurrency as u64, self.pool as u64]
+    }
+
+    /// The settings a sweep point names (in [`AXES`] order).
+    pub fn from_point(p: &[u64]) -> Self {
+        ApalisSettings {
+            batch: p[0] as usize,
+            concurrency: p[1] as usize,
+            pool: p[2] as u32,
+        }
+    }
+}
+
+/// The options `--peers tuned` sweeps, in order, and the values it tries.
+pub const AXES: [(&str, &[u64]); 3] = [
+    ("batch_size", &[10, 100, 500, 1000, 2000]),
+    ("concurrency", &[0, 50, 200, 500, 2000]),
+    ("pool", &[4, 8, 16]),
+];
+
+/// Burns down `spec.jobs` jobs with `spec.workers` apalis workers, then `spec.pickup` pickups.
+pub async fn run(server: &Server, spec: &RunSpec, s: &ApalisSettings) -> Result<Outcome> {
     let opts = server.fresh_db("kiln_bench_apalis").await?;
     let setup = pool(&opts, 4).await?;
     PostgresStorage::setup(&setup).await?;
     let t = Instant::now();
     let mut i = 0;
-    while i < args.jobs {
-        let end = (i + 5000).min(args.jobs);
+    while i < spec.jobs {
+        let end = (i + 5000).min(spec.jobs);
         push(&setup, (i..end).map(|i| task(i as u64)).collect()).await?;
         i = end;
     }
     tracing::info!(
-        jobs = args.jobs,
+        jobs = spec.jobs,
         secs = t.elapsed().as_secs_f64(),
         "apalis-postgres: jobs inserted"
     );
     let settings = format!(
         "{} workers (own current-thread runtime each), PostgresStorage batch_size {}, with_pubsub, {}, pool {} each",
-        args.workers,
-        args.apalis_batch,
-        match args.apalis_concurrency {
+        spec.workers,
+        s.batch,
+        match s.concurrency {
             0 => "no concurrency limit set (README)".to_string(),
             c => format!("concurrency {c}"),
         },
-        args.apalis_pool
+        s.pool
     );
 
     let stop = CancellationToken::new();
     let mut threads = Vec::new();
+    let wal = wal_start(&setup).await?;
     let start = Instant::now();
-    for w in 0..args.workers {
+    for w in 0..spec.workers {
         let opts = opts.clone();
         let stop = stop.clone();
-        let (batch, conc, max) = (args.apalis_batch, args.apalis_concurrency, args.apalis_pool);
+        let (batch, conc, max) = (s.batch, s.concurrency, s.pool);
         threads.push(std::thread::spawn(move || -> Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -87,18 +126,18 @@ pub async fn run(server: &Server, args: &Args) -> Result<Outcome> {
             })
         }));
     }
-    let limit = Duration::from_secs(args.burn_timeout);
     let burn = wait_burn_down(
         &setup,
         "SELECT count(*) FROM apalis.jobs WHERE job_type = 'bench' AND status NOT IN ('Done', 'Failed', 'Killed')",
-        args.jobs,
+        spec.jobs,
         start,
-        limit,
+        spec.burn_timeout,
     )
     .await?;
-    tracing::info!(secs = ?burn.map(|d| d.as_secs_f64()), "apalis-postgres: burn-down done");
+    let wal_bytes = wal_since(&setup, &wal).await?;
+    tracing::info!(secs = ?burn.map(|d| d.as_secs_f64()), wal_bytes, "apalis-postgres: burn-down done");
 
-    let lat = pickup(args.jobs, args.pickup, |i| {
+    let lat = pickup(spec.jobs, spec.pickup, |i| {
         let setup = setup.clone();
         async move { push(&setup, vec![task(i)]).await }
     })
@@ -123,9 +162,9 @@ pub async fn run(server: &Server, args: &Args) -> Result<Outcome> {
     setup.close().await;
     Ok(Outcome::finish(
         "apalis_postgres",
-        args.jobs,
+        spec,
         burn,
-        limit,
+        wal_bytes,
         &lat,
         settings,
     ))

@@ -9,7 +9,7 @@
 use anyhow::{bail, Context, Result};
 use std::time::Instant;
 
-use crate::common::{pool, Server};
+use crate::common::{pool, wal_since, wal_start, Server};
 use crate::kiln_sys::{insert_jobs, QUEUE};
 use crate::Args;
 
@@ -96,8 +96,21 @@ fn url_with_db(url: &str, db: &str) -> String {
     format!("{}{authority}/{db}{query}", &url[..scheme_end])
 }
 
-/// Floor jobs/s and a description of how it ran.
-pub async fn run(server: &Server, server_url: &str, args: &Args) -> Result<(f64, String)> {
+/// What the floor measured.
+#[derive(Debug, Clone)]
+pub struct Floor {
+    pub jobs_per_s: f64,
+    /// WAL written during the pgbench run, per job that succeeded.
+    pub wal_bytes_per_job: f64,
+    /// Jobs claimed more than once (attempt > 1).
+    pub duplicates: u64,
+    /// Jobs not succeeded when pgbench ended.
+    pub missing: u64,
+    pub settings: String,
+}
+
+/// Runs the floor on `args.jobs` jobs at Kiln's batch size.
+pub async fn run(server: &Server, server_url: &str, args: &Args) -> Result<Floor> {
     let opts = server.fresh_db("kiln_bench_floor").await?;
     let setup = pool(&opts, 4).await?;
     kiln_queue::migrate(&setup).await?;
@@ -109,6 +122,7 @@ pub async fn run(server: &Server, server_url: &str, args: &Args) -> Result<(f64,
     std::fs::write(&path, script(30)?)?;
     tracing::debug!(script = %std::fs::read_to_string(&path)?, "floor script");
     let url = url_with_db(server_url, "kiln_bench_floor");
+    let wal = wal_start(&setup).await?;
     let start = Instant::now();
     let out = tokio::process::Command::new(&args.pgbench)
         .args(["-n", "-M", "simple", "-c", "4", "-j", "2"])
@@ -123,6 +137,7 @@ pub async fn run(server: &Server, server_url: &str, args: &Args) -> Result<(f64,
         .await
         .context("run pgbench")?;
     let wall = start.elapsed();
+    let wal_bytes = wal_since(&setup, &wal).await?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!(
@@ -157,15 +172,23 @@ pub async fn run(server: &Server, server_url: &str, args: &Args) -> Result<(f64,
     if attempts != done {
         bail!("floor: {done} jobs succeeded but {attempts} attempt rows were written");
     }
+    let reclaimed: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_jobs WHERE attempt > 1")
+        .fetch_one(&setup)
+        .await?;
     setup.close().await;
-    let rate = done as f64 / wall.as_secs_f64();
-    let how = format!(
+    let settings = format!(
         "pgbench -c 4 -j 2 -t {per_client}, claim.sql + complete.sql at batch {} ({} jobs in {:.2} s)",
         args.kiln_batch,
         done,
         wall.as_secs_f64()
     );
-    Ok((rate, how))
+    Ok(Floor {
+        jobs_per_s: done as f64 / wall.as_secs_f64(),
+        wal_bytes_per_job: wal_bytes as f64 / done.max(1) as f64,
+        duplicates: reclaimed as u64,
+        missing: left as u64,
+        settings,
+    })
 }
 
 #[cfg(test)]

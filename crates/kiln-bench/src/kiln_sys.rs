@@ -4,11 +4,12 @@ use anyhow::Result;
 use kiln_queue::{ClaimedJob, JobKind, NewJob};
 use kiln_worker::{JobContext, JobError, QueueConfig, Worker, WorkerConfig};
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{join_workers, pickup, pool, tracker, wait_burn_down, Outcome, Server};
-use crate::Args;
+use crate::common::{
+    join_workers, pickup, pool, tracker, wait_burn_down, wal_since, wal_start, Outcome, RunSpec, Server,
+};
 
 pub const QUEUE: &str = "bench";
 
@@ -36,32 +37,43 @@ async fn handle(job: ClaimedJob, _ctx: JobContext) -> Result<serde_json::Value, 
     Ok(serde_json::Value::Null)
 }
 
-pub async fn run(server: &Server, args: &Args) -> Result<Outcome> {
+/// Kiln's own options for a run.
+#[derive(Debug, Clone, Copy)]
+pub struct KilnSettings {
+    /// Claim batch per worker.
+    pub batch: usize,
+    /// Jobs running at once per worker.
+    pub concurrency: usize,
+    /// Pool size per worker.
+    pub pool: u32,
+}
+
+/// Burns down `spec.jobs` jobs with `spec.workers` Kiln workers, then `spec.pickup` pickups.
+pub async fn run(server: &Server, spec: &RunSpec, s: &KilnSettings) -> Result<Outcome> {
     let opts = server.fresh_db("kiln_bench_kiln").await?;
     let setup = pool(&kiln_queue::session_options(opts.clone()), 4).await?;
     kiln_queue::migrate(&setup).await?;
     let t = Instant::now();
-    insert_jobs(&setup, 0, args.jobs).await?;
+    insert_jobs(&setup, 0, spec.jobs).await?;
     tracing::info!(
-        jobs = args.jobs,
+        jobs = spec.jobs,
         secs = t.elapsed().as_secs_f64(),
         "kiln: jobs inserted"
     );
     let settings = format!(
         "{} Worker instances, concurrency {}, batch {}, completion_batch 2000, pool {} each",
-        args.workers, args.kiln_concurrency, args.kiln_batch, args.kiln_pool
+        spec.workers, s.concurrency, s.batch, s.pool
     );
 
     let stop = CancellationToken::new();
     let mut handles = Vec::new();
+    let wal = wal_start(&setup).await?;
     let start = Instant::now();
-    for w in 0..args.workers {
-        let p = pool(&kiln_queue::session_options(opts.clone()), args.kiln_pool).await?;
+    for w in 0..spec.workers {
+        let p = pool(&kiln_queue::session_options(opts.clone()), s.pool).await?;
         let config = WorkerConfig {
             id: Some(format!("bench-kiln-{w}")),
-            queues: vec![QueueConfig::new(QUEUE)
-                .concurrency(args.kiln_concurrency)
-                .batch(args.kiln_batch)],
+            queues: vec![QueueConfig::new(QUEUE).concurrency(s.concurrency).batch(s.batch)],
             ..WorkerConfig::default()
         };
         let worker = Worker::builder(p, config)
@@ -72,18 +84,18 @@ pub async fn run(server: &Server, args: &Args) -> Result<Outcome> {
             async move { worker.run(stop.cancelled_owned()).await },
         ));
     }
-    let limit = Duration::from_secs(args.burn_timeout);
     let burn = wait_burn_down(
         &setup,
         "SELECT count(*) FROM kiln_jobs WHERE state IN ('available', 'scheduled', 'retryable', 'running')",
-        args.jobs,
+        spec.jobs,
         start,
-        limit,
+        spec.burn_timeout,
     )
     .await?;
-    tracing::info!(secs = ?burn.map(|d| d.as_secs_f64()), "kiln: burn-down done");
+    let wal_bytes = wal_since(&setup, &wal).await?;
+    tracing::info!(secs = ?burn.map(|d| d.as_secs_f64()), wal_bytes, "kiln: burn-down done");
 
-    let lat = pickup(args.jobs, args.pickup, |i| {
+    let lat = pickup(spec.jobs, spec.pickup, |i| {
         let setup = setup.clone();
         async move {
             kiln_queue::enqueue(&setup, &NewJob::new(QUEUE, JobKind::Test, json!({ "i": i }))).await?;
@@ -99,5 +111,5 @@ pub async fn run(server: &Server, args: &Args) -> Result<Outcome> {
         .await?;
     tracing::info!(attempt_rows = attempts, "kiln: attempt rows written");
     setup.close().await;
-    Ok(Outcome::finish("kiln", args.jobs, burn, limit, &lat, settings))
+    Ok(Outcome::finish("kiln", spec, burn, wal_bytes, &lat, settings))
 }

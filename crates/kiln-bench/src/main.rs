@@ -7,13 +7,29 @@ mod common;
 mod floor;
 mod graphile_sys;
 mod kiln_sys;
+mod report;
+mod sweep;
 
-use anyhow::{Context, Result};
-use clap::Parser;
-use common::{init_tracker, tracker, Outcome, Server};
+use anyhow::{bail, Context, Result};
+use apalis_sys::ApalisSettings;
+use clap::{Parser, ValueEnum};
+use common::{init_tracker, tracker, Outcome, RunSpec, Server};
+use graphile_sys::GraphileSettings;
+use kiln_sys::KilnSettings;
+use report::{Report, Tuned};
 use sqlx::postgres::PgConnectOptions;
-use std::io::Write;
 use std::str::FromStr;
+use std::time::Duration;
+use sweep::Axis;
+
+/// Which settings the peers run at.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peers {
+    /// Their README settings (the `--apalis-*` / `--graphile-*` flags) only.
+    Readme,
+    /// Their README settings, then a short sweep of their own options and the winner at full N.
+    Tuned,
+}
 
 /// Burn-down and idle pickup of Kiln, apalis-postgres and graphile_worker, plus the floor.
 #[derive(Parser, Debug, Clone)]
@@ -37,6 +53,24 @@ pub struct Args {
     /// Give up a burn-down after this many seconds (reported as what got through).
     #[arg(long, default_value_t = 600)]
     pub burn_timeout: u64,
+    /// `readme`: peers at their README settings. `tuned`: also sweep each peer's own options
+    /// (graphile_worker: concurrency, local queue size, completion batch delay; apalis-postgres:
+    /// batch size, concurrency, pool) on --sweep-jobs jobs, print the winner, and run it at -n.
+    #[arg(long, value_enum, default_value_t = Peers::Readme)]
+    pub peers: Peers,
+    /// Also burn down --sweep-jobs jobs with each of --sweep-workers workers, for every system
+    /// (peers at their tuned settings under --peers tuned, else at their README settings).
+    #[arg(long)]
+    pub workers_sweep: bool,
+    /// Worker counts for --workers-sweep.
+    #[arg(long, default_value = "1,2,4", value_delimiter = ',')]
+    pub sweep_workers: Vec<usize>,
+    /// Jobs per burn-down in the option sweep and the workers sweep (no pickup test there).
+    #[arg(long, default_value_t = 20_000)]
+    pub sweep_jobs: usize,
+    /// Give up a sweep burn-down after this many seconds (that point cannot win).
+    #[arg(long, default_value_t = 60)]
+    pub sweep_timeout: u64,
     /// Kiln: claim batch per worker.
     #[arg(long, default_value_t = 1000)]
     pub kiln_batch: usize,
@@ -115,6 +149,150 @@ fn main() -> Result<()> {
     result
 }
 
+impl Args {
+    fn kiln(&self) -> KilnSettings {
+        KilnSettings {
+            batch: self.kiln_batch,
+            concurrency: self.kiln_concurrency,
+            pool: self.kiln_pool,
+        }
+    }
+
+    fn apalis(&self) -> ApalisSettings {
+        ApalisSettings {
+            batch: self.apalis_batch,
+            concurrency: self.apalis_concurrency,
+            pool: self.apalis_pool,
+        }
+    }
+
+    fn graphile(&self) -> GraphileSettings {
+        GraphileSettings {
+            concurrency: self.graphile_concurrency,
+            local_queue: self.graphile_local_queue,
+            complete_delay_ms: self.graphile_complete_delay_ms,
+            pool: self.graphile_pool,
+        }
+    }
+
+    /// The full run: -n jobs, -k workers, the pickup test.
+    fn full(&self) -> RunSpec {
+        RunSpec {
+            jobs: self.jobs,
+            workers: self.workers,
+            pickup: self.pickup,
+            burn_timeout: Duration::from_secs(self.burn_timeout),
+        }
+    }
+
+    /// A sweep run: --sweep-jobs jobs, `workers` workers, no pickup test.
+    fn sweep(&self, workers: usize) -> RunSpec {
+        RunSpec {
+            jobs: self.sweep_jobs,
+            workers,
+            pickup: 0,
+            burn_timeout: Duration::from_secs(self.sweep_timeout),
+        }
+    }
+}
+
+/// The settings one system runs at.
+#[derive(Debug, Clone, Copy)]
+enum System {
+    Kiln(KilnSettings),
+    Apalis(ApalisSettings),
+    Graphile(GraphileSettings),
+}
+
+/// Resets the tracker for `spec` and runs `system` once.
+async fn measure(server: &Server, spec: &RunSpec, system: System) -> Result<Outcome> {
+    tracker().reset(spec.jobs, spec.pickup);
+    let o = match system {
+        System::Kiln(s) => kiln_sys::run(server, spec, &s).await,
+        System::Apalis(s) => apalis_sys::run(server, spec, &s).await,
+        System::Graphile(s) => graphile_sys::run(server, spec, &s).await,
+    }
+    .with_context(|| format!("benchmark of {system:?}"))?;
+    tracing::info!(
+        system = o.system,
+        jobs = o.jobs,
+        workers = o.workers,
+        jobs_per_s = o.jobs_per_s.round(),
+        burn_s = o.burn_secs,
+        wal_bytes_per_job = o.wal_per_job().round(),
+        p50_ms = o.pickup_p50_ms,
+        p99_ms = o.pickup_p99_ms,
+        duplicates = o.duplicates,
+        missing = o.missing,
+        timed_out = o.timed_out,
+        executions = tracker().executed(),
+        "finished"
+    );
+    Ok(o)
+}
+
+/// Sweeps one peer's `axes` from `start` on --sweep-jobs jobs, then runs the winner at full N.
+async fn tune(
+    server: &Server,
+    args: &Args,
+    name: &'static str,
+    axes: &[(&'static str, &'static [u64])],
+    start: &[u64],
+    system: impl Fn(&[u64]) -> System,
+) -> Result<Tuned> {
+    let axes: Vec<Axis> = axes.iter().map(|&(name, values)| Axis { name, values }).collect();
+    let spec = args.sweep(args.workers);
+    let runs = std::cell::RefCell::new(Vec::new());
+    let result = sweep::coordinate_descent(&axes, start, |p| {
+        let sys = system(&p);
+        let (runs, axes) = (&runs, &axes);
+        async move {
+            tracing::info!(system = name, point = %report::describe_point(axes, &p), "sweep point");
+            let o = measure(server, &spec, sys).await?;
+            let r = (o.jobs_per_s, o.clean());
+            runs.borrow_mut().push(o);
+            anyhow::Ok(r)
+        }
+    })
+    .await?;
+    let runs = runs.into_inner();
+    let Some(best) = result.best.clone() else {
+        bail!("{name}: no point of the sweep burned down cleanly");
+    };
+    tracing::info!(system = name, winner = %report::describe_point(&axes, &best.point), "sweep done; running the winner at full N");
+    let mut outcome = measure(server, &args.full(), system(&best.point)).await?;
+    outcome.system = match name {
+        "apalis_postgres" => "apalis_postgres_tuned",
+        _ => "graphile_worker_tuned",
+    };
+    Ok(Tuned {
+        system: name,
+        axes,
+        sweep: result,
+        runs,
+        outcome,
+    })
+}
+
+/// The settings `--peers tuned` starts each sweep from: the best found by hand for issue 10
+/// (graphile_worker: concurrency 50, local queue 1,000, 5 ms completion batches;
+/// apalis-postgres: batch 500, concurrency 500), pools as the flags give them.
+fn tuned_starts(args: &Args) -> (GraphileSettings, ApalisSettings) {
+    (
+        GraphileSettings {
+            concurrency: 50,
+            local_queue: 1000,
+            complete_delay_ms: 5,
+            pool: args.graphile_pool,
+        },
+        ApalisSettings {
+            batch: 500,
+            concurrency: 500,
+            pool: args.apalis_pool,
+        },
+    )
+}
+
 async fn bench(args: &Args, url: &str) -> Result<()> {
     let server = Server {
         admin: PgConnectOptions::from_str(url)?,
@@ -122,156 +300,103 @@ async fn bench(args: &Args, url: &str) -> Result<()> {
     let (fsync, sync_commit, version) = server.durability().await?;
     tracing::info!(%fsync, synchronous_commit = %sync_commit, %version, "server");
     let (commit_p50, commit_p99) = server.commit_latency(200).await.context("commit latency")?;
-    init_tracker(args.jobs, args.pickup);
+    init_tracker(args.jobs.max(args.sweep_jobs) + args.pickup);
 
-    let mut outcomes: Vec<Outcome> = Vec::new();
-    type Runner = for<'a> fn(&'a Server, &'a Args) -> futures::future::BoxFuture<'a, Result<Outcome>>;
-    let systems: [(&str, Runner); 3] = [
-        ("kiln", |s, a| Box::pin(kiln_sys::run(s, a))),
-        ("apalis", |s, a| Box::pin(apalis_sys::run(s, a))),
-        ("graphile", |s, a| Box::pin(graphile_sys::run(s, a))),
-    ];
-    for (name, run) in systems {
-        if !args.runs(name) {
-            continue;
-        }
-        tracker().reset();
-        tracing::info!(
-            system = name,
-            jobs = args.jobs,
-            workers = args.workers,
-            "starting"
-        );
-        let o = run(&server, args)
-            .await
-            .with_context(|| format!("benchmark of {name}"))?;
-        tracing::info!(
-            system = o.system,
-            jobs_per_s = o.jobs_per_s.round(),
-            burn_s = o.burn_secs,
-            p50_ms = o.pickup_p50_ms,
-            p99_ms = o.pickup_p99_ms,
-            duplicates = o.duplicates,
-            missing = o.missing,
-            executions = tracker().executed(),
-            "finished"
-        );
-        outcomes.push(o);
+    let mut report = Report {
+        jobs: args.jobs,
+        workers: args.workers,
+        pickup: args.pickup,
+        sweep_jobs: args.sweep_jobs,
+        postgres: report::Postgres {
+            version,
+            fsync,
+            synchronous_commit: sync_commit,
+            commit_p50_ms: commit_p50,
+            commit_p99_ms: commit_p99,
+        },
+        outcomes: Vec::new(),
+        tuned: Vec::new(),
+        scaling: Vec::new(),
+        floor: None,
+    };
+    let mut systems = Vec::new();
+    if args.runs("kiln") {
+        report
+            .outcomes
+            .push(measure(&server, &args.full(), System::Kiln(args.kiln())).await?);
     }
-    let floor = if args.runs("floor") {
-        tracing::info!("starting the pgbench floor");
-        Some(floor::run(&server, url, args).await.context("floor")?)
-    } else {
-        None
-    };
-
-    let kiln = outcomes.iter().find(|o| o.system == "kiln");
-    let kiln_vs_floor = match (kiln, &floor) {
-        (Some(k), Some((f, _))) => Some(k.jobs_per_s / f),
-        _ => None,
-    };
-    if args.json {
-        let mut obj = serde_json::Map::new();
-        for o in &outcomes {
-            obj.insert(
-                o.system.into(),
-                serde_json::json!({
-                    "jobs_per_s": round1(o.jobs_per_s),
-                    "burn_down_s": round3(o.burn_secs),
-                    "pickup_p50_ms": round3(o.pickup_p50_ms),
-                    "pickup_p99_ms": round3(o.pickup_p99_ms),
-                    "duplicates": o.duplicates,
-                    "missing": o.missing,
-                    "settings": o.settings,
-                }),
-            );
-        }
-        if let Some((f, how)) = &floor {
-            obj.insert(
-                "floor".into(),
-                serde_json::json!({"jobs_per_s": round1(*f), "settings": how}),
-            );
-        }
-        if let Some(r) = kiln_vs_floor {
-            obj.insert("kiln_vs_floor".into(), serde_json::json!(round3(r)));
-        }
-        obj.insert(
-            "postgres".into(),
-            serde_json::json!({"version": version, "fsync": fsync, "synchronous_commit": sync_commit}),
-        );
-        obj.insert(
-            "commit".into(),
-            serde_json::json!({"p50_ms": round3(commit_p50), "p99_ms": round3(commit_p99)}),
-        );
-        obj.insert("jobs".into(), serde_json::json!(args.jobs));
-        obj.insert("workers".into(), serde_json::json!(args.workers));
-        println!("{}", serde_json::Value::Object(obj));
+    if args.runs("apalis") {
+        report
+            .outcomes
+            .push(measure(&server, &args.full(), System::Apalis(args.apalis())).await?);
     }
-    // The table goes to stdout, or to stderr next to the logs when stdout carries the JSON.
-    let mut out: Box<dyn std::io::Write> = if args.json {
-        Box::new(std::io::stderr())
-    } else {
-        Box::new(std::io::stdout())
-    };
-    {
-        writeln!(
-            out,
-            "\nBurn-down of {} no-op jobs by {} workers; idle pickup of {} jobs one at a time.",
-            args.jobs, args.workers, args.pickup
-        )?;
-        writeln!(
-            out,
-            "Postgres {version} with its default durability: fsync = {fsync}, synchronous_commit = {sync_commit}."
-        )?;
-        writeln!(
-            out,
-            "One durable one-row commit: p50 {commit_p50:.2} ms, p99 {commit_p99:.2} ms (an idle pickup needs two).\n"
-        )?;
-        writeln!(
-            out,
-            "{:<18} {:>12} {:>10} {:>15} {:>15} {:>11} {:>8}",
-            "system", "jobs/s", "burn s", "pickup p50 ms", "pickup p99 ms", "duplicates", "missing"
-        )?;
-        for o in &outcomes {
-            writeln!(
-                out,
-                "{:<18} {:>12.0} {:>10.2} {:>15.2} {:>15.2} {:>11} {:>8}",
-                o.system,
-                o.jobs_per_s,
-                o.burn_secs,
-                o.pickup_p50_ms,
-                o.pickup_p99_ms,
-                o.duplicates,
-                o.missing
-            )?;
+    if args.runs("graphile") {
+        report
+            .outcomes
+            .push(measure(&server, &args.full(), System::Graphile(args.graphile())).await?);
+    }
+    let (mut graphile, mut apalis) = (args.graphile(), args.apalis());
+    if args.peers == Peers::Tuned {
+        let (g0, a0) = tuned_starts(args);
+        if args.runs("apalis") {
+            let t = tune(
+                &server,
+                args,
+                "apalis_postgres",
+                &apalis_sys::AXES,
+                &a0.point(),
+                |p| System::Apalis(ApalisSettings::from_point(p)),
+            )
+            .await?;
+            apalis = ApalisSettings::from_point(&t.sweep.best.as_ref().expect("tuned").point);
+            report.tuned.push(t);
         }
-        if let Some((f, _)) = &floor {
-            writeln!(out, "{:<18} {:>12.0}", "floor (pgbench)", f)?;
+        if args.runs("graphile") {
+            let t = tune(
+                &server,
+                args,
+                "graphile_worker",
+                &graphile_sys::AXES,
+                &g0.point(),
+                |p| System::Graphile(g0.with_point(p)),
+            )
+            .await?;
+            graphile = g0.with_point(&t.sweep.best.as_ref().expect("tuned").point);
+            report.tuned.push(t);
         }
-        writeln!(out)?;
-        if let Some(k) = kiln {
-            for o in outcomes.iter().filter(|o| o.system != "kiln") {
-                writeln!(out, "kiln / {:<16} {:.1}x", o.system, k.jobs_per_s / o.jobs_per_s)?;
+    }
+    if args.runs("kiln") {
+        systems.push(System::Kiln(args.kiln()));
+    }
+    if args.runs("apalis") {
+        systems.push(System::Apalis(apalis));
+    }
+    if args.runs("graphile") {
+        systems.push(System::Graphile(graphile));
+    }
+    if args.workers_sweep {
+        for &system in &systems {
+            for &k in &args.sweep_workers {
+                report
+                    .scaling
+                    .push(measure(&server, &args.sweep(k), system).await?);
             }
         }
-        if let Some(r) = kiln_vs_floor {
-            writeln!(out, "kiln / floor            {:.0} %", r * 100.0)?;
-        }
-        writeln!(out, "\nSettings:")?;
-        for o in &outcomes {
-            writeln!(out, "  {:<16} {}", o.system, o.settings)?;
-        }
-        if let Some((_, how)) = &floor {
-            writeln!(out, "  {:<16} {}", "floor", how)?;
-        }
+    }
+    if args.runs("floor") {
+        tracing::info!("starting the pgbench floor");
+        report.floor = Some(floor::run(&server, url, args).await.context("floor")?);
+    }
+
+    if args.json {
+        println!("{}", report.json());
+        report.print(&mut std::io::stderr())?;
+    } else {
+        report.print(&mut std::io::stdout())?;
+    }
+    let violations = report.violations();
+    if !violations.is_empty() {
+        bail!("duplicates, missing jobs or timeouts: {}", violations.join("; "));
     }
     Ok(())
-}
-
-fn round1(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
