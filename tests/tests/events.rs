@@ -398,3 +398,47 @@ async fn the_events_api_pages_filters_and_streams_resuming_after_last_event_id()
     assert_eq!(ids_seen, ["2", "3", "4"], "{text}");
     assert!(text.contains("event: job.failed"), "{text}");
 }
+
+#[tokio::test]
+async fn kiln_events_prints_the_outbox_one_object_per_line_with_filters() {
+    let db = TestDb::new().await;
+    let ids = enqueue_many(&db.pool, &[job("q"), job("r")]).await.unwrap();
+    lease::claim(&db.pool, "q", "w1", 1, Duration::from_secs(30)).await.unwrap();
+    lease::claim(&db.pool, "r", "w1", 1, Duration::from_secs(30)).await.unwrap();
+    let batch = [
+        done(ids[0].id, AttemptOutcome::Succeeded, false),
+        done(ids[1].id, AttemptOutcome::Failed, false),
+    ];
+    lease::complete(&db.pool, "w1", &batch).await.unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(kiln_tests::kiln_binary())
+            .arg("events")
+            .args(args)
+            .env("DATABASE_URL", &db.url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run kiln events");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("one JSON object per line"))
+            .collect::<Vec<_>>()
+    };
+    let all = run(&[]);
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0]["type"], "job.succeeded");
+    assert_eq!(all[1]["type"], "job.failed");
+    let failed = run(&["--type", "job.failed"]);
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["job_id"], ids[1].id);
+    assert_eq!(run(&["--after", "1"]).len(), 1);
+    assert_eq!(run(&["--queue", "q"])[0]["job_id"], ids[0].id);
+    let bad = std::process::Command::new(kiln_tests::kiln_binary())
+        .args(["events", "--kind", "compile"])
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--kind"), "{}", String::from_utf8_lossy(&bad.stderr));
+}

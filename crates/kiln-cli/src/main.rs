@@ -125,6 +125,9 @@ enum PostgresCommand {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.json_logs);
+    // Every kind module's metric families exist from the start in every process, so
+    // `/metrics` shows them before the first job.
+    kinds::registry().register_metrics();
     match cli.command {
         Command::Images { cmd } => tokio::task::spawn_blocking(move || images::run(cmd)).await??,
         Command::Postgres { cmd } => {
