@@ -252,6 +252,7 @@ impl Sandbox {
             image_id,
             warm,
             timings,
+            live_lost_bytes: ran.live_lost_bytes,
         })
     }
 
