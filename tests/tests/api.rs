@@ -724,6 +724,54 @@ async fn read_sse(res: reqwest::Response, mut on_log: impl FnMut(Value)) -> Valu
     panic!("the stream closed without an end event");
 }
 
+#[tokio::test]
+async fn logs_keep_nul_and_invalid_utf8_and_say_what_went_past_the_cap() {
+    use base64::Engine as _;
+    let db = TestDb::new().await;
+    let api = ApiServer::start(&db.pool).await;
+    let (_, j) = api
+        .post_admin("/v1/jobs", json!({"kind": "test", "queue": "raw"}))
+        .await;
+    let id = j["id"].as_i64().unwrap();
+    let raw: &[u8] = b"nul\0here \xff\xfe end\n";
+    let first = LogChunk {
+        seq: 0,
+        stream: "stdout".into(),
+        data: raw.to_vec(),
+    };
+    kiln_queue::logs::append(&db.pool, id, 1, &[first, chunk(1, "plain\0\n")])
+        .await
+        .expect("NUL and invalid UTF-8 are stored");
+    let drops = kiln_queue::logs::LogDrops {
+        attempt: 1,
+        dropped_bytes: 1234,
+        dropped_chunks: 5,
+        cap_bytes: 8 << 20,
+    };
+    kiln_queue::logs::record_drops(&db.pool, id, drops).await.unwrap();
+    let (s, page) = api.get_admin(&format!("/v1/jobs/{id}/logs")).await;
+    assert_eq!(s, 200);
+    let c = &page["chunks"];
+    assert_eq!(c[0]["data"], "nul\u{0}here \u{fffd}\u{fffd} end\n");
+    let exact = base64::engine::general_purpose::STANDARD
+        .decode(
+            c[0]["data_base64"]
+                .as_str()
+                .expect("exact bytes of invalid UTF-8"),
+        )
+        .unwrap();
+    assert_eq!(exact, raw);
+    assert_eq!(c[1]["data"], "plain\u{0}\n");
+    assert!(c[1].get("data_base64").is_none(), "{}", c[1]);
+    assert_eq!(
+        page["dropped"],
+        json!([{"attempt": 1, "dropped_bytes": 1234, "dropped_chunks": 5, "cap_bytes": 8 << 20}])
+    );
+    let stored = kiln_queue::logs::read(&db.pool, id, None, 10).await.unwrap();
+    assert_eq!(stored[0].bytes(), raw);
+    assert_eq!(stored[1].bytes(), b"plain\0\n");
+}
+
 fn chunk(seq: i32, data: &str) -> LogChunk {
     LogChunk {
         seq,

@@ -403,8 +403,12 @@ async fn the_events_api_pages_filters_and_streams_resuming_after_last_event_id()
 async fn kiln_events_prints_the_outbox_one_object_per_line_with_filters() {
     let db = TestDb::new().await;
     let ids = enqueue_many(&db.pool, &[job("q"), job("r")]).await.unwrap();
-    lease::claim(&db.pool, "q", "w1", 1, Duration::from_secs(30)).await.unwrap();
-    lease::claim(&db.pool, "r", "w1", 1, Duration::from_secs(30)).await.unwrap();
+    lease::claim(&db.pool, "q", "w1", 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    lease::claim(&db.pool, "r", "w1", 1, Duration::from_secs(30))
+        .await
+        .unwrap();
     let batch = [
         done(ids[0].id, AttemptOutcome::Succeeded, false),
         done(ids[1].id, AttemptOutcome::Failed, false),
@@ -440,5 +444,9 @@ async fn kiln_events_prints_the_outbox_one_object_per_line_with_filters() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("--kind"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--kind"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }

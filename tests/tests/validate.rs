@@ -718,3 +718,77 @@ async fn live_logs_of_a_steady_trickle_are_written_while_it_runs() {
         40
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_300_mib_stdout_flood_stores_at_most_the_live_log_cap_and_counts_the_rest() {
+    use kiln_queue::logs::DEFAULT_LIVE_LOG_CAP;
+    use kiln_sandbox::{JobLabels, JobSpec, Outcome};
+    const TOTAL: u64 = 300 << 20;
+    let db = TestDb::new().await;
+    let job = kiln_queue::enqueue(
+        &db.pool,
+        &kiln_queue::NewJob::new("flood", kiln_queue::JobKind::Test, serde_json::json!({})),
+    )
+    .await
+    .unwrap();
+    let worker = format!("flood-{}", std::process::id());
+    let sb = kiln_sandbox::Sandbox::connect(&worker)
+        .await
+        .expect("docker engine");
+    let fwd = kiln_validate::logs::LogForwarder::start(db.pool.clone(), job.id, 1);
+    let labels = JobLabels {
+        job_id: job.id,
+        attempt: 1,
+        worker_id: worker.clone(),
+    };
+    let image = kiln_tests::validation::images()
+        .tag("python")
+        .unwrap()
+        .to_string();
+    let script = format!("yes kiln | head -c {TOTAL}");
+    let mut spec = JobSpec::new(image, &["sh", "-c", &script], labels);
+    spec.timeout = Duration::from_secs(120);
+    let r = sb.run(&spec, Some(fwd.sender())).await.expect("the job runs");
+    assert_eq!(r.outcome, Outcome::OutputTruncated);
+    assert_eq!(r.stdout.total_bytes, TOTAL);
+    fwd.count_lost(r.live_lost_bytes);
+    fwd.finish().await;
+
+    let (mut stdout, mut all, mut marker, mut after) = (0u64, 0u64, false, None);
+    loop {
+        let page = kiln_queue::logs::read(&db.pool, job.id, after, 1000)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.attempt, last.seq));
+        for c in &page {
+            let n = c.bytes().len() as u64;
+            all += n;
+            if c.stream == "stdout" {
+                stdout += n;
+            } else {
+                marker |= c.data.contains("live log cap of 8388608 bytes reached");
+            }
+        }
+    }
+    assert!(all <= DEFAULT_LIVE_LOG_CAP, "{all} bytes stored");
+    assert!(stdout > 0 && marker, "stdout {stdout}, marker {marker}");
+    let drops = kiln_queue::logs::drops(&db.pool, job.id).await.unwrap();
+    assert_eq!(drops.len(), 1, "{drops:?}");
+    assert_eq!(
+        (drops[0].attempt, drops[0].cap_bytes),
+        (1, DEFAULT_LIVE_LOG_CAP as i64)
+    );
+    assert_eq!(
+        stdout + drops[0].dropped_bytes as u64,
+        TOTAL,
+        "stored + counted = written"
+    );
+    sb.docker().ping().await.expect("the engine still answers");
+    sb.removals_done().await;
+    sb.shutdown().await;
+    let left = kiln_sandbox::reaper::containers_of(sb.docker(), &worker)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "containers left: {left:?}");
+}

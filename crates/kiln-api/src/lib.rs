@@ -189,7 +189,7 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "Kiln API", description = "Enqueue and inspect jobs, tail logs, steer queues, receive webhooks."),
     modifiers(&BearerAuth),
-    components(schemas(ErrorBody, schema::JobSpecDoc, schema::JobDoc, schema::AttemptDoc, schema::LogChunkDoc))
+    components(schemas(ErrorBody, schema::JobSpecDoc, schema::JobDoc, schema::AttemptDoc, schema::LogChunkDoc, schema::LogDropsDoc))
 )]
 struct ApiDoc;
 

@@ -165,9 +165,25 @@ pub struct LogChunkDoc {
     seq: i32,
     /// stdout or stderr.
     stream: String,
+    /// The output as text (invalid UTF-8 replaced; NUL bytes kept).
     data: String,
+    /// The exact bytes in base64, present only when they are not valid UTF-8.
+    data_base64: Option<String>,
     #[schema(format = DateTime)]
     at: String,
+}
+
+/// Output of one attempt past its live-log cap (mirrors `kiln_queue::logs::LogDrops`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = LogDrops)]
+pub struct LogDropsDoc {
+    attempt: i32,
+    /// Bytes not stored.
+    dropped_bytes: i64,
+    /// Chunks not stored (or stored in part).
+    dropped_chunks: i64,
+    /// The cap in force, in bytes.
+    cap_bytes: i64,
 }
 
 /// A schedule to create (mirrors `kiln_scheduler::ScheduleSpec`). Unknown fields are refused.

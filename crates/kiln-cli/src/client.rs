@@ -100,8 +100,12 @@ impl ApiClient {
     }
 
     /// Follows `GET /v1/jobs/{id}/logs/stream`, calling `on_chunk` for each chunk; returns
-    /// the job's final state.
-    pub async fn follow_logs(&self, id: i64, mut on_chunk: impl FnMut(&LogRecord)) -> anyhow::Result<String> {
+    /// the job's final state and what went past the live-log cap.
+    pub async fn follow_logs(
+        &self,
+        id: i64,
+        mut on_chunk: impl FnMut(&LogRecord),
+    ) -> anyhow::Result<(String, Vec<kiln_queue::logs::LogDrops>)> {
         let res = self
             .request(Method::GET, &format!("/v1/jobs/{id}/logs/stream"))
             .header("Accept", "text/event-stream")
@@ -123,7 +127,8 @@ impl ApiClient {
                         "log" => on_chunk(&serde_json::from_str(&data).context("decode a log event")?),
                         "end" => {
                             let v: serde_json::Value = serde_json::from_str(&data)?;
-                            return Ok(v["state"].as_str().unwrap_or("unknown").to_owned());
+                            let drops = serde_json::from_value(v["dropped"].clone()).unwrap_or_default();
+                            return Ok((v["state"].as_str().unwrap_or("unknown").to_owned(), drops));
                         }
                         _ => {}
                     }

@@ -234,20 +234,33 @@ async fn list(backend: &Backend, a: ListArgs) -> anyhow::Result<()> {
 }
 
 fn print_chunk(c: &LogRecord) {
+    // The bytes exactly as the job wrote them.
+    let bytes = c.bytes();
     let out = if c.stream == "stderr" {
         let mut e = std::io::stderr().lock();
-        e.write_all(c.data.as_bytes())
+        e.write_all(&bytes)
     } else {
         let mut o = std::io::stdout().lock();
-        o.write_all(c.data.as_bytes()).and_then(|_| o.flush())
+        o.write_all(&bytes).and_then(|_| o.flush())
     };
     let _ = out;
+}
+
+/// Says on stderr how much output of each attempt went past the live-log cap.
+fn print_drops(drops: &[kiln_queue::logs::LogDrops]) {
+    for d in drops {
+        eprintln!(
+            "kiln: attempt {}: {} bytes of output ({} chunks) past the live-log cap of {} bytes were counted, not stored",
+            d.attempt, d.dropped_bytes, d.dropped_chunks, d.cap_bytes
+        );
+    }
 }
 
 async fn logs(backend: &Backend, id: i64, follow: bool) -> anyhow::Result<()> {
     match backend {
         Backend::Api(c) if follow => {
-            let state = c.follow_logs(id, print_chunk).await?;
+            let (state, drops) = c.follow_logs(id, print_chunk).await?;
+            print_drops(&drops);
             eprintln!("job {id} is {state}");
         }
         Backend::Api(c) => {
@@ -256,6 +269,7 @@ async fn logs(backend: &Backend, id: i64, follow: bool) -> anyhow::Result<()> {
                 let page = c.logs(id, after.as_deref()).await?;
                 page.chunks.iter().for_each(print_chunk);
                 if page.chunks.is_empty() {
+                    print_drops(&page.dropped);
                     break;
                 }
                 after = page.next;
@@ -274,6 +288,7 @@ async fn logs(backend: &Backend, id: i64, follow: bool) -> anyhow::Result<()> {
                     }
                 }
                 if !follow || job.state.is_final() {
+                    print_drops(&kiln_queue::logs::drops(pool, id).await?);
                     if follow {
                         eprintln!("job {id} is {}", job.state);
                     }

@@ -32,6 +32,8 @@ pub struct Ran {
     pub usage: Usage,
     /// From asking the engine for the exec to its command running (create + start).
     pub exec_start: std::time::Duration,
+    /// Bytes not handed to the live-log receiver because it lagged (its channel was full).
+    pub live_lost_bytes: u64,
 }
 
 /// Copies the workspace into `/work` (a volume, so this works with a read-only root).
@@ -117,10 +119,13 @@ pub async fn run_command(
                     Stream::Stderr => ran.stderr.push(&data, cap),
                 }
                 if let Some(tx) = logs {
-                    let _ = tx.try_send(LogChunk {
+                    let sent = tx.try_send(LogChunk {
                         stream,
                         data: data.to_vec(),
                     });
+                    if sent.is_err() {
+                        ran.live_lost_bytes += data.len() as u64;
+                    }
                 }
             }
         }

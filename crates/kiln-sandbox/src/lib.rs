@@ -24,7 +24,7 @@ pub mod snapshot;
 pub mod spec;
 pub mod workspace;
 
-pub use diff::WorkspaceDiff;
+pub use diff::{DiffCaps, WorkspaceDiff};
 pub use error::SandboxError;
 pub use isolation::Isolation;
 pub use outputs::{OutputEntry, Outputs};

@@ -2,7 +2,9 @@
 //!
 //! When the engine is on this host the volume's files are read in place with a walk that never
 //! follows a symlink (see [`Snapshot::read_dir`]), far faster than the archive API on
-//! fuse-overlayfs. Otherwise `/work` is streamed as a tar through the API.
+//! fuse-overlayfs. Otherwise `/work` is streamed as a tar through the API. Both paths apply
+//! the same [`SnapshotCaps`] (entries, bytes, paths, a deadline); an archive stream that stalls
+//! past the deadline is an error.
 
 use std::path::Path;
 
@@ -29,9 +31,27 @@ pub async fn read_work(docker: &Docker, c: &Started, caps: SnapshotCaps) -> Resu
     let stream = docker
         .download_from_container(&c.id, Some(opts))
         .map_err(std::io::Error::other);
-    let reader = SyncIoBridge::new(StreamReader::new(stream));
-    tokio::task::spawn_blocking(move || Snapshot::read_tar(reader, caps))
-        .await
-        .map_err(|e| SandboxError::Docker(format!("snapshot task: {e}")))?
-        .map_err(|e| SandboxError::DaemonUnavailable(format!("reading /work back: {e}")))
+    read_archive(StreamReader::new(stream), caps).await
 }
+
+/// Reads a tar stream of `/work` with `caps`, off the runtime. The reader checks the deadline
+/// between entries; a stream that stalls is given up here, a little after it.
+pub async fn read_archive(
+    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    caps: SnapshotCaps,
+) -> Result<Snapshot> {
+    let reader = SyncIoBridge::new(stream);
+    let task = tokio::task::spawn_blocking(move || Snapshot::read_tar(reader, caps));
+    match tokio::time::timeout(caps.timeout + STALL_GRACE, task).await {
+        Err(_) => Err(SandboxError::DaemonUnavailable(format!(
+            "reading /work back: the archive stalled past {:?}",
+            caps.timeout
+        ))),
+        Ok(joined) => joined
+            .map_err(|e| SandboxError::Docker(format!("snapshot task: {e}")))?
+            .map_err(|e| SandboxError::DaemonUnavailable(format!("reading /work back: {e}"))),
+    }
+}
+
+/// How long past the deadline a stalled archive stream is waited for.
+const STALL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);

@@ -129,6 +129,9 @@ pub struct JobReport {
     pub warm: bool,
     /// Phase durations as the runner measured them.
     pub timings: Timings,
+    /// Bytes of output the live-log receiver did not get (it lagged); the captures above
+    /// still count them.
+    pub live_lost_bytes: u64,
 }
 
 impl Outcome {

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::containers::{remove_container, start_container, Started};
-use crate::diff::WorkspaceDiff;
+use crate::diff::{DiffCaps, WorkspaceDiff};
 use crate::error::{Result, SandboxError};
 use crate::exec::{run_command, upload_workspace};
 use crate::isolation::{inspect, Isolation};
@@ -198,21 +198,32 @@ impl Sandbox {
             .container_start_seconds
             .with_label_values(&[image, if warm { "true" } else { "false" }])
             .observe((acquired + ran.exec_start).as_secs_f64());
-        let caps = SnapshotCaps {
-            keep_file_bytes: spec.limits.output_bytes,
-            total_bytes: spec.limits.workspace_bytes + spec.limits.output_bytes,
-        };
+        let caps = SnapshotCaps::new(
+            spec.limits.output_bytes,
+            spec.limits.workspace_bytes + spec.limits.output_bytes,
+        );
         let (after, image_id) = tokio::join!(read_work(&self.docker, c, caps), self.image_id(&c.image));
         let after = after?;
-        let before = Snapshot::of_workspace(&spec.workspace);
-        let diff = if spec.diff_ignore.is_empty() {
-            WorkspaceDiff::between(&before, &after)
-        } else {
-            WorkspaceDiff::between(
-                &before.without(&spec.diff_ignore),
-                &after.without(&spec.diff_ignore),
-            )
-        };
+        let outputs = Outputs::select(&after, &spec.outputs, spec.limits.output_bytes);
+        let diff_truncated = after.truncated;
+        let input = spec.workspace.clone();
+        let ignore = spec.diff_ignore.clone();
+        // Hashing the input and diffing are CPU-bound (the diff up to its deadline): off the
+        // async runtime.
+        let diff = tokio::task::spawn_blocking(move || {
+            let before = Snapshot::of_workspace(&input);
+            if ignore.is_empty() {
+                WorkspaceDiff::bounded(&before, &after, DiffCaps::default())
+            } else {
+                WorkspaceDiff::bounded(
+                    &before.without(&ignore),
+                    &after.without(&ignore),
+                    DiffCaps::default(),
+                )
+            }
+        })
+        .await
+        .map_err(|e| SandboxError::Docker(format!("diff task: {e}")))?;
         tracing::debug!(
             upload_ms = uploaded.as_secs_f64() * 1e3,
             command_ms = (ran_at - uploaded).as_secs_f64() * 1e3,
@@ -220,7 +231,6 @@ impl Sandbox {
             readback_ms = (t.elapsed() - ran_at).as_secs_f64() * 1e3,
             "job phases"
         );
-        let outputs = Outputs::select(&after, &spec.outputs, spec.limits.output_bytes);
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
         let timings = Timings {
             upload_ms: ms(uploaded),
@@ -237,11 +247,12 @@ impl Sandbox {
             stderr: ran.stderr,
             outputs,
             diff,
-            diff_truncated: after.truncated,
+            diff_truncated,
             container_id: c.id.clone(),
             image_id,
             warm,
             timings,
+            live_lost_bytes: ran.live_lost_bytes,
         })
     }
 

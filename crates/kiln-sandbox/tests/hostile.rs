@@ -274,3 +274,54 @@ async fn the_docker_socket_is_out_of_reach() {
     assert!(r.stderr.text().contains("No such file"), "{}", r.stderr.text());
     finish(sb).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_thousand_empty_files_are_read_back_within_the_caps() {
+    let sb = sandbox("manyfiles").await;
+    // 300 directories of 1,000 empty files each.
+    let script = "import os\n\
+                  for d in range(300):\n\
+                  \x20   os.mkdir(f'd{d}')\n\
+                  \x20   for f in range(1000):\n\
+                  \x20       open(f'd{d}/f{f}', 'w').close()\n\
+                  print('made', sum(len(os.listdir(f'd{d}')) for d in range(300)))\n";
+    let mut spec = job(&sb, "python3 make.py && rm make.py");
+    spec.timeout = Duration::from_secs(120);
+    let mut ws = Workspace::new();
+    ws.add_file("make.py", script).unwrap();
+    spec.workspace = ws;
+    let r = sb.run(&spec, None).await.unwrap();
+    assert_eq!(r.outcome, Outcome::Success, "{}", r.stderr.text());
+    assert_eq!(r.stdout.text(), "made 300000\n");
+    assert!(r.diff_truncated, "a tree past the entry cap is marked partial");
+    let listed = r.diff.added.len() + r.diff.removed.len();
+    assert!(
+        listed <= kiln_sandbox::snapshot::MAX_ENTRIES,
+        "{listed} paths listed"
+    );
+    host_healthy(&sb).await;
+    finish(sb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pathological_diff_ends_with_counts_and_the_too_large_marker() {
+    let sb = sandbox("bigdiff").await;
+    let old: String = (0..300_000).map(|i| format!("line {i}\n")).collect();
+    let mut spec = job(&sb, "sed -i 's/^line /changed /' big.txt");
+    let mut ws = Workspace::new();
+    ws.add_file("big.txt", old).unwrap();
+    spec.workspace = ws;
+    let r = sb.run(&spec, None).await.unwrap();
+    assert_eq!(r.outcome, Outcome::Success, "{}", r.stderr.text());
+    let d = &r.diff;
+    assert_eq!(d.modified, vec!["big.txt"]);
+    assert_eq!(
+        (d.files_changed, d.insertions, d.deletions),
+        (1, 300_000, 300_000)
+    );
+    assert!(d.too_large);
+    assert!(d.unified.len() <= kiln_sandbox::DiffCaps::default().unified_bytes + 512);
+    assert!(d.unified.lines().last().unwrap().starts_with("# diff too large"));
+    host_healthy(&sb).await;
+    finish(sb).await;
+}

@@ -40,33 +40,76 @@ pub struct TestResult {
     pub errors: u32,
     /// Line/statement coverage in percent, when the language's tools measure it.
     pub coverage_percent: Option<f64>,
-    /// Every case.
+    /// The cases kept: at most [`MAX_CASES`] per report, failures and errors first (the
+    /// counts above cover every case).
     pub cases: Vec<TestCase>,
+    /// Cases counted but not kept in `cases`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cases_omitted: u32,
+}
+
+/// Most cases a report's result keeps (see [`TestResult::cases`]).
+pub const MAX_CASES: usize = 2_000;
+/// Longest case name kept, in bytes.
+pub const MAX_CASE_NAME_BYTES: usize = 512;
+/// Longest case message kept, in bytes.
+pub const MAX_CASE_MESSAGE_BYTES: usize = 2048;
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl TestResult {
-    /// Adds a case and counts it.
+    /// Adds a case and counts it; its name and message are clipped, and past [`MAX_CASES`]
+    /// passed and skipped cases give way to failures and errors.
     pub fn push(&mut self, name: impl Into<String>, status: TestStatus, message: Option<String>) {
-        match status {
-            TestStatus::Passed => self.passed += 1,
-            TestStatus::Failed => self.failed += 1,
-            TestStatus::Skipped => self.skipped += 1,
-            TestStatus::Error => self.errors += 1,
-        }
+        let count = match status {
+            TestStatus::Passed => &mut self.passed,
+            TestStatus::Failed => &mut self.failed,
+            TestStatus::Skipped => &mut self.skipped,
+            TestStatus::Error => &mut self.errors,
+        };
+        *count = count.saturating_add(1);
         self.cases.push(TestCase {
-            name: name.into(),
+            name: crate::parse::clip(&name.into(), MAX_CASE_NAME_BYTES),
             status,
-            message,
+            message: message.map(|m| crate::parse::clip(&m, MAX_CASE_MESSAGE_BYTES)),
         });
+        if self.cases.len() >= 2 * MAX_CASES {
+            self.bound();
+        }
+    }
+
+    /// Keeps at most [`MAX_CASES`] cases in their order: every failure and error first (up to
+    /// the cap), then passed and skipped cases in the room left.
+    pub fn bound(&mut self) {
+        if self.cases.len() <= MAX_CASES {
+            return;
+        }
+        let bad = |c: &TestCase| matches!(c.status, TestStatus::Failed | TestStatus::Error);
+        let bad_total = self.cases.iter().filter(|c| bad(c)).count();
+        let mut room_bad = bad_total.min(MAX_CASES);
+        let mut room_good = MAX_CASES - room_bad;
+        let before = self.cases.len();
+        self.cases.retain(|c| {
+            let room = if bad(c) { &mut room_bad } else { &mut room_good };
+            let keep = *room > 0;
+            *room = room.saturating_sub(1);
+            keep
+        });
+        let dropped = u32::try_from(before - self.cases.len()).unwrap_or(u32::MAX);
+        self.cases_omitted = self.cases_omitted.saturating_add(dropped);
     }
 
     /// Adds `other`'s cases and counts (coverage is merged by the caller, who has the weights).
     pub fn absorb(&mut self, other: TestResult) {
-        self.passed += other.passed;
-        self.failed += other.failed;
-        self.skipped += other.skipped;
-        self.errors += other.errors;
+        self.passed = self.passed.saturating_add(other.passed);
+        self.failed = self.failed.saturating_add(other.failed);
+        self.skipped = self.skipped.saturating_add(other.skipped);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.cases_omitted = self.cases_omitted.saturating_add(other.cases_omitted);
         self.cases.extend(other.cases);
+        self.bound();
     }
 }
 
@@ -82,7 +125,14 @@ pub struct Coverage {
 impl Coverage {
     /// Percent, rounded to two decimals; None when nothing was measured.
     pub fn percent(self) -> Option<f64> {
-        (self.total > 0).then(|| (self.covered as f64 * 10_000.0 / self.total as f64).round() / 100.0)
+        let covered = self.covered.min(self.total);
+        (self.total > 0).then(|| (covered as f64 * 10_000.0 / self.total as f64).round() / 100.0)
+    }
+
+    /// Adds `other`'s lines, saturating.
+    pub fn add(&mut self, other: Coverage) {
+        self.covered = self.covered.saturating_add(other.covered);
+        self.total = self.total.saturating_add(other.total);
     }
 }
 

@@ -187,6 +187,7 @@ async fn run_script(
     tracing::info!(job = at.labels.job_id, %label, outcome = ?report.outcome, exit = ?report.exit_code,
         start_ms = report.timings.container_start_ms, run_ms = report.timings.run_ms, "validation run finished");
     if let Some(l) = at.logs {
+        l.count_lost(report.live_lost_bytes);
         l.note(&format!(
             "{label}: {:?} after {:.1} s",
             report.outcome,

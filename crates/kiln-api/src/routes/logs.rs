@@ -6,7 +6,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use futures::Stream;
-use kiln_queue::logs::LogRecord;
+use kiln_queue::logs::{LogDrops, LogRecord};
 use kiln_queue::{admin, QueueError, Signal};
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
@@ -57,6 +57,10 @@ pub struct LogPage {
     pub next: Option<String>,
     /// True when the job is final: no more chunks will come after `next`.
     pub done: bool,
+    /// Per attempt, the output that went past the live-log cap: counted, not stored.
+    #[serde(default)]
+    #[schema(value_type = Vec<crate::schema::LogDropsDoc>)]
+    pub dropped: Vec<LogDrops>,
 }
 
 /// Parses `ATTEMPT:SEQ`.
@@ -103,6 +107,7 @@ async fn job_logs(
     // State first: chunks written before the job became final are all visible after it.
     let job = admin::get_job(&state.pool, id).await?;
     let chunks = kiln_queue::logs::read(&state.pool, id, after, limit).await?;
+    let dropped = kiln_queue::logs::drops(&state.pool, id).await?;
     let next = chunks.last().map(position).or(q.after);
     let done = job.state.is_final() && (chunks.len() as i64) < limit;
     Ok(Json(LogPage {
@@ -110,6 +115,7 @@ async fn job_logs(
         chunks,
         next,
         done,
+        dropped,
     }))
 }
 
@@ -117,8 +123,8 @@ async fn job_logs(
 ///
 /// Each chunk is an event `log` whose `id` is its position (`ATTEMPT:SEQ`; a reconnecting
 /// client sends it back as `Last-Event-ID`) and whose data is the chunk as JSON. Once the job
-/// is final and every chunk was sent, an event `end` carries `{"state": …}` and the stream
-/// closes.
+/// is final and every chunk was sent, an event `end` carries `{"state": …, "dropped": […]}`
+/// (per attempt, the output past the live-log cap, counted not stored) and the stream closes.
 #[utoipa::path(
     get, path = "/v1/jobs/{id}/logs/stream", tag = tags::JOBS,
     params(
@@ -206,9 +212,10 @@ async fn follow(
         match step {
             Ok(Some(s)) if s.is_empty() => return,
             Ok(Some(final_state)) => {
+                let dropped = kiln_queue::logs::drops(&state.pool, id).await.unwrap_or_default();
                 let end = Event::default()
                     .event("end")
-                    .data(serde_json::json!({"state": final_state}).to_string());
+                    .data(serde_json::json!({"state": final_state, "dropped": dropped}).to_string());
                 let _ = tx.send(Ok(end)).await;
                 return;
             }

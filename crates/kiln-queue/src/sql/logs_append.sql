@@ -1,8 +1,8 @@
--- Append log chunks of job $1's attempt $2 and wake whoever tails it (payload: the job id).
+-- Append log chunks (bytes) of job $1's attempt $2 and wake whoever tails it (payload: the job id).
 WITH ins AS (
     INSERT INTO kiln_job_logs (job_id, attempt, seq, stream, data)
     SELECT $1, $2, c.seq, c.stream, c.data
-    FROM unnest($3::int[], $4::text[], $5::text[]) AS c(seq, stream, data)
+    FROM unnest($3::int[], $4::text[], $5::bytea[]) AS c(seq, stream, data)
     ON CONFLICT DO NOTHING
     RETURNING 1
 )

@@ -6,7 +6,10 @@
 
 use std::collections::BTreeSet;
 
-use super::{json, json_lines, line, s, ParseError};
+use super::{
+    clip, json, json_lines, line, s, sized, too_many, Collector, ParseError, MAX_FIELD_BYTES,
+    MAX_MESSAGE_BYTES, MAX_RECORDS,
+};
 use crate::result::{workspace_path, Finding, Findings, Severity};
 
 /// ruff's `--output-format=json`.
@@ -15,7 +18,7 @@ pub fn ruff(report: &[u8], root: &str) -> Result<Findings, ParseError> {
     let items = v
         .as_array()
         .ok_or_else(|| ParseError::new("ruff.json", "not an array"))?;
-    let mut out = Findings::default();
+    let mut out = Collector::default();
     for f in items {
         let code = f.get("code").and_then(|c| c.as_str());
         let severity = match code {
@@ -24,7 +27,7 @@ pub fn ruff(report: &[u8], root: &str) -> Result<Findings, ParseError> {
             Some(c) if c.starts_with('F') => Severity::Medium,
             Some(_) => Severity::Low,
         };
-        out.findings.push(Finding {
+        out.add(Finding {
             tool: "ruff".into(),
             rule: code.map(str::to_string).unwrap_or_else(|| "syntax-error".into()),
             severity,
@@ -33,8 +36,7 @@ pub fn ruff(report: &[u8], root: &str) -> Result<Findings, ParseError> {
             message: s(f, "message").to_string(),
         });
     }
-    out.sort();
-    Ok(out)
+    Ok(out.finish("ruff"))
 }
 
 /// ESLint's `-f json`.
@@ -43,7 +45,7 @@ pub fn eslint(report: &[u8], root: &str) -> Result<Findings, ParseError> {
     let files = v
         .as_array()
         .ok_or_else(|| ParseError::new("eslint.json", "not an array"))?;
-    let mut out = Findings::default();
+    let mut out = Collector::default();
     for file in files {
         let path = workspace_path(s(file, "filePath"), root);
         for m in file
@@ -62,7 +64,7 @@ pub fn eslint(report: &[u8], root: &str) -> Result<Findings, ParseError> {
                 (false, Some(2)) => Severity::Medium,
                 _ => Severity::Low,
             };
-            out.findings.push(Finding {
+            out.add(Finding {
                 tool: "eslint".into(),
                 rule: rule.unwrap_or("parse-error").to_string(),
                 severity,
@@ -72,21 +74,26 @@ pub fn eslint(report: &[u8], root: &str) -> Result<Findings, ParseError> {
             });
         }
     }
-    out.sort();
-    Ok(out)
+    Ok(out.finish("eslint"))
 }
 
 /// `go vet -json` (written on stderr): `# package` comment lines, then one JSON object per
 /// package mapping analyzer names to diagnostics (`posn`, `message`) or to an `error`.
 pub fn go_vet(report: &[u8], root: &str) -> Result<Findings, ParseError> {
-    let text = String::from_utf8_lossy(report);
+    let text = String::from_utf8_lossy(sized("go vet -json", report)?);
     let body: String = text
         .lines()
         .filter(|l| !l.starts_with('#'))
         .collect::<Vec<_>>()
         .join("\n");
-    let mut out = Findings::default();
-    for doc in serde_json::Deserializer::from_str(&body).into_iter::<serde_json::Value>() {
+    let mut out = Collector::default();
+    for (n, doc) in serde_json::Deserializer::from_str(&body)
+        .into_iter::<serde_json::Value>()
+        .enumerate()
+    {
+        if n == MAX_RECORDS {
+            return Err(too_many("go vet -json"));
+        }
         let doc = doc.map_err(|e| ParseError::new("go vet -json", e))?;
         let Some(pkgs) = doc.as_object() else { continue };
         for analyzers in pkgs.values() {
@@ -95,7 +102,7 @@ pub fn go_vet(report: &[u8], root: &str) -> Result<Findings, ParseError> {
             };
             for (analyzer, diags) in analyzers {
                 if let Some(err) = diags.get("error") {
-                    out.findings.push(Finding {
+                    out.add(Finding {
                         tool: "go vet".into(),
                         rule: analyzer.clone(),
                         severity: Severity::High,
@@ -114,7 +121,7 @@ pub fn go_vet(report: &[u8], root: &str) -> Result<Findings, ParseError> {
                         (Some(f), Some(l)) => (f, Some(l)),
                         _ => (posn, None),
                     };
-                    out.findings.push(Finding {
+                    out.add(Finding {
                         tool: "go vet".into(),
                         rule: analyzer.clone(),
                         severity: Severity::Medium,
@@ -126,17 +133,16 @@ pub fn go_vet(report: &[u8], root: &str) -> Result<Findings, ParseError> {
             }
         }
     }
-    out.sort();
-    Ok(out)
+    Ok(out.finish("go vet"))
 }
 
 /// `cargo clippy --message-format=json`: compiler messages with a primary span (summaries such
 /// as "1 warning emitted" have none and are skipped); the same diagnostic reported for two
 /// targets counts once.
 pub fn clippy(report: &[u8], root: &str) -> Result<Findings, ParseError> {
-    let mut out = Findings::default();
+    let mut out = Collector::default();
     let mut seen = BTreeSet::new();
-    for v in json_lines(report) {
+    for v in json_lines("clippy", report)? {
         if s(&v, "reason") != "compiler-message" {
             continue;
         }
@@ -160,18 +166,17 @@ pub fn clippy(report: &[u8], root: &str) -> Result<Findings, ParseError> {
             .to_string();
         let f = Finding {
             tool: "clippy".into(),
-            rule,
+            rule: clip(&rule, MAX_FIELD_BYTES),
             severity,
-            file: workspace_path(s(span, "file_name"), root),
+            file: clip(&workspace_path(s(span, "file_name"), root), MAX_FIELD_BYTES),
             line: line(span.get("line_start")),
-            message: s(m, "message").to_string(),
+            message: clip(s(m, "message"), MAX_MESSAGE_BYTES),
         };
         if seen.insert((f.file.clone(), f.line, f.rule.clone(), f.message.clone())) {
-            out.findings.push(f);
+            out.add(f);
         }
     }
-    out.sort();
-    Ok(out)
+    Ok(out.finish("clippy"))
 }
 
 #[cfg(test)]

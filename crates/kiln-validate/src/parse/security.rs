@@ -3,13 +3,13 @@
 //! Severity: bandit's own (HIGH/MEDIUM/LOW); every detected secret is `high`; semgrep rules
 //! carry `metadata.kiln_severity`, else ERROR → `high`, WARNING → `medium`, INFO → `low`.
 
-use super::{json, line, s, ParseError};
+use super::{json, line, s, Collector, ParseError};
 use crate::result::{workspace_path, Finding, Findings, Severity};
 
 /// bandit's `-f json` (run from the workspace top, so paths are workspace-relative).
 pub fn bandit(report: &[u8]) -> Result<Findings, ParseError> {
     let v = json("bandit.json", report)?;
-    let mut out = Findings::default();
+    let mut out = Collector::default();
     for r in v.get("results").and_then(|r| r.as_array()).into_iter().flatten() {
         let severity = match s(r, "issue_severity") {
             "HIGH" => Severity::High,
@@ -17,7 +17,7 @@ pub fn bandit(report: &[u8]) -> Result<Findings, ParseError> {
             "LOW" => Severity::Low,
             _ => Severity::Info,
         };
-        out.findings.push(Finding {
+        out.add(Finding {
             tool: "bandit".into(),
             rule: s(r, "test_id").to_string(),
             severity,
@@ -26,8 +26,7 @@ pub fn bandit(report: &[u8]) -> Result<Findings, ParseError> {
             message: s(r, "issue_text").to_string(),
         });
     }
-    out.sort();
-    Ok(out)
+    Ok(out.finish("bandit"))
 }
 
 /// detect-secrets' `scan` output (a baseline): `results` maps files to detected secrets.
@@ -37,10 +36,10 @@ pub fn detect_secrets(report: &[u8]) -> Result<Findings, ParseError> {
         .get("results")
         .and_then(|r| r.as_object())
         .ok_or_else(|| ParseError::new("detect-secrets", "no `results` object"))?;
-    let mut out = Findings::default();
+    let mut out = Collector::default();
     for (file, secrets) in results {
         for sec in secrets.as_array().into_iter().flatten() {
-            out.findings.push(Finding {
+            out.add(Finding {
                 tool: "detect-secrets".into(),
                 rule: s(sec, "type").to_string(),
                 severity: Severity::High,
@@ -50,15 +49,14 @@ pub fn detect_secrets(report: &[u8]) -> Result<Findings, ParseError> {
             });
         }
     }
-    out.sort();
-    Ok(out)
+    Ok(out.finish("detect-secrets"))
 }
 
 /// semgrep's `--json`: rule ids are cut to their `kiln.` part (semgrep prefixes the config
 /// file's path).
 pub fn semgrep(report: &[u8]) -> Result<Findings, ParseError> {
     let v = json("semgrep.json", report)?;
-    let mut out = Findings::default();
+    let mut out = Collector::default();
     for r in v.get("results").and_then(|r| r.as_array()).into_iter().flatten() {
         let id = s(r, "check_id");
         let rule = id.find("kiln.").map(|i| &id[i..]).unwrap_or(id).to_string();
@@ -76,7 +74,7 @@ pub fn semgrep(report: &[u8]) -> Result<Findings, ParseError> {
                 _ => Severity::Info,
             },
         };
-        out.findings.push(Finding {
+        out.add(Finding {
             tool: "semgrep".into(),
             rule,
             severity,
@@ -85,8 +83,7 @@ pub fn semgrep(report: &[u8]) -> Result<Findings, ParseError> {
             message: s(extra, "message").to_string(),
         });
     }
-    out.sort();
-    Ok(out)
+    Ok(out.finish("semgrep"))
 }
 
 #[cfg(test)]

@@ -1,16 +1,23 @@
 //! Test reports: pytest's JUnit XML and coverage.py's JSON, node's test runner events (Kiln's
 //! JSON-lines reporter), `go test -json` with a cover profile, and libtest's JSON events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::{json, json_lines, s, ParseError};
-use crate::result::{workspace_path, Coverage, TestResult, TestStatus};
+use super::{
+    clip, json, json_lines, s, sized, too_many, ParseError, MAX_MESSAGE_BYTES, MAX_NESTING, MAX_RECORDS,
+    MAX_XML_NODES,
+};
+use crate::result::{workspace_path, Coverage, TestResult, TestStatus, MAX_CASE_NAME_BYTES};
 
 /// pytest's JUnit XML (`junit_family=xunit1`, which carries `file`). Case names are pytest
-/// node ids: `path::Class::test`.
+/// node ids: `path::Class::test`. roxmltree parses without recursion; its node count is capped.
 pub fn junit(xml: &[u8], root: &str) -> Result<TestResult, ParseError> {
-    let text = std::str::from_utf8(xml).map_err(|e| ParseError::new("junit", e))?;
-    let doc = roxmltree::Document::parse(text).map_err(|e| ParseError::new("junit", e))?;
+    let text = std::str::from_utf8(sized("junit", xml)?).map_err(|e| ParseError::new("junit", e))?;
+    let opts = roxmltree::ParsingOptions {
+        nodes_limit: MAX_XML_NODES,
+        ..roxmltree::ParsingOptions::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(text, opts).map_err(|e| ParseError::new("junit", e))?;
     let mut out = TestResult::default();
     for case in doc.descendants().filter(|n| n.has_tag_name("testcase")) {
         let name = case.attribute("name").unwrap_or("");
@@ -49,7 +56,13 @@ pub fn junit(xml: &[u8], root: &str) -> Result<TestResult, ParseError> {
         };
         out.push(full, status, msg);
     }
+    out.bound();
     Ok(out)
+}
+
+/// A JSON field as a count (absent or not a non-negative integer: 0).
+fn n(v: &serde_json::Value, key: &str) -> u64 {
+    v.get(key).and_then(|x| x.as_u64()).unwrap_or(0)
 }
 
 /// coverage.py's JSON report: covered lines out of statements.
@@ -59,8 +72,8 @@ pub fn coverage_py(report: &[u8]) -> Result<Coverage, ParseError> {
         .get("totals")
         .ok_or_else(|| ParseError::new("coverage.json", "no `totals`"))?;
     Ok(Coverage {
-        covered: t.get("covered_lines").and_then(|x| x.as_u64()).unwrap_or(0),
-        total: t.get("num_statements").and_then(|x| x.as_u64()).unwrap_or(0),
+        covered: n(t, "covered_lines"),
+        total: n(t, "num_statements"),
     })
 }
 
@@ -71,13 +84,15 @@ pub fn llvm_cov(report: &[u8]) -> Result<Coverage, ParseError> {
         .pointer("/data/0/totals/lines")
         .ok_or_else(|| ParseError::new("llvm-cov.json", "no `data[0].totals.lines`"))?;
     Ok(Coverage {
-        covered: lines.get("covered").and_then(|x| x.as_u64()).unwrap_or(0),
-        total: lines.get("count").and_then(|x| x.as_u64()).unwrap_or(0),
+        covered: n(lines, "covered"),
+        total: n(lines, "count"),
     })
 }
 
 /// Events of node's test runner as written by Kiln's reporter. Only leaf tests are cases;
 /// a parent's name prefixes its children's (`suite > case`). Returns the coverage too.
+/// Nesting deeper than [`MAX_NESTING`] is refused; the tree is walked without recursion and
+/// names are clipped, so neither depth nor width costs more than the report's own size.
 pub fn node(report: &[u8], root: &str) -> Result<(TestResult, Coverage), ParseError> {
     struct Ev {
         name: String,
@@ -90,14 +105,20 @@ pub fn node(report: &[u8], root: &str) -> Result<(TestResult, Coverage), ParseEr
     let mut coverage = Coverage::default();
     // Indices of finished tests at each nesting level not yet claimed by a parent.
     let mut pending: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
-    for v in json_lines(report) {
+    for v in json_lines("node test events", report)? {
         match s(&v, "type") {
-            "coverage" => {
-                coverage.covered += v.get("covered_lines").and_then(|x| x.as_u64()).unwrap_or(0);
-                coverage.total += v.get("total_lines").and_then(|x| x.as_u64()).unwrap_or(0);
-            }
+            "coverage" => coverage.add(Coverage {
+                covered: n(&v, "covered_lines"),
+                total: n(&v, "total_lines"),
+            }),
             t @ ("pass" | "fail") => {
-                let nesting = v.get("nesting").and_then(|x| x.as_u64()).unwrap_or(0);
+                let nesting = n(&v, "nesting");
+                if nesting > MAX_NESTING {
+                    return Err(ParseError::new(
+                        "node test events",
+                        format!("tests nested deeper than {MAX_NESTING} levels"),
+                    ));
+                }
                 let skip = v.get("skip").and_then(|x| x.as_bool()).unwrap_or(false)
                     || v.get("todo").and_then(|x| x.as_bool()).unwrap_or(false);
                 let status = match (t, skip) {
@@ -109,13 +130,13 @@ pub fn node(report: &[u8], root: &str) -> Result<(TestResult, Coverage), ParseEr
                 let idx = events.len();
                 let children = pending.remove(&(nesting + 1)).unwrap_or_default();
                 events.push(Ev {
-                    name: s(&v, "name").to_string(),
-                    file: s(&v, "file").to_string(),
+                    name: clip(s(&v, "name"), MAX_CASE_NAME_BYTES),
+                    file: clip(s(&v, "file"), MAX_CASE_NAME_BYTES),
                     status,
                     message: v
                         .get("message")
                         .and_then(|m| m.as_str())
-                        .map(|m| m.trim().to_string()),
+                        .map(|m| clip(m.trim(), MAX_MESSAGE_BYTES)),
                     children,
                 });
                 pending.entry(nesting).or_default().push(idx);
@@ -124,7 +145,11 @@ pub fn node(report: &[u8], root: &str) -> Result<(TestResult, Coverage), ParseEr
         }
     }
     let mut out = TestResult::default();
-    fn walk(events: &[Ev], i: usize, prefix: &str, root: &str, out: &mut TestResult) {
+    let mut roots: Vec<usize> = pending.into_values().flatten().collect();
+    roots.sort();
+    // Depth first, in order: the stack holds what is left to visit, last first.
+    let mut stack: Vec<(usize, String)> = roots.into_iter().rev().map(|r| (r, String::new())).collect();
+    while let Some((i, prefix)) = stack.pop() {
         let e = &events[i];
         let name = if prefix.is_empty() {
             let file = if e.file.is_empty() {
@@ -138,8 +163,11 @@ pub fn node(report: &[u8], root: &str) -> Result<(TestResult, Coverage), ParseEr
                 format!("{file}::{}", e.name)
             }
         } else {
-            format!("{prefix} > {}", e.name)
+            // The test's own name is kept whole; its ancestors' give way.
+            let room = MAX_CASE_NAME_BYTES.saturating_sub(e.name.len() + 3);
+            format!("{} > {}", clip(&prefix, room), e.name)
         };
+        let name = clip(&name, MAX_CASE_NAME_BYTES);
         if e.children.is_empty() {
             let msg = if e.status == TestStatus::Passed {
                 None
@@ -148,16 +176,10 @@ pub fn node(report: &[u8], root: &str) -> Result<(TestResult, Coverage), ParseEr
             };
             out.push(name, e.status, msg);
         } else {
-            for &c in &e.children {
-                walk(events, c, &name, root, out);
-            }
+            stack.extend(e.children.iter().rev().map(|&c| (c, name.clone())));
         }
     }
-    let mut roots: Vec<usize> = pending.into_values().flatten().collect();
-    roots.sort();
-    for r in roots {
-        walk(&events, r, "", root, &mut out);
-    }
+    out.bound();
     Ok((out, coverage))
 }
 
@@ -165,21 +187,26 @@ pub fn node(report: &[u8], root: &str) -> Result<(TestResult, Coverage), ParseEr
 /// package that failed with no failing test (build error, panic in init, TestMain) is an
 /// error case named after the package, its output as the message.
 pub fn go_test(report: &[u8]) -> Result<TestResult, ParseError> {
-    let mut order: Vec<(String, String)> = Vec::new();
-    let mut status: HashMap<(String, String), TestStatus> = HashMap::new();
-    let mut output: HashMap<(String, String), String> = HashMap::new();
+    type Key = (String, String);
+    let mut order: Vec<Key> = Vec::new();
+    let mut status: HashMap<Key, TestStatus> = HashMap::new();
+    let mut output: HashMap<Key, String> = HashMap::new();
     let mut package_failed: Vec<String> = Vec::new();
-    for v in json_lines(report) {
-        let pkg = s(&v, "Package").to_string();
-        let test = s(&v, "Test").to_string();
+    // Output is kept up to the message limit per test (the rest is dropped as it comes).
+    let append = |output: &mut HashMap<Key, String>, key: Key, text: &str| {
+        let o = output.entry(key).or_default();
+        if o.len() < MAX_MESSAGE_BYTES {
+            o.push_str(&clip(text, MAX_MESSAGE_BYTES - o.len()));
+        }
+    };
+    for v in json_lines("go test -json", report)? {
+        let pkg = clip(s(&v, "Package"), MAX_CASE_NAME_BYTES);
+        let test = clip(s(&v, "Test"), MAX_CASE_NAME_BYTES);
         let action = s(&v, "Action");
         if test.is_empty() {
             match action {
                 "fail" => package_failed.push(pkg),
-                "output" => output
-                    .entry((pkg, String::new()))
-                    .or_default()
-                    .push_str(s(&v, "Output")),
+                "output" => append(&mut output, (pkg, String::new()), s(&v, "Output")),
                 _ => {}
             }
             continue;
@@ -200,17 +227,23 @@ pub fn go_test(report: &[u8]) -> Result<TestResult, ParseError> {
                 let line = s(&v, "Output");
                 let framing = line.trim_start().starts_with("=== ") || line.trim_start().starts_with("--- ");
                 if !framing {
-                    output.entry(key).or_default().push_str(line);
+                    append(&mut output, key, line);
                 }
             }
             _ => {}
         }
     }
+    // A test is a parent when another test names it as its direct parent (`go test` runs
+    // every level of `A/b/c`, so direct parents are enough).
+    let parents: HashSet<(&str, &str)> = order
+        .iter()
+        .filter_map(|(p, t)| t.rsplit_once('/').map(|(parent, _)| (p.as_str(), parent)))
+        .collect();
     let mut out = TestResult::default();
+    let mut failed_packages: HashSet<&str> = HashSet::new();
     for (pkg, test) in &order {
-        let prefix = format!("{test}/");
-        if order.iter().any(|(p, t)| p == pkg && t.starts_with(&prefix)) {
-            continue; // a parent of subtests
+        if parents.contains(&(pkg.as_str(), test.as_str())) {
+            continue;
         }
         let key = (pkg.clone(), test.clone());
         // A test that started but never finished: the run was cut (timeout) or crashed.
@@ -223,51 +256,52 @@ pub fn go_test(report: &[u8]) -> Result<TestResult, ParseError> {
                 .map(|o| o.trim().to_string())
                 .filter(|o| !o.is_empty()),
         };
+        if matches!(st, TestStatus::Failed | TestStatus::Error) {
+            failed_packages.insert(pkg);
+        }
         out.push(format!("{pkg}::{test}"), st, msg);
     }
-    for pkg in package_failed {
-        let failed_inside = out.cases.iter().any(|c| {
-            c.name.starts_with(&format!("{pkg}::"))
-                && matches!(c.status, TestStatus::Failed | TestStatus::Error)
-        });
-        if !failed_inside {
+    let mut reported: HashSet<&str> = HashSet::new();
+    for pkg in &package_failed {
+        if !failed_packages.contains(pkg.as_str()) && reported.insert(pkg) {
             let msg = output
                 .get(&(pkg.clone(), String::new()))
                 .map(|o| o.trim().to_string());
-            out.push(pkg, TestStatus::Error, msg);
+            out.push(pkg.clone(), TestStatus::Error, msg);
         }
     }
+    out.bound();
     Ok(out)
 }
 
 /// A Go cover profile: statements covered out of statements, each block counted once.
 pub fn go_cover(profile: &[u8]) -> Result<Coverage, ParseError> {
-    let text = String::from_utf8_lossy(profile);
+    let text = String::from_utf8_lossy(sized("go cover profile", profile)?);
     let mut blocks: HashMap<&str, (u64, bool)> = HashMap::new();
-    for line in text
+    for (i, line) in text
         .lines()
         .filter(|l| !l.starts_with("mode:") && !l.trim().is_empty())
+        .enumerate()
     {
+        if i == MAX_RECORDS {
+            return Err(too_many("go cover profile"));
+        }
+        let bad = || ParseError::new("go cover profile", format!("bad line {:?}", clip(line, 200)));
         let mut parts = line.rsplitn(3, ' ');
         let (Some(count), Some(stmts), Some(block)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(ParseError::new("go cover profile", format!("bad line {line:?}")));
+            return Err(bad());
         };
-        let stmts: u64 = stmts
-            .parse()
-            .map_err(|_| ParseError::new("go cover profile", line))?;
-        let hit = count
-            .parse::<u64>()
-            .map_err(|_| ParseError::new("go cover profile", line))?
-            > 0;
+        let stmts: u64 = stmts.parse().map_err(|_| bad())?;
+        let hit = count.parse::<u64>().map_err(|_| bad())? > 0;
         let e = blocks.entry(block).or_insert((stmts, false));
         e.1 |= hit;
     }
     let mut c = Coverage::default();
     for (stmts, hit) in blocks.values() {
-        c.total += stmts;
-        if *hit {
-            c.covered += stmts;
-        }
+        c.add(Coverage {
+            covered: if *hit { *stmts } else { 0 },
+            total: *stmts,
+        });
     }
     Ok(c)
 }
@@ -276,7 +310,7 @@ pub fn go_cover(profile: &[u8]) -> Result<Coverage, ParseError> {
 /// compiler errors (the crate or its tests do not build) become error cases.
 pub fn cargo_test(report: &[u8], root: &str) -> Result<TestResult, ParseError> {
     let mut out = TestResult::default();
-    for v in json_lines(report) {
+    for v in json_lines("cargo test", report)? {
         if s(&v, "reason") == "compiler-message" {
             let m = &v["message"];
             if s(m, "level") == "error" {
@@ -288,7 +322,7 @@ pub fn cargo_test(report: &[u8], root: &str) -> Result<TestResult, ParseError> {
                     Some(sp) => format!(
                         "build: {}:{}",
                         workspace_path(s(sp, "file_name"), root),
-                        sp.get("line_start").and_then(|l| l.as_u64()).unwrap_or(0)
+                        n(sp, "line_start")
                     ),
                     None => "build".to_string(),
                 };
@@ -299,7 +333,7 @@ pub fn cargo_test(report: &[u8], root: &str) -> Result<TestResult, ParseError> {
         if s(&v, "type") != "test" {
             continue;
         }
-        let name = s(&v, "name").to_string();
+        let name = s(&v, "name");
         match s(&v, "event") {
             "ok" => out.push(name, TestStatus::Passed, None),
             "failed" => {
@@ -313,10 +347,10 @@ pub fn cargo_test(report: &[u8], root: &str) -> Result<TestResult, ParseError> {
                 let msg = v.get("message").and_then(|x| x.as_str()).map(str::to_string);
                 out.push(name, TestStatus::Skipped, msg)
             }
-            "timeout" => {}
             _ => {}
         }
     }
+    out.bound();
     Ok(out)
 }
 
@@ -406,6 +440,37 @@ mod unit {
         let r = go_test(lines.as_bytes()).unwrap();
         assert_eq!(r.errors, 1);
         assert_eq!(r.cases[0].name, "x/y");
+    }
+
+    /// Node's reporter writes children before their parent: the deepest test comes first.
+    fn node_chain(depth: u64) -> String {
+        (0..depth)
+            .rev()
+            .map(|d| {
+                format!(r#"{{"type":"pass","name":"level {d}","nesting":{d},"file":"/work/t.test.js"}}"#)
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn a_20000_deep_node_report_neither_overflows_nor_allocates_per_level() {
+        // A runtime worker thread's stack (2 MiB): the recursive walk overflowed it and
+        // aborted the whole worker.
+        let report = node_chain(20_000);
+        let got = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || node(report.as_bytes(), "").map(|(r, _)| r))
+            .unwrap()
+            .join()
+            .expect("the parser returns instead of overflowing its stack");
+        let err = got.expect_err("a report nested beyond the limit is refused");
+        assert!(err.message.contains("nested deeper than"), "{err}");
+        // Within the limit, the one leaf's name is clipped, not 200 levels long.
+        let (r, _) = node(node_chain(200).as_bytes(), "").unwrap();
+        assert_eq!(r.cases.len(), 1);
+        assert!(r.cases[0].name.len() <= crate::result::MAX_CASE_NAME_BYTES);
+        assert!(r.cases[0].name.ends_with("level 199"), "{}", r.cases[0].name);
     }
 
     #[test]
