@@ -145,7 +145,9 @@ impl Validator {
         let value = match kind {
             JobKind::Test => serde_json::to_value(runner::test(&at, &ws, &projects, runs).await?),
             JobKind::Lint => serde_json::to_value(runner::lint(&at, &ws, &projects, runs).await?),
-            JobKind::SecurityScan => serde_json::to_value(runner::security(&at, &ws, &projects, runs).await?),
+            JobKind::SecurityScan => serde_json::to_value(
+                runner::security(&at, &ws, &projects, payload.honour_suppressions, runs).await?,
+            ),
             other => {
                 return Err(ValidateError::Payload(format!(
                     "kind `{other}` is not a validation kind"

@@ -16,6 +16,7 @@ pub mod parse;
 pub mod payload;
 pub mod result;
 pub mod runner;
+pub mod testcode;
 pub mod tools;
 
 pub use error::ValidateError;

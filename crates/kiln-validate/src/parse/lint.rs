@@ -31,6 +31,7 @@ pub fn ruff(report: &[u8], root: &str) -> Result<Findings, ParseError> {
             file: workspace_path(s(f, "filename"), root),
             line: line(f.get("location").and_then(|l| l.get("row"))),
             message: s(f, "message").to_string(),
+            in_test: false,
         });
     }
     out.sort();
@@ -69,6 +70,7 @@ pub fn eslint(report: &[u8], root: &str) -> Result<Findings, ParseError> {
                 file: path.clone(),
                 line: line(m.get("line")),
                 message: s(m, "message").to_string(),
+                in_test: false,
             });
         }
     }
@@ -102,6 +104,7 @@ pub fn go_vet(report: &[u8], root: &str) -> Result<Findings, ParseError> {
                         file: root.to_string(),
                         line: None,
                         message: err.as_str().unwrap_or_default().to_string(),
+                        in_test: false,
                     });
                     continue;
                 }
@@ -121,6 +124,7 @@ pub fn go_vet(report: &[u8], root: &str) -> Result<Findings, ParseError> {
                         file: workspace_path(file, root),
                         line: ln,
                         message: s(d, "message").to_string(),
+                        in_test: false,
                     });
                 }
             }
@@ -165,6 +169,7 @@ pub fn clippy(report: &[u8], root: &str) -> Result<Findings, ParseError> {
             file: workspace_path(s(span, "file_name"), root),
             line: line(span.get("line_start")),
             message: s(m, "message").to_string(),
+            in_test: false,
         };
         if seen.insert((f.file.clone(), f.line, f.rule.clone(), f.message.clone())) {
             out.findings.push(f);
