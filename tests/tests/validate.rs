@@ -106,6 +106,10 @@ async fn the_python_fixture_gives_exactly_what_its_tools_report() {
         sec.push(f("bandit", "B101", "test_calc.py", line, "low"));
     }
     assert_eq!(findings(&s["security"]), sec);
+    // The test file's findings are marked as test code, the module's are not.
+    for x in s["security"]["findings"].as_array().unwrap() {
+        assert_eq!(x["in_test"], x["file"] == "test_calc.py", "{x}");
+    }
     // 10 − 1 (3 lint findings) − 3 (4 high) − 0.5 (1 medium) = 5.5 → 6.
     assert_eq!(s["verdict"], "failed");
     assert_eq!(s["quality_score"], 6);
@@ -651,13 +655,17 @@ async fn kiln_submit_validate_wait_json_prints_one_object_with_no_worker_running
             "skipped"
         ]
     );
-    let finding_keys: Vec<&str> = v["security"]["findings"][0]
+    let mut finding_keys: Vec<&str> = v["security"]["findings"][0]
         .as_object()
         .unwrap()
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(finding_keys.len(), 6);
+    finding_keys.sort();
+    assert_eq!(
+        finding_keys,
+        ["file", "in_test", "line", "message", "rule", "severity", "tool"]
+    );
     // The in-process worker deregistered when the wait was over.
     let live: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_workers WHERE stopped_at IS NULL")
         .fetch_one(&db.pool)
@@ -717,6 +725,135 @@ async fn live_logs_of_a_steady_trickle_are_written_while_it_runs() {
             .len(),
         40
     );
+}
+
+/// A small Python project whose tests pass and whose lint is clean, holding one AWS key.
+fn clean_python_with_a_key(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("pyproject.toml"),
+        "[project]\nname = \"app\"\nversion = \"0.1.0\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("app.py"),
+        "\"\"\"An app.\"\"\"\n\nAPI_TOKEN = \"AKIAIOSFODNN7REALKEY\"\n\n\ndef add(a, b):\n    return a + b\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("test_app.py"),
+        "from app import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n",
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shell_injection_directory_name_runs_nothing_and_forges_nothing() {
+    // The Python project lives in a directory named `x';sh e.sh;'`. Spliced into a shell
+    // string, that name closes the quote and runs e.sh, which overwrites the scanners' reports
+    // with empty ones and drops a file in the workspace. Passed as an argument it is a name.
+    let db = TestDb::new().await;
+    let top = tempfile::tempdir().unwrap();
+    let proj = top.path().join("x';sh e.sh;'");
+    clean_python_with_a_key(&proj);
+    std::fs::write(
+        top.path().join("e.sh"),
+        "R=/work/.kiln-validate/reports\necho '{\"results\":{}}' > $R/secrets.json\necho '{\"results\":[]}' > $R/semgrep.json\necho '{\"results\":[]}' > $R/bandit.json\necho owned > /work/pwned\n",
+    )
+    .unwrap();
+    let rig = Rig::start(&db.pool, "val-inject").await;
+    let (s, _, view) = validate(&db, Source::Dir(top.path().into()), SubmitOptions::default()).await;
+    rig.stop().await;
+    assert_eq!(counts(&s["test"]), (1, 0, 0, 0), "{}", s["test"]);
+    assert!(
+        findings(&s["security"]).contains(&f(
+            "detect-secrets",
+            "AWS Access Key",
+            "x';sh e.sh;'/app.py",
+            3,
+            "high"
+        )),
+        "{}",
+        s["security"]
+    );
+    assert_eq!(s["verdict"], "failed", "{s}");
+    let scan = view.jobs.iter().find(|j| j.kind == "security-scan").unwrap();
+    let attempts = kiln_queue::admin::attempts(&db.pool, scan.id).await.unwrap();
+    assert_eq!(
+        attempts[0].diff_counts().map(|c| c.0),
+        Some(0),
+        "e.sh did not run: {:?}",
+        attempts[0].diff()
+    );
+}
+
+/// Runs one security-scan job on `dir` with `honour_suppressions` and returns its findings.
+async fn scan_with(db: &TestDb, dir: &std::path::Path, honour: bool) -> Value {
+    let packed = kiln_artifacts::pack_dir(dir, kiln_artifacts::DEFAULT_MAX_BYTES).unwrap();
+    kiln_artifacts::store(&db.pool, &packed).await.unwrap();
+    let job = kiln_queue::NewJob::new(
+        "security-scan",
+        kiln_queue::JobKind::SecurityScan,
+        serde_json::json!({"workspace": packed.digest, "honour_suppressions": honour}),
+    );
+    let id = kiln_queue::enqueue(&db.pool, &job).await.unwrap().id;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let rec = kiln_queue::admin::get_job(&db.pool, id).await.unwrap();
+        if rec.state.is_final() {
+            assert_eq!(rec.state, kiln_queue::JobState::Succeeded, "{rec:?}");
+            return rec.result.expect("a result");
+        }
+        assert!(Instant::now() < deadline, "scan did not finish: {rec:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workspace_suppressions_are_ignored_unless_the_request_honours_them() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(
+        p.join("pyproject.toml"),
+        "[project]\nname = \"quiet\"\nversion = \"0.1.0\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("quiet.py"),
+        "import subprocess\n\nTOKEN = \"AKIAIOSFODNN7REALKEY\"  # pragma: allowlist secret\n\n\ndef run(cmd):\n    return subprocess.call(cmd, shell=True)  # nosec # nosemgrep\n\n\ndef calc(expr):\n    return eval(expr)  # nosec\n",
+    )
+    .unwrap();
+    // Configuration that would silence each scanner wholesale.
+    std::fs::write(p.join(".semgrepignore"), "*.py\n").unwrap();
+    std::fs::write(p.join(".bandit"), "[bandit]\nskips = B602,B307,B404\n").unwrap();
+    std::fs::write(p.join(".secrets.baseline"), "{\"results\": {}}\n").unwrap();
+    let rig = Rig::start(&db.pool, "val-nosec").await;
+    let strict = scan_with(&db, p, false).await;
+    let lenient = scan_with(&db, p, true).await;
+    rig.stop().await;
+    let rules = |v: &Value| -> Vec<(String, String, u64)> {
+        findings(v)
+            .into_iter()
+            .filter(|x| x.4 == "high" || x.4 == "medium")
+            .map(|x| (x.0, x.1, x.3.unwrap()))
+            .collect()
+    };
+    let strict = rules(&strict);
+    for want in [
+        ("detect-secrets", "AWS Access Key", 3),
+        ("bandit", "B602", 7),
+        ("semgrep", "kiln.python.shell-injection", 7),
+        ("bandit", "B307", 11),
+        ("semgrep", "kiln.python.eval", 11),
+    ] {
+        assert!(
+            strict.contains(&(want.0.into(), want.1.into(), want.2)),
+            "{want:?} in {strict:?}"
+        );
+    }
+    // Asked to honour them, the same workspace's suppressions hold.
+    assert_eq!(rules(&lenient), Vec::<(String, String, u64)>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

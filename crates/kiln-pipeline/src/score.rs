@@ -1,7 +1,7 @@
 //! The verdict and the quality score of a validation pipeline, exactly as the issue defines
 //! them.
 
-use kiln_validate::{Findings, Severity, TestResult};
+use kiln_validate::{Finding, Findings, Severity, TestResult};
 use serde::{Deserialize, Serialize};
 
 /// How a pipeline ended.
@@ -41,9 +41,19 @@ pub fn verdict(test: &TestResult, lint: &Findings, security: &Findings) -> Verdi
     }
 }
 
+/// How much a finding counts in the score: 1, or ½ when it is in test code.
+fn weight(f: &Finding) -> f64 {
+    if f.in_test {
+        0.5
+    } else {
+        1.0
+    }
+}
+
 /// Start at 10; coverage < 50 % −2, < 80 % −1 (unmeasured coverage costs nothing); lint
 /// findings > 5 −2, > 0 −1; −min(2 × high-or-critical security findings, 3);
-/// −min(0.5 × medium ones, 1); rounded half up, clamped to 1..=10.
+/// −min(0.5 × medium ones, 1); rounded half up, clamped to 1..=10. A finding in test code
+/// counts half in each of these sums.
 pub fn quality_score(test: &TestResult, lint: &Findings, security: &Findings) -> u8 {
     let mut s = 10.0f64;
     match test.coverage_percent {
@@ -51,19 +61,23 @@ pub fn quality_score(test: &TestResult, lint: &Findings, security: &Findings) ->
         Some(c) if c < 80.0 => s -= 1.0,
         _ => {}
     }
-    let n = lint.findings.len();
-    if n > 5 {
+    let n: f64 = lint.findings.iter().map(weight).sum();
+    if n > 5.0 {
         s -= 2.0;
-    } else if n > 0 {
+    } else if n > 0.0 {
         s -= 1.0;
     }
-    let hc = security
-        .findings
-        .iter()
-        .filter(|f| f.severity >= Severity::High)
-        .count() as f64;
+    let weighed = |keep: fn(Severity) -> bool| -> f64 {
+        security
+            .findings
+            .iter()
+            .filter(|f| keep(f.severity))
+            .map(weight)
+            .sum()
+    };
+    let hc = weighed(|s| s >= Severity::High);
     s -= (2.0 * hc).min(3.0);
-    let med = security.count(Severity::Medium) as f64;
+    let med = weighed(|s| s == Severity::Medium);
     s -= (0.5 * med).min(1.0);
     (s + 0.5).floor().clamp(1.0, 10.0) as u8
 }
@@ -71,7 +85,7 @@ pub fn quality_score(test: &TestResult, lint: &Findings, security: &Findings) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_validate::{Finding, TestStatus};
+    use kiln_validate::TestStatus;
 
     fn findings(sev: &[Severity]) -> Findings {
         Findings {
@@ -84,6 +98,7 @@ mod tests {
                     file: "f".into(),
                     line: Some(1),
                     message: "m".into(),
+                    in_test: false,
                 })
                 .collect(),
         }
@@ -156,6 +171,40 @@ mod tests {
         assert_eq!(
             verdict(&t, &findings(&[Severity::Medium]), &findings(&[Severity::Medium])),
             Verdict::Passed
+        );
+    }
+
+    fn in_tests(mut f: Findings) -> Findings {
+        f.findings.iter_mut().for_each(|x| x.in_test = true);
+        f
+    }
+
+    #[test]
+    fn findings_in_test_code_weigh_half_and_still_decide_the_verdict() {
+        let t = tests(Some(90.0), false);
+        let none = findings(&[]);
+        // One high outside tests costs 2, in tests 1.
+        assert_eq!(quality_score(&t, &none, &findings(&[Severity::High])), 8);
+        assert_eq!(
+            quality_score(&t, &none, &in_tests(findings(&[Severity::High]))),
+            9
+        );
+        // Two mediums: 1 outside tests, 0.5 in tests (9.5 rounds half up).
+        assert_eq!(quality_score(&t, &none, &findings(&[Severity::Medium; 2])), 9);
+        assert_eq!(
+            quality_score(&t, &none, &in_tests(findings(&[Severity::Medium; 2]))),
+            10
+        );
+        // Six lint findings in tests weigh 3: the "> 0" step, not the "> 5" one.
+        assert_eq!(quality_score(&t, &findings(&[Severity::Low; 6]), &none), 8);
+        assert_eq!(
+            quality_score(&t, &in_tests(findings(&[Severity::Low; 6])), &none),
+            9
+        );
+        // The verdict rule is unchanged: a high finding fails wherever it is.
+        assert_eq!(
+            verdict(&t, &none, &in_tests(findings(&[Severity::High]))),
+            Verdict::Failed
         );
     }
 }

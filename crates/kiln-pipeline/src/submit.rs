@@ -137,6 +137,7 @@ pub async fn submit(pool: &PgPool, source: Source, opts: &SubmitOptions) -> Resu
     let payload = serde_json::to_value(ValidationPayload {
         workspace: packed.digest.clone(),
         languages: languages.clone(),
+        honour_suppressions: false,
     })
     .expect("payload serialises");
     let jobs: Vec<NewJob> = KINDS

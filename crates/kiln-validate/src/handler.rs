@@ -170,9 +170,9 @@ impl Validator {
         Ok(match kind {
             JobKind::Test => ValidationOutput::Test(runner::test(&at, &ws, &projects, runs).await?),
             JobKind::Lint => ValidationOutput::Findings(runner::lint(&at, &ws, &projects, runs).await?),
-            JobKind::SecurityScan => {
-                ValidationOutput::Findings(runner::security(&at, &ws, &projects, runs).await?)
-            }
+            JobKind::SecurityScan => ValidationOutput::Findings(
+                runner::security(&at, &ws, &projects, payload.honour_suppressions, runs).await?,
+            ),
             other => {
                 return Err(ValidateError::Payload(format!(
                     "kind `{other}` is not a validation kind"

@@ -17,6 +17,7 @@ pub mod parse;
 pub mod payload;
 pub mod result;
 pub mod runner;
+pub mod testcode;
 pub mod tools;
 
 pub use error::ValidateError;

@@ -167,6 +167,10 @@ pub struct Finding {
     pub line: Option<u32>,
     /// What the tool says.
     pub message: String,
+    /// True when the finding is in test code (see [`crate::testcode`]); it weighs less in the
+    /// quality score, never in the verdict.
+    #[serde(default)]
+    pub in_test: bool,
 }
 
 /// A `lint` or `security-scan` job's result.

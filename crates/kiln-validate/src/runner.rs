@@ -88,6 +88,18 @@ pub fn sandbox_workspace(tree: &Tree) -> Result<Workspace, ValidateError> {
     Ok(ws)
 }
 
+/// `ws` without the scanners' own configuration and ignore files, wherever they are.
+fn without_scanner_config(ws: &Workspace) -> Result<Workspace, ValidateError> {
+    let mut out = Workspace::new();
+    for (path, entry) in ws.entries() {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if !tools::SCANNER_CONFIG_FILES.contains(&name) {
+            out.insert(path, entry.clone())?;
+        }
+    }
+    Ok(out)
+}
+
 /// One finished sandbox run and its report files.
 struct Done {
     report: JobReport,
@@ -154,7 +166,7 @@ async fn run_script(
     image_name: &str,
     label: String,
     script: String,
-    root: &str,
+    args: &[String],
     runs: &mut Vec<Run>,
 ) -> Result<Done, ValidateError> {
     let image = at.images.tag(image_name)?.to_string();
@@ -163,11 +175,11 @@ async fn run_script(
         .deadline
         .saturating_duration_since(now)
         .max(Duration::from_secs(1));
-    let mut spec = JobSpec::new(
-        image.clone(),
-        &["sh", "-c", &script, "kiln", root],
-        at.labels.clone(),
-    );
+    // The script is Kiln's own text; everything from the workspace (project roots) reaches
+    // it as an argument, never spliced into it.
+    let mut argv: Vec<&str> = vec!["sh", "-c", &script, "kiln"];
+    argv.extend(args.iter().map(String::as_str));
+    let mut spec = JobSpec::new(image.clone(), &argv, at.labels.clone());
     spec.env = tools::ENV
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -236,7 +248,7 @@ pub async fn test(
             lang.image(),
             label,
             tools::test_script(lang),
-            &p.root,
+            std::slice::from_ref(&p.root),
             runs,
         )
         .await?;
@@ -344,7 +356,7 @@ pub async fn lint(
             lang.image(),
             format!("{lang} lint"),
             tools::lint_script(lang),
-            &p.root,
+            std::slice::from_ref(&p.root),
             runs,
         )
         .await?;
@@ -380,16 +392,20 @@ pub async fn lint(
         }
         all.findings.extend(found.findings);
     }
+    crate::testcode::mark(&mut all, ws);
     all.sort();
     Ok(all)
 }
 
 /// Runs the security scanners once over the whole workspace (python image): semgrep with
-/// Kiln's rules for the languages present, detect-secrets, and bandit for Python.
+/// Kiln's rules for the languages present, detect-secrets, and bandit for Python. Unless
+/// `honour` is set, the workspace's suppressions and scanner configuration
+/// ([`tools::SCANNER_CONFIG_FILES`]) are ignored.
 pub async fn security(
     at: &Attempt<'_>,
     ws: &Workspace,
     projects: &[Project],
+    honour: bool,
     runs: &mut Vec<Run>,
 ) -> Result<Findings, ValidateError> {
     let langs: Vec<Language> = projects.iter().map(|p| p.language).collect();
@@ -397,8 +413,23 @@ pub async fn security(
         .iter()
         .find(|p| p.language == Language::Python)
         .map(|p| p.root.as_str());
-    let script = tools::security_script(&langs, py_root);
-    let done = run_script(at, ws, "python", "security-scan".into(), script, "", runs).await?;
+    let script = tools::security_script(&langs, py_root.is_some(), honour);
+    let args = tools::security_args(py_root);
+    let scanned = if honour {
+        ws.clone()
+    } else {
+        without_scanner_config(ws)?
+    };
+    let done = run_script(
+        at,
+        &scanned,
+        "python",
+        "security-scan".into(),
+        script,
+        &args,
+        runs,
+    )
+    .await?;
     let what = langs.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("+");
     if done.timed_out() {
         return Err(done.timeout_error("security scan", &what));
@@ -416,6 +447,7 @@ pub async fn security(
         let found = parser(bytes).map_err(|e| done.failure(tool, &what, Some(e)))?;
         all.findings.extend(found.findings);
     }
+    crate::testcode::mark(&mut all, ws);
     all.sort();
     Ok(all)
 }

@@ -119,32 +119,52 @@ echo $? > "$R/clippy.exit"
     format!("{PROLOGUE}{body}")
 }
 
+/// Workspace files that tell a security scanner what to skip: semgrep's ignore lists, bandit's
+/// INI configuration, detect-secrets' baseline. Left out of a scan's workspace unless the
+/// request asks to honour them ([`security_script`]'s `honour`).
+pub const SCANNER_CONFIG_FILES: &[&str] = &[".semgrepignore", ".bandit", ".secrets.baseline"];
+
 /// The security scan script (python image) for the given languages, run at the workspace top:
-/// semgrep with Kiln's rules for those languages, detect-secrets, and bandit on the Python
-/// project root when there is one.
-pub fn security_script(langs: &[Language], python_root: Option<&str>) -> String {
+/// semgrep with Kiln's rules for those languages, detect-secrets, and, when `bandit` is set,
+/// bandit on the Python project root, which the script takes as its `$2` (see
+/// [`security_args`]): nothing from the workspace is ever part of the script's text. Unless
+/// `honour` is set, in-code suppressions (`# nosemgrep`, `# nosec`, `pragma: allowlist
+/// secret`) are ignored.
+pub fn security_script(langs: &[Language], bandit: bool, honour: bool) -> String {
     let configs: String = langs
         .iter()
         .map(|l| format!(" --config /work/.kiln-validate/semgrep/{}.yml", l.as_str()))
         .collect();
+    let (nosem, allowlist, nosec) = if honour {
+        ("", "", "")
+    } else {
+        (
+            " --disable-nosem",
+            " --disable-filter detect_secrets.filters.allowlist.is_line_allowlisted",
+            " --ignore-nosec",
+        )
+    };
     let mut s = format!(
-        r#"{PROLOGUE}semgrep scan --metrics=off --disable-version-check --oss-only --no-git-ignore{configs} --exclude .kiln-validate --json -q --output "$R/semgrep.json" .
+        r#"{PROLOGUE}semgrep scan --metrics=off --disable-version-check --oss-only --no-git-ignore{nosem}{configs} --exclude .kiln-validate --json -q --output "$R/semgrep.json" .
 echo $? > "$R/semgrep.exit"
-detect-secrets scan --all-files --exclude-files '^\.kiln-validate/' . > "$R/secrets.json"
+detect-secrets scan --all-files{allowlist} --exclude-files '^\.kiln-validate/' . > "$R/secrets.json"
 echo $? > "$R/detect-secrets.exit"
 "#
     );
-    if let Some(root) = python_root {
-        let target = if root.is_empty() {
-            ".".to_string()
-        } else {
-            format!("./{root}")
-        };
+    if bandit {
         s.push_str(&format!(
-            "bandit -q -r '{target}' -x ./.kiln-validate -f json -o \"$R/bandit.json\"\necho $? > \"$R/bandit.exit\"\n"
+            "bandit -q -r{nosec} -x ./.kiln-validate -f json -o \"$R/bandit.json\" -- \"./$2\"\necho $? > \"$R/bandit.exit\"\n"
         ));
     }
     s
+}
+
+/// The script's arguments after `$0`: `$1` the scan's root (the top, `""`), `$2` the Python
+/// project root bandit scans (`""` is the top).
+pub fn security_args(python_root: Option<&str>) -> Vec<String> {
+    let mut args = vec![String::new()];
+    args.extend(python_root.map(str::to_string));
+    args
 }
 
 /// The tools a kind runs for a language (the names of their `.exit` files).
@@ -170,9 +190,35 @@ mod tests {
     fn scripts_name_their_reports() {
         assert!(test_script(Language::Python).contains("pytest.xml"));
         assert!(lint_script(Language::Rust).contains("--message-format=json"));
-        let s = security_script(&[Language::Go, Language::Python], Some("py"));
+        let s = security_script(&[Language::Go, Language::Python], true, false);
         assert!(s.contains("semgrep/go.yml") && s.contains("semgrep/python.yml"));
-        assert!(s.contains("bandit -q -r './py'"));
-        assert!(!security_script(&[Language::Go], None).contains("bandit"));
+        assert!(s.contains(r#"bandit -q -r --ignore-nosec"#) && s.contains(r#"-- "./$2""#));
+        assert!(!security_script(&[Language::Go], false, false).contains("bandit"));
+    }
+
+    #[test]
+    fn a_hostile_root_is_an_argument_never_script_text() {
+        let root = "x';sh e.sh;'";
+        let args = security_args(Some(root));
+        assert_eq!(args, ["", root]);
+        // The script does not depend on the root at all: there is nowhere for it to go.
+        let s = security_script(&[Language::Python], true, false);
+        assert!(!s.contains("e.sh") && !s.contains("x'"));
+        assert_eq!(security_args(None), [""]);
+    }
+
+    #[test]
+    fn suppressions_are_ignored_unless_asked_for() {
+        let strict = security_script(&[Language::Python], true, false);
+        for flag in [
+            "--disable-nosem",
+            "--ignore-nosec",
+            "--disable-filter detect_secrets.filters.allowlist.is_line_allowlisted",
+        ] {
+            assert!(strict.contains(flag), "{flag}");
+        }
+        let lenient = security_script(&[Language::Python], true, true);
+        assert!(!lenient.contains("--disable-nosem") && !lenient.contains("--ignore-nosec"));
+        assert!(!lenient.contains("--disable-filter"));
     }
 }

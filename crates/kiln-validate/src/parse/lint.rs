@@ -34,6 +34,7 @@ pub fn ruff(report: &[u8], root: &str) -> Result<Findings, ParseError> {
             file: workspace_path(s(f, "filename"), root),
             line: line(f.get("location").and_then(|l| l.get("row"))),
             message: s(f, "message").to_string(),
+            in_test: false,
         });
     }
     Ok(out.finish("ruff"))
@@ -71,6 +72,7 @@ pub fn eslint(report: &[u8], root: &str) -> Result<Findings, ParseError> {
                 file: path.clone(),
                 line: line(m.get("line")),
                 message: s(m, "message").to_string(),
+                in_test: false,
             });
         }
     }
@@ -109,6 +111,7 @@ pub fn go_vet(report: &[u8], root: &str) -> Result<Findings, ParseError> {
                         file: root.to_string(),
                         line: None,
                         message: err.as_str().unwrap_or_default().to_string(),
+                        in_test: false,
                     });
                     continue;
                 }
@@ -128,6 +131,7 @@ pub fn go_vet(report: &[u8], root: &str) -> Result<Findings, ParseError> {
                         file: workspace_path(file, root),
                         line: ln,
                         message: s(d, "message").to_string(),
+                        in_test: false,
                     });
                 }
             }
@@ -171,6 +175,7 @@ pub fn clippy(report: &[u8], root: &str) -> Result<Findings, ParseError> {
             file: clip(&workspace_path(s(span, "file_name"), root), MAX_FIELD_BYTES),
             line: line(span.get("line_start")),
             message: clip(s(m, "message"), MAX_MESSAGE_BYTES),
+            in_test: false,
         };
         if seen.insert((f.file.clone(), f.line, f.rule.clone(), f.message.clone())) {
             out.add(f);

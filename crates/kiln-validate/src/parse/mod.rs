@@ -115,6 +115,7 @@ impl Collector {
             file: clip(&f.file, MAX_FIELD_BYTES),
             line: f.line,
             message: clip(&f.message, MAX_MESSAGE_BYTES),
+            in_test: f.in_test,
         });
         if self.kept.len() >= 2 * MAX_FINDINGS {
             self.compact();
@@ -146,6 +147,7 @@ impl Collector {
                     "{} more findings not kept (at most {MAX_FINDINGS} per report, the most severe first)",
                     self.omitted
                 ),
+                in_test: false,
             });
         }
         out.sort();

@@ -1,7 +1,9 @@
 //! Security scanner reports: bandit's JSON, detect-secrets' baseline JSON, semgrep's JSON.
 //!
-//! Severity: bandit's own (HIGH/MEDIUM/LOW); every detected secret is `high`; semgrep rules
-//! carry `metadata.kiln_severity`, else ERROR → `high`, WARNING → `medium`, INFO → `low`.
+//! Severity (the policy is in docs/validation.md): bandit's own (HIGH/MEDIUM/LOW); a secret
+//! matched by a key pattern or keyword detector is `high`, one found only by an entropy
+//! heuristic ([`ENTROPY_DETECTORS`]) `medium`; semgrep rules carry `metadata.kiln_severity`,
+//! else ERROR → `high`, WARNING → `medium`, INFO → `low`.
 
 use super::{json, line, s, Collector, ParseError};
 use crate::result::{workspace_path, Finding, Findings, Severity};
@@ -24,9 +26,23 @@ pub fn bandit(report: &[u8]) -> Result<Findings, ParseError> {
             file: workspace_path(s(r, "filename"), ""),
             line: line(r.get("line_number")),
             message: s(r, "issue_text").to_string(),
+            in_test: false,
         });
     }
     Ok(out.finish("bandit"))
+}
+
+/// detect-secrets' detectors that flag a string for its randomness alone: hashes, test
+/// vectors and ids match them as readily as keys do, so they are never `high`.
+pub const ENTROPY_DETECTORS: &[&str] = &["Base64 High Entropy String", "Hex High Entropy String"];
+
+/// The severity of a detect-secrets finding of detector `kind`.
+pub fn secret_severity(kind: &str) -> Severity {
+    if ENTROPY_DETECTORS.contains(&kind) {
+        Severity::Medium
+    } else {
+        Severity::High
+    }
 }
 
 /// detect-secrets' `scan` output (a baseline): `results` maps files to detected secrets.
@@ -42,10 +58,11 @@ pub fn detect_secrets(report: &[u8]) -> Result<Findings, ParseError> {
             out.add(Finding {
                 tool: "detect-secrets".into(),
                 rule: s(sec, "type").to_string(),
-                severity: Severity::High,
+                severity: secret_severity(s(sec, "type")),
                 file: workspace_path(file, ""),
                 line: line(sec.get("line_number")),
                 message: format!("possible hard-coded secret: {}", s(sec, "type")),
+                in_test: false,
             });
         }
     }
@@ -81,6 +98,7 @@ pub fn semgrep(report: &[u8]) -> Result<Findings, ParseError> {
             file: workspace_path(s(r, "path"), ""),
             line: line(r.get("start").and_then(|st| st.get("line"))),
             message: s(extra, "message").to_string(),
+            in_test: false,
         });
     }
     Ok(out.finish("semgrep"))
@@ -111,6 +129,28 @@ mod unit {
         assert_eq!(
             (f.findings[0].file.as_str(), f.findings[0].line),
             ("calc.py", Some(6))
+        );
+    }
+
+    #[test]
+    fn an_entropy_match_alone_is_not_high_a_key_pattern_is() {
+        let report = br#"{"results": {"src/lib.rs": [
+            {"type": "Hex High Entropy String", "line_number": 40},
+            {"type": "Base64 High Entropy String", "line_number": 41},
+            {"type": "Secret Keyword", "line_number": 42},
+            {"type": "Private Key", "line_number": 43},
+            {"type": "AWS Access Key", "line_number": 44}]}}"#;
+        let f = detect_secrets(report).unwrap();
+        let got: Vec<(&str, Severity)> = f.findings.iter().map(|x| (x.rule.as_str(), x.severity)).collect();
+        assert_eq!(
+            got,
+            [
+                ("Hex High Entropy String", Severity::Medium),
+                ("Base64 High Entropy String", Severity::Medium),
+                ("Secret Keyword", Severity::High),
+                ("Private Key", Severity::High),
+                ("AWS Access Key", Severity::High),
+            ]
         );
     }
 
