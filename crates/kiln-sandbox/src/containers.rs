@@ -3,12 +3,11 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use bollard::models::VolumeCreateRequest;
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use bollard::Docker;
 
 use crate::error::{Result, SandboxError};
-use crate::policy::container_body;
+use crate::policy::{container_body, volume_body};
 use crate::spec::Limits;
 
 /// A started sandbox container that has not run a job yet.
@@ -35,11 +34,7 @@ pub async fn start_container(
 ) -> Result<Started> {
     let t = Instant::now();
     let name = format!("kiln-{}", uuid::Uuid::new_v4().simple());
-    let volume = VolumeCreateRequest {
-        name: Some(name.clone()),
-        labels: Some(labels.clone()),
-        ..Default::default()
-    };
+    let volume = volume_body(&name, limits, labels.clone());
     let mountpoint = docker
         .create_volume(volume)
         .await

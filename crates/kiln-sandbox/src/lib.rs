@@ -16,6 +16,7 @@ pub mod outputs;
 pub mod paths;
 pub mod policy;
 pub mod pool;
+pub mod quota;
 pub mod readback;
 pub mod reaper;
 pub mod report;

@@ -4,8 +4,10 @@ use std::collections::HashMap;
 
 use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, ResourcesUlimits,
+    VolumeCreateRequest,
 };
 
+use crate::quota::{SLACK_BYTES, SLACK_FILES};
 use crate::spec::{JobLabels, Limits};
 use crate::workspace::JOB_UID;
 
@@ -82,6 +84,28 @@ pub fn process_start(pid: u32) -> Option<u64> {
     after_comm.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// The `/work` volume: a tmpfs of the local driver sized by the workspace quota (bytes and
+/// inodes), owned by the job user. It lives outside the engine's data root and the host's
+/// disks; a job that fills it gets `ENOSPC`.
+pub fn volume_body(name: &str, limits: &Limits, labels: HashMap<String, String>) -> VolumeCreateRequest {
+    let inodes = limits.disk_files.saturating_add(SLACK_FILES);
+    let bytes = limits.disk_bytes.saturating_add(SLACK_BYTES);
+    VolumeCreateRequest {
+        name: Some(name.into()),
+        driver: Some("local".into()),
+        driver_opts: Some(HashMap::from([
+            ("type".to_string(), "tmpfs".to_string()),
+            ("device".to_string(), "tmpfs".to_string()),
+            (
+                "o".to_string(),
+                format!("size={bytes},nr_inodes={inodes},uid={JOB_UID},gid={JOB_UID},mode=0755,nosuid,nodev"),
+            ),
+        ])),
+        labels: Some(labels),
+        ..Default::default()
+    }
+}
+
 /// The idle command of a sandbox container: it waits, and the job arrives as an exec.
 pub const IDLE_COMMAND: [&str; 2] = ["sleep", "infinity"];
 
@@ -103,8 +127,8 @@ pub fn container_body(
         cap_drop: Some(vec!["ALL".into()]),
         security_opt: Some(vec!["no-new-privileges".into()]),
         init: Some(true),
-        memory: Some(limits.memory_bytes),
-        memory_swap: Some(limits.memory_bytes),
+        memory: Some(limits.cgroup_memory_bytes()),
+        memory_swap: Some(limits.cgroup_memory_bytes()),
         nano_cpus: Some(limits.nano_cpus),
         pids_limit: Some(limits.pids),
         ulimits: Some(vec![

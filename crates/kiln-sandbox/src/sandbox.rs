@@ -17,6 +17,7 @@ use crate::isolation::{inspect, Isolation};
 use crate::outputs::Outputs;
 use crate::policy::Owner;
 use crate::pool::WarmPool;
+use crate::quota::work_usage;
 use crate::readback::read_work;
 use crate::reaper::{reap, Reaped};
 use crate::report::{JobReport, LogChunk, Outcome, Timings};
@@ -190,6 +191,7 @@ impl Sandbox {
         upload_workspace(&self.docker, c, spec).await?;
         let uploaded = t.elapsed();
         let ran = run_command(&self.docker, c, spec, logs.as_ref()).await?;
+        let disk = work_usage(&self.docker, c).await;
         let ran_at = t.elapsed();
         // Container start latency: cold = create + start + exec, warm = exec into a pool
         // container (the workspace upload in between is the job's, not the start's).
@@ -229,8 +231,12 @@ impl Sandbox {
             ..Timings::default()
         };
         let truncated = ran.stdout.truncated() || ran.stderr.truncated();
+        let quota_hit = disk.is_some_and(|d| d.exceeds(&spec.limits));
+        if quota_hit {
+            tracing::info!(container = %c.id, ?disk, "job ran into its workspace quota");
+        }
         Ok(JobReport {
-            outcome: Outcome::decide(ran.timed_out, ran.oom_killed, ran.exit_code, truncated),
+            outcome: Outcome::decide(quota_hit, ran.timed_out, ran.oom_killed, ran.exit_code, truncated),
             exit_code: ran.exit_code,
             usage: ran.usage,
             stdout: ran.stdout,
@@ -242,6 +248,7 @@ impl Sandbox {
             image_id,
             warm,
             timings,
+            disk,
         })
     }
 
