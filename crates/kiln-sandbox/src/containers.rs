@@ -31,6 +31,7 @@ pub async fn start_container(
     image: &str,
     limits: &Limits,
     labels: HashMap<String, String>,
+    security_opt: &[String],
 ) -> Result<Started> {
     let t = Instant::now();
     let name = format!("kiln-{}", uuid::Uuid::new_v4().simple());
@@ -40,7 +41,7 @@ pub async fn start_container(
         .await
         .map_err(|e| SandboxError::from_docker(e, image))?
         .mountpoint;
-    let body = container_body(image, &name, limits, labels);
+    let body = container_body(image, &name, limits, labels, security_opt.to_vec());
     let opts = CreateContainerOptionsBuilder::new().name(&name).build();
     let created = match docker.create_container(Some(opts), body).await {
         Ok(c) => c,

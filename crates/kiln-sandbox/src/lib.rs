@@ -27,7 +27,7 @@ pub mod workspace;
 
 pub use diff::WorkspaceDiff;
 pub use error::SandboxError;
-pub use isolation::Isolation;
+pub use isolation::{InForce, Isolation};
 pub use outputs::{OutputEntry, Outputs};
 pub use report::{Captured, JobReport, LogChunk, Outcome, Stream, Timings, Usage};
 pub use sandbox::Sandbox;

@@ -110,11 +110,14 @@ pub fn volume_body(name: &str, limits: &Limits, labels: HashMap<String, String>)
 pub const IDLE_COMMAND: [&str; 2] = ["sleep", "infinity"];
 
 /// The container definition: every default of the sandbox policy.
+/// `security_opt` comes from [`crate::Isolation::security_opts`] (Kiln's seccomp profile where
+/// the engine applies none).
 pub fn container_body(
     image: &str,
     volume: &str,
     limits: &Limits,
     labels: HashMap<String, String>,
+    security_opt: Vec<String>,
 ) -> ContainerCreateBody {
     let ulimit = |name: &str, v: i64| ResourcesUlimits {
         name: Some(name.into()),
@@ -125,7 +128,7 @@ pub fn container_body(
         network_mode: Some("none".into()),
         readonly_rootfs: Some(true),
         cap_drop: Some(vec!["ALL".into()]),
-        security_opt: Some(vec!["no-new-privileges".into()]),
+        security_opt: Some(security_opt),
         init: Some(true),
         memory: Some(limits.cgroup_memory_bytes()),
         memory_swap: Some(limits.cgroup_memory_bytes()),
@@ -134,6 +137,7 @@ pub fn container_body(
         ulimits: Some(vec![
             ulimit("nofile", limits.nofile),
             ulimit("fsize", limits.file_size_bytes),
+            ulimit("core", 0),
         ]),
         tmpfs: Some(HashMap::from([(
             "/tmp".into(),

@@ -13,7 +13,7 @@ use crate::containers::{remove_container, start_container, Started};
 use crate::diff::WorkspaceDiff;
 use crate::error::{Result, SandboxError};
 use crate::exec::{run_command, upload_workspace};
-use crate::isolation::{inspect, Isolation};
+use crate::isolation::{log_in_force, read as read_isolation, Isolation};
 use crate::outputs::Outputs;
 use crate::policy::Owner;
 use crate::pool::WarmPool;
@@ -48,7 +48,14 @@ impl Sandbox {
 
     /// Like [`Sandbox::connect`] with a given client.
     pub async fn with_docker(docker: Docker, worker_id: &str) -> Result<Sandbox> {
-        let isolation = inspect(&docker).await?;
+        let isolation = read_isolation(&docker).await?;
+        Self::with_isolation(docker, worker_id, isolation).await
+    }
+
+    /// Like [`Sandbox::with_docker`] with the engine's facts given (an engine that misreports,
+    /// or an operator who wants Kiln's seccomp profile: set `isolation.seccomp = false`).
+    pub async fn with_isolation(docker: Docker, worker_id: &str, isolation: Isolation) -> Result<Sandbox> {
+        log_in_force(&isolation);
         let sandbox = Sandbox {
             docker,
             owner: Owner::current(worker_id),
@@ -81,7 +88,7 @@ impl Sandbox {
     /// Starts a warm pool of `size` containers per image (default limits), refilled in the
     /// background until [`Sandbox::shutdown`].
     pub fn start_pool(&self, images: &[String], size: usize) -> Arc<WarmPool> {
-        let pool = WarmPool::new(images, size, Limits::default());
+        let pool = WarmPool::new(images, size, Limits::default(), self.isolation.security_opts());
         if let Ok(mut slot) = self.pool.lock() {
             *slot = Some(pool.clone());
         }
@@ -147,7 +154,8 @@ impl Sandbox {
             Some(c) => c,
             None => {
                 let labels = self.owner.labels(Some(&spec.labels));
-                start_container(&self.docker, &spec.image, &spec.limits, labels).await?
+                let security = self.isolation.security_opts();
+                start_container(&self.docker, &spec.image, &spec.limits, labels, &security).await?
             }
         };
         let acquired = asked.elapsed();
