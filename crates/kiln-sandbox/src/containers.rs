@@ -67,16 +67,33 @@ pub async fn start_container(
     Ok(started)
 }
 
-/// Force-removes the container, then its volume; failures are logged (the reaper retries).
-pub async fn remove_container(docker: &Docker, c: &Started) {
+/// Force-removes the container, then its volume; false when either is still there (the
+/// failure is logged; [`crate::Sandbox::reap`] retries it). Already gone counts as removed.
+pub async fn remove_container(docker: &Docker, c: &Started) -> bool {
     let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+    let mut removed = true;
     if let Err(e) = docker.remove_container(&c.id, Some(opts)).await {
-        tracing::warn!(container = %c.id, error = %e, "removing container failed");
+        if !is_not_found(&e) {
+            tracing::warn!(container = %c.id, error = %e, "removing container failed");
+            removed = false;
+        }
     }
     if let Err(e) = docker
         .remove_volume(&c.volume, None::<bollard::query_parameters::RemoveVolumeOptions>)
         .await
     {
-        tracing::warn!(volume = %c.volume, error = %e, "removing volume failed");
+        if !is_not_found(&e) {
+            tracing::warn!(volume = %c.volume, error = %e, "removing volume failed");
+            removed = false;
+        }
     }
+    removed
+}
+
+/// True for the engine's 404 (the object is already gone).
+pub fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }
+    )
 }

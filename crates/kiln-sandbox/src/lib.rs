@@ -30,6 +30,6 @@ pub use error::SandboxError;
 pub use isolation::{InForce, Isolation};
 pub use outputs::{OutputEntry, Outputs};
 pub use report::{Captured, JobReport, LogChunk, Outcome, Stream, Timings, Usage};
-pub use sandbox::Sandbox;
+pub use sandbox::{LiveWorkers, Sandbox};
 pub use spec::{JobLabels, JobSpec, Limits};
 pub use workspace::{Entry, Workspace};
