@@ -147,9 +147,10 @@ pub(crate) async fn fetch_loop(shared: Arc<Shared>, queue: QueueConfig, tx: mpsc
                 cancel: cancel.clone(),
                 details: Default::default(),
             };
-            shared.held.lock().expect("held lock").insert(
+            shared.hold(
                 job.id,
                 Held {
+                    attempt: job.attempt,
                     queue: queue_name.clone(),
                     kind: job.kind,
                     metrics: handles.clone(),
