@@ -1039,7 +1039,10 @@ async fn health_metrics_and_openapi_document() {
     assert!(matches!(iso["seccomp"].as_str(), Some("engine" | "kiln")), "{r}");
     assert_eq!(iso["core_dumps"], json!(false), "{r}");
     assert_eq!(iso["network"], json!("none"), "{r}");
-    assert!(iso.get("server_version").is_none() && iso.get("warnings").is_none(), "{r}");
+    assert!(
+        iso.get("server_version").is_none() && iso.get("warnings").is_none(),
+        "{r}"
+    );
 
     api.post_admin("/v1/jobs", json!({"kind": "test"})).await;
     let text = api.metrics().await;

@@ -5,12 +5,27 @@ use std::time::Duration;
 
 use anyhow::Context;
 use kiln_queue::JobKind;
-use kiln_sandbox::Sandbox;
+use kiln_sandbox::{LiveWorkers, Sandbox};
 use kiln_validate::{Images, Validator};
 use kiln_worker::{Worker, WorkerConfig};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// The reaper's view of the worker registry: ids of live workers, None when unreadable (then
+/// only this host's dead processes are judged).
+fn registry(pool: PgPool) -> LiveWorkers {
+    std::sync::Arc::new(move || {
+        let pool = pool.clone();
+        Box::pin(async move {
+            sqlx::query_scalar::<_, String>(include_str!("sql/live_workers.sql"))
+                .fetch_all(&pool)
+                .await
+                .inspect_err(|e| tracing::warn!(error = %e, "reaper: worker registry unreadable"))
+                .ok()
+        })
+    })
+}
 
 /// What runs next to a worker that serves validation queues.
 pub struct Services {
@@ -63,7 +78,7 @@ pub async fn build_worker(
     let sandbox = Sandbox::connect(&id)
         .await
         .context("connect to the Docker engine")?;
-    sandbox.start_reaper(Duration::from_secs(60), None);
+    sandbox.start_reaper(Duration::from_secs(60), Some(registry(pool.clone())));
     if warm > 0 {
         let tags: Vec<String> = warm_images
             .iter()
