@@ -1107,6 +1107,15 @@ async fn health_metrics_and_openapi_document() {
     let (s, r) = api.call(api.req(Method::GET, "/readyz", None)).await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["checks"], json!({"database": "ok", "docker": "ok"}));
+    // The isolation in force, without authentication and without internal detail.
+    let iso = &r["isolation"];
+    assert!(matches!(iso["seccomp"].as_str(), Some("engine" | "kiln")), "{r}");
+    assert_eq!(iso["core_dumps"], json!(false), "{r}");
+    assert_eq!(iso["network"], json!("none"), "{r}");
+    assert!(
+        iso.get("server_version").is_none() && iso.get("warnings").is_none(),
+        "{r}"
+    );
 
     api.post_admin(
         "/v1/jobs",

@@ -442,6 +442,30 @@ async fn expired_leases_are_rescued_with_a_lost_attempt() {
 }
 
 #[tokio::test]
+async fn a_rescued_job_with_a_cancel_request_ends_cancelled() {
+    let db = TestDb::new().await;
+    let a = enqueue(&db.pool, &job("rc")).await.unwrap();
+    lease::claim(&db.pool, "rc", "dead-worker", 10, Duration::from_millis(100))
+        .await
+        .unwrap();
+    // Cancel asked while running (the worker never saw it), then the lease expires.
+    admin::cancel(&db.pool, a.id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rescued = maintenance::rescue_expired(&db.pool, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(rescued.len(), 1);
+    let j = admin::get_job(&db.pool, a.id).await.unwrap();
+    assert_eq!(j.state, JobState::Cancelled, "not retried");
+    let att = admin::attempts(&db.pool, a.id).await.unwrap();
+    assert_eq!((att.len(), att[0].outcome), (1, AttemptOutcome::Cancelled));
+    assert!(lease::claim(&db.pool, "rc", "w2", 10, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
 async fn pause_resume_and_fleet_wide_cap() {
     let db = TestDb::new().await;
     let jobs: Vec<NewJob> = (0..10).map(|_| job("capped")).collect();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use kiln_queue::JobKind;
-use kiln_sandbox::Sandbox;
+use kiln_sandbox::{LiveWorkers, Sandbox};
 use kiln_validate::{Images, Validator, KINDS};
 use kiln_worker::{KindModule, ModuleError, Registration};
 use serde::Deserialize;
@@ -47,6 +47,21 @@ impl ValidationSection {
         }
         Ok(parsed)
     }
+}
+
+/// The reaper's view of the worker registry: ids of live workers, `None` when unreadable (then
+/// only this host's dead processes are judged).
+fn live_workers(pool: sqlx::PgPool) -> LiveWorkers {
+    std::sync::Arc::new(move || {
+        let pool = pool.clone();
+        Box::pin(async move {
+            sqlx::query_scalar::<_, String>(include_str!("sql/live_workers.sql"))
+                .fetch_all(&pool)
+                .await
+                .inspect_err(|e| tracing::warn!(error = %e, "reaper: worker registry unreadable"))
+                .ok()
+        })
+    })
 }
 
 /// The validation module.
@@ -90,7 +105,10 @@ impl KindModule for ValidationModule {
             let sandbox = Sandbox::connect(&ctx.worker_id)
                 .await
                 .map_err(|e| start(format!("connect to the Docker engine: {e}")))?;
-            sandbox.start_reaper(Duration::from_secs(settings.reap_every_secs), None);
+            sandbox.start_reaper(
+                Duration::from_secs(settings.reap_every_secs),
+                Some(live_workers(ctx.pool.clone())),
+            );
             if ctx.warm_pool > 0 {
                 let tags: Vec<String> = ctx
                     .images

@@ -3,12 +3,11 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use bollard::models::VolumeCreateRequest;
 use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use bollard::Docker;
 
 use crate::error::{Result, SandboxError};
-use crate::policy::container_body;
+use crate::policy::{container_body, volume_body};
 use crate::spec::Limits;
 
 /// A started sandbox container that has not run a job yet.
@@ -32,20 +31,17 @@ pub async fn start_container(
     image: &str,
     limits: &Limits,
     labels: HashMap<String, String>,
+    security_opt: &[String],
 ) -> Result<Started> {
     let t = Instant::now();
     let name = format!("kiln-{}", uuid::Uuid::new_v4().simple());
-    let volume = VolumeCreateRequest {
-        name: Some(name.clone()),
-        labels: Some(labels.clone()),
-        ..Default::default()
-    };
+    let volume = volume_body(&name, limits, labels.clone());
     let mountpoint = docker
         .create_volume(volume)
         .await
         .map_err(|e| SandboxError::from_docker(e, image))?
         .mountpoint;
-    let body = container_body(image, &name, limits, labels);
+    let body = container_body(image, &name, limits, labels, security_opt.to_vec());
     let opts = CreateContainerOptionsBuilder::new().name(&name).build();
     let created = match docker.create_container(Some(opts), body).await {
         Ok(c) => c,
@@ -71,16 +67,33 @@ pub async fn start_container(
     Ok(started)
 }
 
-/// Force-removes the container, then its volume; failures are logged (the reaper retries).
-pub async fn remove_container(docker: &Docker, c: &Started) {
+/// Force-removes the container, then its volume; false when either is still there (the
+/// failure is logged; [`crate::Sandbox::reap`] retries it). Already gone counts as removed.
+pub async fn remove_container(docker: &Docker, c: &Started) -> bool {
     let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+    let mut removed = true;
     if let Err(e) = docker.remove_container(&c.id, Some(opts)).await {
-        tracing::warn!(container = %c.id, error = %e, "removing container failed");
+        if !is_not_found(&e) {
+            tracing::warn!(container = %c.id, error = %e, "removing container failed");
+            removed = false;
+        }
     }
     if let Err(e) = docker
         .remove_volume(&c.volume, None::<bollard::query_parameters::RemoveVolumeOptions>)
         .await
     {
-        tracing::warn!(volume = %c.volume, error = %e, "removing volume failed");
+        if !is_not_found(&e) {
+            tracing::warn!(volume = %c.volume, error = %e, "removing volume failed");
+            removed = false;
+        }
     }
+    removed
+}
+
+/// True for the engine's 404 (the object is already gone).
+pub fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }
+    )
 }

@@ -150,9 +150,14 @@ pub async fn run_command(
     ran.usage.cpu = Duration::from_nanos(usage.cpu_ns);
     ran.usage.peak_memory_bytes = usage.peak_bytes;
     if ran.timed_out {
-        tracing::info!(container = %c.id, timeout = ?spec.timeout, "timeout: killing the container");
-        if let Err(e) = docker.kill_container(&c.id, None).await {
-            tracing::warn!(container = %c.id, error = %e, "kill failed");
+        // Frozen rather than killed: a stopped container's tmpfs `/work` is unmounted (and
+        // lost) before it could be read back. Removal kills it afterwards.
+        tracing::info!(container = %c.id, timeout = ?spec.timeout, "timeout: freezing the container");
+        if let Err(e) = docker.pause_container(&c.id).await {
+            tracing::warn!(container = %c.id, error = %e, "freeze failed; killing");
+            if let Err(e) = docker.kill_container(&c.id, None).await {
+                tracing::warn!(container = %c.id, error = %e, "kill failed");
+            }
         }
     }
     ran.exit_code = match exit_code {

@@ -1,9 +1,14 @@
-//! What isolation the engine really provides, read from `docker info` at start-up.
+//! What isolation the engine really provides, read from `docker info` at start-up, and what
+//! Kiln adds where the engine lacks it (its own seccomp profile).
 
 use bollard::Docker;
 use serde::Serialize;
 
 use crate::error::{Result, SandboxError};
+
+/// Docker's default seccomp profile, shipped in the repository (origin in
+/// `seccomp/ORIGIN.md`); applied when the engine reports no seccomp.
+pub const DEFAULT_SECCOMP_PROFILE: &str = include_str!("../seccomp/docker-default.json");
 
 /// The isolation-relevant facts of the engine.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -36,15 +41,92 @@ pub struct Isolation {
     pub warnings: Vec<String>,
 }
 
-/// Reads `docker info` and logs what is in force (warnings for what is missing).
-pub async fn inspect(docker: &Docker) -> Result<Isolation> {
+/// Where the seccomp filter of sandbox containers comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeccompSource {
+    /// The engine's own default profile.
+    Engine,
+    /// Kiln's copy of Docker's default profile (the engine reported none).
+    Kiln,
+}
+
+/// The isolation in force on every sandbox container: the engine's facts plus what Kiln sets.
+/// Safe to show to anyone (no error text, no paths).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InForce {
+    /// Which seccomp profile filters syscalls.
+    pub seccomp: SeccompSource,
+    /// AppArmor confinement by the engine.
+    pub apparmor: bool,
+    /// User-namespace remapping by the engine.
+    pub userns: bool,
+    /// The engine runs rootless.
+    pub rootless: bool,
+    /// cgroup version.
+    pub cgroup_version: String,
+    /// Memory limit enforced.
+    pub memory_limit: bool,
+    /// Swap limit enforced.
+    pub swap_limit: bool,
+    /// Pids limit enforced.
+    pub pids_limit: bool,
+    /// Core dumps possible (always false: `core=0` soft and hard).
+    pub core_dumps: bool,
+    /// `no-new-privileges` set (always).
+    pub no_new_privileges: bool,
+    /// Every capability dropped (always).
+    pub cap_drop_all: bool,
+    /// Network mode of job containers (always `none`).
+    pub network: &'static str,
+    /// How the workspace quota is enforced.
+    pub workspace_quota: &'static str,
+}
+
+impl Isolation {
+    /// What is in force given these engine facts.
+    pub fn in_force(&self) -> InForce {
+        InForce {
+            seccomp: if self.seccomp {
+                SeccompSource::Engine
+            } else {
+                SeccompSource::Kiln
+            },
+            apparmor: self.apparmor,
+            userns: self.userns,
+            rootless: self.rootless,
+            cgroup_version: self.cgroup_version.clone(),
+            memory_limit: self.memory_limit,
+            swap_limit: self.swap_limit,
+            pids_limit: self.pids_limit,
+            core_dumps: false,
+            no_new_privileges: true,
+            cap_drop_all: true,
+            network: "none",
+            workspace_quota: "tmpfs volume (bytes and inodes)",
+        }
+    }
+
+    /// The `security_opt` entries of every sandbox container: `no-new-privileges`, plus Kiln's
+    /// seccomp profile when the engine applies none.
+    pub fn security_opts(&self) -> Vec<String> {
+        let mut opts = vec!["no-new-privileges".to_string()];
+        if !self.seccomp {
+            opts.push(format!("seccomp={DEFAULT_SECCOMP_PROFILE}"));
+        }
+        opts
+    }
+}
+
+/// Reads `docker info` (nothing logged).
+pub async fn read(docker: &Docker) -> Result<Isolation> {
     let info = docker
         .info()
         .await
         .map_err(|e| SandboxError::DaemonUnavailable(e.to_string()))?;
     let security_options = info.security_options.clone().unwrap_or_default();
     let has = |name: &str| security_options.iter().any(|o| o.contains(name));
-    let iso = Isolation {
+    Ok(Isolation {
         server_version: info.server_version.clone().unwrap_or_default(),
         seccomp: has("seccomp"),
         apparmor: has("apparmor"),
@@ -58,23 +140,40 @@ pub async fn inspect(docker: &Docker) -> Result<Isolation> {
         storage_driver: info.driver.clone().unwrap_or_default(),
         runtime: info.default_runtime.clone().unwrap_or_default(),
         warnings: info.warnings.clone().unwrap_or_default(),
-    };
+    })
+}
+
+/// Reads `docker info` and logs what is in force (warnings for what is missing).
+pub async fn inspect(docker: &Docker) -> Result<Isolation> {
+    let iso = read(docker).await?;
+    log_in_force(&iso);
+    Ok(iso)
+}
+
+/// Logs the isolation in force, once per worker start.
+pub fn log_in_force(iso: &Isolation) {
+    let f = iso.in_force();
     tracing::info!(
         version = %iso.server_version,
-        seccomp = iso.seccomp,
-        apparmor = iso.apparmor,
-        userns = iso.userns,
-        rootless = iso.rootless,
-        cgroup = %iso.cgroup_version,
-        memory_limit = iso.memory_limit,
-        swap_limit = iso.swap_limit,
-        pids_limit = iso.pids_limit,
+        seccomp = ?f.seccomp,
+        apparmor = f.apparmor,
+        userns = f.userns,
+        rootless = f.rootless,
+        cgroup = %f.cgroup_version,
+        memory_limit = f.memory_limit,
+        swap_limit = f.swap_limit,
+        pids_limit = f.pids_limit,
+        core_dumps = f.core_dumps,
+        no_new_privileges = f.no_new_privileges,
+        cap_drop_all = f.cap_drop_all,
+        network = f.network,
+        workspace_quota = f.workspace_quota,
         storage = %iso.storage_driver,
         runtime = %iso.runtime,
-        "docker isolation in force"
+        "sandbox isolation in force"
     );
-    if !iso.seccomp {
-        tracing::warn!("engine applies no seccomp profile: syscalls are not filtered");
+    if f.seccomp == SeccompSource::Kiln {
+        tracing::warn!("engine applies no seccomp profile: Kiln applies its copy of Docker's default");
     }
     if !iso.memory_limit || !iso.swap_limit || !iso.pids_limit {
         tracing::warn!("engine does not enforce every resource limit (memory/swap/pids)");
@@ -82,5 +181,28 @@ pub async fn inspect(docker: &Docker) -> Result<Isolation> {
     for w in &iso.warnings {
         tracing::warn!(warning = %w, "docker engine warning");
     }
-    Ok(iso)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kiln_applies_its_seccomp_profile_only_where_the_engine_has_none() {
+        let with = Isolation {
+            seccomp: true,
+            ..Isolation::default()
+        };
+        assert_eq!(with.security_opts(), vec!["no-new-privileges"]);
+        assert_eq!(with.in_force().seccomp, SeccompSource::Engine);
+        let without = Isolation::default();
+        let opts = without.security_opts();
+        assert_eq!(opts.len(), 2);
+        let profile = opts[1].strip_prefix("seccomp=").expect("a seccomp option");
+        let json: serde_json::Value = serde_json::from_str(profile).expect("profile is JSON");
+        assert_eq!(json["defaultAction"], "SCMP_ACT_ERRNO");
+        assert!(json["syscalls"].as_array().is_some_and(|s| !s.is_empty()));
+        assert_eq!(without.in_force().seccomp, SeccompSource::Kiln);
+        assert!(!without.in_force().core_dumps);
+    }
 }

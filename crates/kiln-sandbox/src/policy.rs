@@ -4,8 +4,10 @@ use std::collections::HashMap;
 
 use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, ResourcesUlimits,
+    VolumeCreateRequest,
 };
 
+use crate::quota::{SLACK_BYTES, SLACK_FILES};
 use crate::spec::{JobLabels, Limits};
 use crate::workspace::JOB_UID;
 
@@ -82,15 +84,40 @@ pub fn process_start(pid: u32) -> Option<u64> {
     after_comm.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// The `/work` volume: a tmpfs of the local driver sized by the workspace quota (bytes and
+/// inodes), owned by the job user. It lives outside the engine's data root and the host's
+/// disks; a job that fills it gets `ENOSPC`.
+pub fn volume_body(name: &str, limits: &Limits, labels: HashMap<String, String>) -> VolumeCreateRequest {
+    let inodes = limits.disk_files.saturating_add(SLACK_FILES);
+    let bytes = limits.disk_bytes.saturating_add(SLACK_BYTES);
+    VolumeCreateRequest {
+        name: Some(name.into()),
+        driver: Some("local".into()),
+        driver_opts: Some(HashMap::from([
+            ("type".to_string(), "tmpfs".to_string()),
+            ("device".to_string(), "tmpfs".to_string()),
+            (
+                "o".to_string(),
+                format!("size={bytes},nr_inodes={inodes},uid={JOB_UID},gid={JOB_UID},mode=0755,nosuid,nodev"),
+            ),
+        ])),
+        labels: Some(labels),
+        ..Default::default()
+    }
+}
+
 /// The idle command of a sandbox container: it waits, and the job arrives as an exec.
 pub const IDLE_COMMAND: [&str; 2] = ["sleep", "infinity"];
 
 /// The container definition: every default of the sandbox policy.
+/// `security_opt` comes from [`crate::Isolation::security_opts`] (Kiln's seccomp profile where
+/// the engine applies none).
 pub fn container_body(
     image: &str,
     volume: &str,
     limits: &Limits,
     labels: HashMap<String, String>,
+    security_opt: Vec<String>,
 ) -> ContainerCreateBody {
     let ulimit = |name: &str, v: i64| ResourcesUlimits {
         name: Some(name.into()),
@@ -101,15 +128,16 @@ pub fn container_body(
         network_mode: Some("none".into()),
         readonly_rootfs: Some(true),
         cap_drop: Some(vec!["ALL".into()]),
-        security_opt: Some(vec!["no-new-privileges".into()]),
+        security_opt: Some(security_opt),
         init: Some(true),
-        memory: Some(limits.memory_bytes),
-        memory_swap: Some(limits.memory_bytes),
+        memory: Some(limits.cgroup_memory_bytes()),
+        memory_swap: Some(limits.cgroup_memory_bytes()),
         nano_cpus: Some(limits.nano_cpus),
         pids_limit: Some(limits.pids),
         ulimits: Some(vec![
             ulimit("nofile", limits.nofile),
             ulimit("fsize", limits.file_size_bytes),
+            ulimit("core", 0),
         ]),
         tmpfs: Some(HashMap::from([(
             "/tmp".into(),

@@ -19,18 +19,21 @@ use crate::spec::Limits;
 pub struct WarmPool {
     size: usize,
     limits: Limits,
+    security_opt: Vec<String>,
     ready: Mutex<HashMap<String, VecDeque<Started>>>,
     wake: Notify,
     filled: Notify,
 }
 
 impl WarmPool {
-    /// A pool keeping `size` containers per image in `images`, created with `limits`.
-    pub fn new(images: &[String], size: usize, limits: Limits) -> Arc<WarmPool> {
+    /// A pool keeping `size` containers per image in `images`, created with `limits` and
+    /// `security_opt` (see [`crate::Isolation::security_opts`]).
+    pub fn new(images: &[String], size: usize, limits: Limits, security_opt: Vec<String>) -> Arc<WarmPool> {
         let ready = images.iter().map(|i| (i.clone(), VecDeque::new())).collect();
         Arc::new(WarmPool {
             size,
             limits,
+            security_opt,
             ready: Mutex::new(ready),
             wake: Notify::new(),
             filled: Notify::new(),
@@ -92,7 +95,15 @@ impl WarmPool {
                     _ = stop.cancelled() => break,
                 }
             };
-            match start_container(&docker, &image, &self.limits, owner.labels(None)).await {
+            match start_container(
+                &docker,
+                &image,
+                &self.limits,
+                owner.labels(None),
+                &self.security_opt,
+            )
+            .await
+            {
                 Ok(c) => {
                     failures = 0;
                     tracing::debug!(image, container = %c.id, "warm container ready");

@@ -6,11 +6,15 @@ use serde::Serialize;
 
 use crate::diff::WorkspaceDiff;
 use crate::outputs::Outputs;
+use crate::quota::DiskUsage;
 
 /// How a job ended, from the most to the least severe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
+    /// Ran into its workspace quota (bytes or files): writes past it were refused, whatever
+    /// the command did next.
+    DiskQuota,
     /// Killed by Kiln at the wall-clock timeout.
     TimedOut,
     /// Killed by the kernel's OOM killer at the memory limit.
@@ -132,12 +136,22 @@ pub struct JobReport {
     /// Bytes of output the live-log receiver did not get (it lagged); the captures above
     /// still count them.
     pub live_lost_bytes: u64,
+    /// How much of its workspace quota the job used (None when it could not be read).
+    pub disk: Option<DiskUsage>,
 }
 
 impl Outcome {
     /// Decides the outcome from what was observed, most severe first.
-    pub fn decide(timed_out: bool, oom: bool, exit_code: Option<i64>, truncated: bool) -> Outcome {
-        if timed_out {
+    pub fn decide(
+        disk_quota: bool,
+        timed_out: bool,
+        oom: bool,
+        exit_code: Option<i64>,
+        truncated: bool,
+    ) -> Outcome {
+        if disk_quota {
+            Outcome::DiskQuota
+        } else if timed_out {
             Outcome::TimedOut
         } else if oom {
             Outcome::OomKilled
@@ -167,13 +181,33 @@ mod tests {
 
     #[test]
     fn outcome_order() {
-        assert_eq!(Outcome::decide(true, true, Some(137), true), Outcome::TimedOut);
-        assert_eq!(Outcome::decide(false, true, Some(137), false), Outcome::OomKilled);
-        assert_eq!(Outcome::decide(false, false, Some(1), true), Outcome::NonZeroExit);
         assert_eq!(
-            Outcome::decide(false, false, Some(0), true),
+            Outcome::decide(true, true, true, Some(137), true),
+            Outcome::DiskQuota
+        );
+        assert_eq!(
+            Outcome::decide(true, false, false, Some(0), false),
+            Outcome::DiskQuota
+        );
+        assert_eq!(
+            Outcome::decide(false, true, true, Some(137), true),
+            Outcome::TimedOut
+        );
+        assert_eq!(
+            Outcome::decide(false, false, true, Some(137), false),
+            Outcome::OomKilled
+        );
+        assert_eq!(
+            Outcome::decide(false, false, false, Some(1), true),
+            Outcome::NonZeroExit
+        );
+        assert_eq!(
+            Outcome::decide(false, false, false, Some(0), true),
             Outcome::OutputTruncated
         );
-        assert_eq!(Outcome::decide(false, false, Some(0), false), Outcome::Success);
+        assert_eq!(
+            Outcome::decide(false, false, false, Some(0), false),
+            Outcome::Success
+        );
     }
 }

@@ -13,12 +13,13 @@ use crate::containers::{remove_container, start_container, Started};
 use crate::diff::{DiffCaps, WorkspaceDiff};
 use crate::error::{Result, SandboxError};
 use crate::exec::{run_command, upload_workspace};
-use crate::isolation::{inspect, Isolation};
+use crate::isolation::{log_in_force, read as read_isolation, Isolation};
 use crate::outputs::Outputs;
 use crate::policy::Owner;
 use crate::pool::WarmPool;
+use crate::quota::work_usage;
 use crate::readback::read_work;
-use crate::reaper::{reap, Reaped};
+use crate::reaper::{reap, Liveness, Reaped, REGISTRY_GRACE};
 use crate::report::{JobReport, LogChunk, Outcome, Timings};
 use crate::snapshot::{Snapshot, SnapshotCaps};
 use crate::spec::{JobSpec, Limits};
@@ -33,8 +34,15 @@ pub struct Sandbox {
     image_ids: Arc<Mutex<HashMap<String, String>>>,
     background: TaskTracker,
     removals: TaskTracker,
+    /// This worker's containers whose removal failed: every reaper pass tries them again.
+    leftovers: Arc<Mutex<Vec<Started>>>,
     stop: CancellationToken,
 }
+
+/// Where the periodic reaper learns which workers are alive (e.g. a query of `kiln_workers`);
+/// None from the future: the registry could not be read this time.
+pub type LiveWorkers =
+    Arc<dyn Fn() -> futures::future::BoxFuture<'static, Option<Vec<String>>> + Send + Sync>;
 
 impl Sandbox {
     /// Connects (`DOCKER_HOST` or the local socket), logs the isolation in force, and reaps
@@ -47,7 +55,14 @@ impl Sandbox {
 
     /// Like [`Sandbox::connect`] with a given client.
     pub async fn with_docker(docker: Docker, worker_id: &str) -> Result<Sandbox> {
-        let isolation = inspect(&docker).await?;
+        let isolation = read_isolation(&docker).await?;
+        Self::with_isolation(docker, worker_id, isolation).await
+    }
+
+    /// Like [`Sandbox::with_docker`] with the engine's facts given (an engine that misreports,
+    /// or an operator who wants Kiln's seccomp profile: set `isolation.seccomp = false`).
+    pub async fn with_isolation(docker: Docker, worker_id: &str, isolation: Isolation) -> Result<Sandbox> {
+        log_in_force(&isolation);
         let sandbox = Sandbox {
             docker,
             owner: Owner::current(worker_id),
@@ -56,6 +71,7 @@ impl Sandbox {
             image_ids: Arc::new(Mutex::new(HashMap::new())),
             background: TaskTracker::new(),
             removals: TaskTracker::new(),
+            leftovers: Arc::new(Mutex::new(Vec::new())),
             stop: CancellationToken::new(),
         };
         sandbox.reap(None).await?;
@@ -80,7 +96,7 @@ impl Sandbox {
     /// Starts a warm pool of `size` containers per image (default limits), refilled in the
     /// background until [`Sandbox::shutdown`].
     pub fn start_pool(&self, images: &[String], size: usize) -> Arc<WarmPool> {
-        let pool = WarmPool::new(images, size, Limits::default());
+        let pool = WarmPool::new(images, size, Limits::default(), self.isolation.security_opts());
         if let Ok(mut slot) = self.pool.lock() {
             *slot = Some(pool.clone());
         }
@@ -91,8 +107,10 @@ impl Sandbox {
         pool
     }
 
-    /// Runs the periodic reaper every `every` until [`Sandbox::shutdown`].
-    pub fn start_reaper(&self, every: Duration, live_workers: Option<Vec<String>>) {
+    /// Runs the periodic reaper every `every` until [`Sandbox::shutdown`], asking `live` for
+    /// the worker registry before each pass (without it, only this host's dead processes are
+    /// judged).
+    pub fn start_reaper(&self, every: Duration, live: Option<LiveWorkers>) {
         let me = self.clone();
         self.background.spawn(async move {
             loop {
@@ -100,16 +118,47 @@ impl Sandbox {
                     _ = tokio::time::sleep(every) => {}
                     _ = me.stop.cancelled() => break,
                 }
-                if let Err(e) = me.reap(live_workers.as_deref()).await {
+                let workers = match &live {
+                    Some(f) => f().await,
+                    None => None,
+                };
+                if let Err(e) = me.reap(workers.as_deref()).await {
                     tracing::warn!(error = %e, "periodic reap failed");
                 }
             }
         });
     }
 
-    /// One reaper pass (see [`crate::reaper::reap`]).
+    /// One reaper pass: this worker's own failed removals again, then what dead workers left
+    /// (`live_workers` from the registry; absent workers' objects go once older than
+    /// [`REGISTRY_GRACE`]).
     pub async fn reap(&self, live_workers: Option<&[String]>) -> Result<Reaped> {
-        reap(&self.docker, &self.owner, live_workers).await
+        self.reap_with(live_workers.map(|w| Liveness {
+            live_workers: w,
+            min_age: REGISTRY_GRACE,
+        }))
+        .await
+    }
+
+    /// [`Sandbox::reap`] with the registry's grace given.
+    pub async fn reap_with(&self, live: Option<Liveness<'_>>) -> Result<Reaped> {
+        self.retry_leftovers().await;
+        reap(&self.docker, &self.owner, live).await
+    }
+
+    /// Tries again to remove this worker's containers whose removal failed.
+    async fn retry_leftovers(&self) {
+        let pending: Vec<Started> = match self.leftovers.lock() {
+            Ok(mut l) => std::mem::take(&mut *l),
+            Err(_) => return,
+        };
+        for c in pending {
+            if remove_container(&self.docker, &c).await {
+                tracing::info!(container = %c.id, volume = %c.volume, "removed on retry");
+            } else if let Ok(mut l) = self.leftovers.lock() {
+                l.push(c);
+            }
+        }
     }
 
     /// Runs one job; the warm pool serves it when it has a matching container. Log chunks go
@@ -146,7 +195,8 @@ impl Sandbox {
             Some(c) => c,
             None => {
                 let labels = self.owner.labels(Some(&spec.labels));
-                start_container(&self.docker, &spec.image, &spec.limits, labels).await?
+                let security = self.isolation.security_opts();
+                start_container(&self.docker, &spec.image, &spec.limits, labels, &security).await?
             }
         };
         let acquired = asked.elapsed();
@@ -157,6 +207,7 @@ impl Sandbox {
             docker: self.docker.clone(),
             container: Some(container),
             removals: self.removals.clone(),
+            leftovers: self.leftovers.clone(),
         };
         let container = guard.container.as_ref().expect("set above");
         let start_ms = asked.elapsed().as_secs_f64() * 1e3;
@@ -190,6 +241,7 @@ impl Sandbox {
         upload_workspace(&self.docker, c, spec).await?;
         let uploaded = t.elapsed();
         let ran = run_command(&self.docker, c, spec, logs.as_ref()).await?;
+        let disk = work_usage(&self.docker, c).await;
         let ran_at = t.elapsed();
         // Container start latency: cold = create + start + exec, warm = exec into a pool
         // container (the workspace upload in between is the job's, not the start's).
@@ -239,8 +291,12 @@ impl Sandbox {
             ..Timings::default()
         };
         let truncated = ran.stdout.truncated() || ran.stderr.truncated();
+        let quota_hit = disk.is_some_and(|d| d.exceeds(&spec.limits));
+        if quota_hit {
+            tracing::info!(container = %c.id, ?disk, "job ran into its workspace quota");
+        }
         Ok(JobReport {
-            outcome: Outcome::decide(ran.timed_out, ran.oom_killed, ran.exit_code, truncated),
+            outcome: Outcome::decide(quota_hit, ran.timed_out, ran.oom_killed, ran.exit_code, truncated),
             exit_code: ran.exit_code,
             usage: ran.usage,
             stdout: ran.stdout,
@@ -253,6 +309,7 @@ impl Sandbox {
             warm,
             timings,
             live_lost_bytes: ran.live_lost_bytes,
+            disk,
         })
     }
 
@@ -290,6 +347,7 @@ impl Sandbox {
         if let Some(pool) = pool {
             pool.drain(&self.docker).await;
         }
+        self.retry_leftovers().await;
         tracing::info!(worker = %self.owner.worker_id, "sandbox shut down");
     }
 }
@@ -299,6 +357,7 @@ struct RemoveOnDrop {
     docker: Docker,
     container: Option<Started>,
     removals: TaskTracker,
+    leftovers: Arc<Mutex<Vec<Started>>>,
 }
 
 impl Drop for RemoveOnDrop {
@@ -307,9 +366,15 @@ impl Drop for RemoveOnDrop {
             return;
         };
         let docker = self.docker.clone();
+        let leftovers = self.leftovers.clone();
         if tokio::runtime::Handle::try_current().is_ok() {
-            self.removals
-                .spawn(async move { remove_container(&docker, &container).await });
+            self.removals.spawn(async move {
+                if !remove_container(&docker, &container).await {
+                    if let Ok(mut l) = leftovers.lock() {
+                        l.push(container);
+                    }
+                }
+            });
         } else {
             tracing::warn!(container = %container.id, "no runtime to remove the container: the reaper will");
         }

@@ -36,6 +36,20 @@ pub struct Limits {
     pub workspace_bytes: u64,
     /// Total bytes of output files brought back.
     pub output_bytes: u64,
+    /// Workspace quota: bytes `/work` may hold (a size-limited tmpfs volume; its pages count
+    /// in the container's memory cgroup, whose limit is raised by this much).
+    pub disk_bytes: u64,
+    /// Workspace quota: files, directories and links `/work` may hold.
+    pub disk_files: u64,
+}
+
+impl Limits {
+    /// The container's memory cgroup limit: the job's memory plus its workspace quota, since
+    /// the workspace's tmpfs pages are charged to the job's cgroup.
+    pub fn cgroup_memory_bytes(&self) -> i64 {
+        self.memory_bytes
+            .saturating_add(i64::try_from(self.disk_bytes).unwrap_or(i64::MAX))
+    }
 }
 
 impl Default for Limits {
@@ -50,6 +64,8 @@ impl Default for Limits {
             log_cap_bytes: 1 << 20,
             workspace_bytes: 50 << 20,
             output_bytes: 50 << 20,
+            disk_bytes: 1 << 30,
+            disk_files: 100_000,
         }
     }
 }

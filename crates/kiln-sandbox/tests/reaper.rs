@@ -6,8 +6,17 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{finish, python_image, sandbox};
-use kiln_sandbox::reaper::{containers_of, volumes_of};
+use std::time::Duration;
+
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, InspectContainerOptions, RemoveContainerOptionsBuilder,
+};
+use common::{finish, job, python_image, sandbox};
+use kiln_sandbox::containers::start_container;
+use kiln_sandbox::policy::{process_start, Owner};
+use kiln_sandbox::reaper::{containers_of, volumes_of, Liveness};
+use kiln_sandbox::Limits;
 
 /// The tests of this file reap at connect: run them one at a time so each sees its own
 /// leftovers before a reaper removes them.
@@ -88,5 +97,100 @@ async fn the_periodic_reaper_removes_leftovers() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(left.0.is_empty() && left.1.is_empty(), "left behind: {left:?}");
+    finish(sb).await;
+}
+
+/// Starts a container and volume labelled as `owner`'s, as a worker of another process would.
+async fn plant(owner: &Owner) -> kiln_sandbox::containers::Started {
+    let docker = bollard::Docker::connect_with_defaults().unwrap();
+    start_container(
+        &docker,
+        &python_image(),
+        &Limits::default(),
+        owner.labels(None),
+        &["no-new-privileges".to_string()],
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_workers_objects_go_whatever_host_label_they_carry() {
+    let _serial = SERIAL.lock().await;
+    let sb = sandbox("registry").await;
+    // A worker absent from the registry whose labels name this host and a running pid (pid 1
+    // with its real start time: the pid check alone calls it alive), and one on another host.
+    let mut here = Owner::current("ghost-here");
+    here.worker_id = format!("test-ghost-here-{}", uuid::Uuid::new_v4().simple());
+    here.pid = 1;
+    here.pid_start = process_start(1).expect("pid 1 is readable");
+    let mut elsewhere = Owner::current("ghost-elsewhere");
+    elsewhere.worker_id = format!("test-ghost-elsewhere-{}", uuid::Uuid::new_v4().simple());
+    elsewhere.host = "another-host.invalid".into();
+    let (a, b) = (plant(&here).await, plant(&elsewhere).await);
+    // Without the registry both are spared; with it (grace 0 here) both go.
+    let spared = sb.reap(None).await.unwrap();
+    assert!(!spared.containers.contains(&a.id) && !spared.containers.contains(&b.id));
+    let live = vec![sb.owner().worker_id.clone()];
+    let reaped = sb
+        .reap_with(Some(Liveness {
+            live_workers: &live,
+            min_age: Duration::ZERO,
+        }))
+        .await
+        .unwrap();
+    for c in [&a, &b] {
+        assert!(reaped.containers.contains(&c.id), "{reaped:?}");
+        assert!(reaped.volumes.contains(&c.volume), "{reaped:?}");
+    }
+    for w in [&here.worker_id, &elsewhere.worker_id] {
+        assert!(leftovers(w).await.is_empty());
+        assert!(volumes_of(sb.docker(), w).await.unwrap().is_empty());
+    }
+    finish(sb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_removal_is_retried_by_the_next_pass() {
+    let _serial = SERIAL.lock().await;
+    let sb = sandbox("retry").await;
+    let image = python_image();
+    let pool = sb.start_pool(std::slice::from_ref(&image), 1);
+    assert!(pool.wait_full(Duration::from_secs(60)).await);
+    let ids = containers_of(sb.docker(), &sb.owner().worker_id).await.unwrap();
+    let warm = sb
+        .docker()
+        .inspect_container(&ids[0], None::<InspectContainerOptions>)
+        .await
+        .unwrap();
+    let volume = warm.mounts.unwrap()[0].name.clone().unwrap();
+    // Another container holding the job's volume makes its removal fail.
+    let blocker = sb
+        .docker()
+        .create_container(
+            None::<CreateContainerOptions>,
+            ContainerCreateBody {
+                image: Some(image.clone()),
+                cmd: Some(vec!["true".into()]),
+                host_config: Some(HostConfig {
+                    binds: Some(vec![format!("{volume}:/held")]),
+                    network_mode: Some("none".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let r = sb.run(&job(&sb, "echo hi"), None).await.unwrap();
+    assert!(r.warm);
+    sb.removals_done().await;
+    let vols = volumes_of(sb.docker(), &sb.owner().worker_id).await.unwrap();
+    assert!(vols.contains(&volume), "the removal should have failed: {vols:?}");
+    let rm = RemoveContainerOptionsBuilder::new().force(true).build();
+    sb.docker().remove_container(&blocker.id, Some(rm)).await.unwrap();
+    sb.reap(None).await.unwrap();
+    let vols = volumes_of(sb.docker(), &sb.owner().worker_id).await.unwrap();
+    assert!(!vols.contains(&volume), "not retried: {vols:?}");
     finish(sb).await;
 }

@@ -45,6 +45,17 @@ pub enum ValidateError {
     /// The attempt was stopped (cancelled, timed out or the worker is shutting down).
     #[error("stopped: the attempt was cancelled, timed out or the worker is shutting down")]
     Stopped,
+    /// A run wrote past its workspace quota (bytes or files): its reports cannot be trusted
+    /// and the run is never a pass. Not retryable: the same code fills the same quota.
+    #[error("{label}: the workspace quota was exceeded ({used_bytes} bytes, {used_files} files in /work)")]
+    DiskQuota {
+        /// The run (tool and language).
+        label: String,
+        /// Bytes the run left in `/work`.
+        used_bytes: u64,
+        /// Files the run left in `/work`.
+        used_files: u64,
+    },
     /// No image is known for a language.
     #[error("no image for {0}: {1}")]
     Image(String, String),

@@ -214,7 +214,22 @@ async fn run_script(
         image,
         report: report.clone(),
     });
+    refuse_disk_quota(&label, &report)?;
     Ok(Done { report, label })
+}
+
+/// A run that went past its workspace quota ends the job with an error, whatever its tools
+/// reported: the sandbox's `disk_quota` outcome is never read as a pass.
+fn refuse_disk_quota(label: &str, report: &JobReport) -> Result<(), ValidateError> {
+    if report.outcome != Outcome::DiskQuota {
+        return Ok(());
+    }
+    let disk = report.disk.unwrap_or_default();
+    Err(ValidateError::DiskQuota {
+        label: label.to_string(),
+        used_bytes: disk.used_bytes,
+        used_files: disk.used_files,
+    })
 }
 
 /// Debugging aid: copies a run's report files under `dir/LABEL/` (used to capture the real
@@ -450,4 +465,47 @@ pub async fn security(
     crate::testcode::mark(&mut all, ws);
     all.sort();
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_sandbox::quota::DiskUsage;
+
+    fn report(outcome: Outcome) -> JobReport {
+        JobReport {
+            outcome,
+            exit_code: Some(0),
+            usage: Default::default(),
+            stdout: Default::default(),
+            stderr: Default::default(),
+            outputs: Default::default(),
+            diff: Default::default(),
+            diff_truncated: false,
+            container_id: "c".into(),
+            image_id: "sha256:0".into(),
+            warm: false,
+            timings: Default::default(),
+            live_lost_bytes: 0,
+            disk: Some(DiskUsage {
+                used_bytes: 1 << 30,
+                free_bytes: 0,
+                used_files: 12,
+                free_files: 5,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_run_past_its_disk_quota_is_an_error_not_a_pass() {
+        let err = refuse_disk_quota("pytest (python)", &report(Outcome::DiskQuota)).unwrap_err();
+        assert!(
+            matches!(err, ValidateError::DiskQuota { used_files: 12, .. }),
+            "{err}"
+        );
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains("workspace quota"), "{err}");
+        assert!(refuse_disk_quota("x", &report(Outcome::Success)).is_ok());
+        assert!(refuse_disk_quota("x", &report(Outcome::NonZeroExit)).is_ok());
+    }
 }

@@ -146,9 +146,10 @@ pub(crate) async fn fetch_loop(shared: Arc<Shared>, queue: QueueConfig, tx: mpsc
                 timeout: Duration::from_millis(job.timeout_ms.max(1) as u64),
                 cancel: cancel.clone(),
             };
-            shared.held.lock().expect("held lock").insert(
+            shared.hold(
                 job.id,
                 Held {
+                    attempt: job.attempt,
                     queue: queue_name.clone(),
                     kind: job.kind,
                     metrics: handles.clone(),

@@ -6,22 +6,57 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::shared::{Shared, StopReason};
 
+/// True when leases last extended at `extended` (the moment that heartbeat was sent) may
+/// expire before the next check, one heartbeat period (plus its own time limit) away: the
+/// jobs must stop now, before the rescuer lets another claim run them.
+pub(crate) fn lease_at_risk(extended: Instant, now: Instant, lease: Duration, heartbeat: Duration) -> bool {
+    now.saturating_duration_since(extended) + heartbeat * 2 >= lease
+}
+
 /// Extends leases on every held job, applies cancellations found there, stops jobs whose
-/// lease was lost, and refreshes this worker's registry row.
+/// lease was lost, and refreshes this worker's registry row. Fencing: when no heartbeat has
+/// gone through for nearly a lease period (the database is unreachable), every held job is
+/// stopped (its container killed) before its lease can expire and the job run elsewhere.
 pub(crate) async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken, host: String) {
     let queues: Vec<String> = shared.config.queues.iter().map(|q| q.name.clone()).collect();
+    let every = shared.config.heartbeat_every;
+    let mut extended = Instant::now();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(shared.config.heartbeat_every) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
         let ids = shared.held_ids();
-        match lease::heartbeat(&shared.pool, &shared.worker_id, &ids, shared.config.lease).await {
+        if ids.is_empty() {
+            extended = Instant::now();
+        }
+        let sent = Instant::now();
+        let beat = tokio::time::timeout(
+            every,
+            lease::heartbeat(&shared.pool, &shared.worker_id, &ids, shared.config.lease),
+        )
+        .await
+        .unwrap_or_else(|_| Err(kiln_queue::QueueError::db("heartbeat")(sqlx::Error::PoolTimedOut)));
+        if beat.is_err() && lease_at_risk(extended, Instant::now(), shared.config.lease, every) {
+            let mut fenced = 0;
+            for id in &ids {
+                if shared.stop_job(*id, StopReason::LeaseLost) {
+                    fenced += 1;
+                }
+            }
+            if fenced > 0 {
+                tracing::error!(jobs = fenced, since_ms = extended.elapsed().as_millis() as u64,
+                    "leases could not be extended for nearly a lease period: stopping the jobs before they run elsewhere");
+            }
+        }
+        match beat {
             Ok(statuses) => {
+                extended = sent;
                 let alive: HashSet<i64> = statuses.iter().map(|s| s.id).collect();
                 for s in statuses.iter().filter(|s| s.cancel_requested) {
                     if shared.stop_job(s.id, StopReason::Cancelled) {
@@ -158,5 +193,21 @@ pub(crate) async fn listen_loop(shared: Arc<Shared>, listener: Listener, stop: C
                 Err(RecvError::Closed) => return,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_are_fenced_before_their_lease_can_expire() {
+        let (lease, beat) = (Duration::from_secs(30), Duration::from_secs(5));
+        let t0 = Instant::now();
+        assert!(!lease_at_risk(t0, t0 + Duration::from_secs(19), lease, beat));
+        assert!(lease_at_risk(t0, t0 + Duration::from_secs(20), lease, beat));
+        // Checked at most every 2 heartbeat periods: the last check before expiry fences.
+        let last_safe = t0 + lease - beat * 2;
+        assert!(lease_at_risk(t0, last_safe, lease, beat));
     }
 }

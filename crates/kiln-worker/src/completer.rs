@@ -20,7 +20,7 @@ pub(crate) async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedRe
     let max = shared.config.completion_batch.max(1);
     let mut done: Vec<Completion> = Vec::with_capacity(max);
     let mut back: Vec<HandBack> = Vec::new();
-    let mut forget: Vec<i64> = Vec::new();
+    let mut forget: Vec<(i64, i32)> = Vec::new();
     let mut closing = false;
     while !closing {
         let Some(first) = rx.recv().await else { break };
@@ -29,7 +29,7 @@ pub(crate) async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedRe
             match report {
                 Report::Done(c) => done.push(c),
                 Report::HandBack(h) => back.push(h),
-                Report::Forget(id) => forget.push(id),
+                Report::Forget(id, attempt) => forget.push((id, attempt)),
                 Report::Close => closing = true,
             }
             if done.len() + back.len() < max && !closing {
@@ -77,9 +77,14 @@ pub(crate) async fn complete_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedRe
                 count_attempt(h, AttemptOutcome::Interrupted);
             }
         }
-        let finished = done.iter().map(|c| c.id).chain(back.iter().map(|h| h.id));
-        for id in finished.chain(forget.iter().copied()) {
-            if let Some(h) = held.remove(&id) {
+        // Only the attempt that ended is released: the job may be held again for a later one.
+        let finished = done
+            .iter()
+            .map(|c| (c.id, Some(c.attempt)))
+            .chain(back.iter().map(|h| (h.id, None)))
+            .chain(forget.iter().map(|(id, a)| (*id, Some(*a))));
+        for (id, attempt) in finished {
+            if let Some(h) = Shared::release(&mut held, id, attempt) {
                 *freed.entry(h.queue).or_default() += 1;
             }
         }

@@ -163,7 +163,7 @@ where
                     }),
                     Ended::Stopped(StopReason::LeaseLost) => {
                         tracing::warn!("lease lost: the job was taken back; dropping this attempt");
-                        Report::Forget(job_id)
+                        Report::Forget(job_id, attempt)
                     }
                 };
                 let _ = shared.reports.send(report);

@@ -27,6 +27,9 @@ pub(crate) enum StopReason {
 
 /// A job this worker holds a lease on.
 pub(crate) struct Held {
+    /// The attempt this lease is for: a later claim of the same job (after a rescue) is
+    /// another attempt, and the end of the earlier one must not release it.
+    pub attempt: i32,
     /// The queue it came from: its concurrency permit goes back there once the outcome is
     /// written, so a worker never holds more leases than its concurrency.
     pub queue: Arc<str>,
@@ -64,8 +67,9 @@ pub(crate) fn reason_of(cell: &AtomicU8) -> StopReason {
 pub(crate) enum Report {
     Done(Completion),
     HandBack(HandBack),
-    /// Nothing will hold a lease any more: forget the job without writing anything.
-    Forget(i64),
+    /// Nothing will hold a lease any more: forget attempt `.1` of job `.0` without writing
+    /// anything.
+    Forget(i64, i32),
     /// Flush everything received so far, then stop.
     Close,
 }
@@ -95,6 +99,32 @@ impl Shared {
         let h = held.get_mut(&id)?;
         h.started_at = Some(at);
         Some(h.metrics.clone())
+    }
+
+    /// Records a claimed job. A job still held from an earlier attempt (its lease was lost
+    /// and the job rescued and claimed again) is stopped and its permit returned at once, so
+    /// the new claim is never dropped when the old attempt ends.
+    pub fn hold(&self, id: i64, h: Held) {
+        let old = self.held.lock().expect("held lock").insert(id, h);
+        if let Some(old) = old {
+            tracing::warn!(
+                job = id,
+                attempt = old.attempt,
+                "claimed again while an earlier attempt was held; stopping that one"
+            );
+            old.stop(StopReason::LeaseLost);
+            if let Some(p) = self.permits.get(&*old.queue) {
+                p.add_permits(1);
+            }
+        }
+    }
+
+    /// Removes job `id` when it is held for `attempt` (None: any attempt, for hand-backs).
+    pub fn release(held: &mut HashMap<i64, Held>, id: i64, attempt: Option<i32>) -> Option<Held> {
+        match held.get(&id) {
+            Some(h) if attempt.is_none_or(|a| a == h.attempt) => held.remove(&id),
+            _ => None,
+        }
     }
 
     /// Ids of all held jobs.

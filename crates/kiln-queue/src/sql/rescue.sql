@@ -1,7 +1,9 @@
--- Return jobs whose lease expired (their worker died or hung): a `lost` attempt is
--- recorded, and the job is retried after $1 seconds, or failed when out of attempts.
+-- Return jobs whose lease expired (their worker died, hung or lost the database): a `lost`
+-- attempt is recorded, and the job is retried after $1 seconds, or failed when out of
+-- attempts. A job whose cancellation was requested is not retried: it ends `cancelled`, with a
+-- `cancelled` attempt.
 WITH expired AS (
-    SELECT id, locked_by, attempted_at
+    SELECT id, locked_by, attempted_at, cancel_requested_at IS NOT NULL AS cancel
     FROM kiln_jobs
     WHERE state = 'running' AND lease_expires_at < now()
     ORDER BY lease_expires_at
@@ -9,19 +11,26 @@ WITH expired AS (
     FOR UPDATE SKIP LOCKED
 ), upd AS (
     UPDATE kiln_jobs j
-    SET state = CASE WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'retryable' END::kiln_job_state,
-        finalized_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,
+    SET state = CASE
+            WHEN e.cancel THEN 'cancelled'
+            WHEN j.attempt >= j.max_attempts THEN 'failed'
+            ELSE 'retryable'
+        END::kiln_job_state,
+        finalized_at = CASE WHEN e.cancel OR j.attempt >= j.max_attempts THEN now() END,
         run_at = now() + make_interval(secs => $1::float8),
         locked_by = NULL,
         lease_expires_at = NULL,
-        last_error = 'lease expired: worker ' || e.locked_by || ' stopped heartbeating'
+        last_error = CASE WHEN e.cancel THEN 'cancelled by request; ' ELSE '' END
+            || 'lease expired: worker ' || e.locked_by || ' stopped heartbeating'
     FROM expired e
     WHERE j.id = e.id
     RETURNING j.id, j.attempt, j.state, j.queue, j.kind, j.pipeline_id, j.last_error, j.run_at
 ), attempts AS (
     INSERT INTO kiln_attempts (job_id, attempt, worker_id, started_at, finished_at, outcome, error)
-    SELECT u.id, u.attempt, e.locked_by, coalesce(e.attempted_at, now()), now(), 'lost',
-           'lease expired: worker ' || e.locked_by || ' stopped heartbeating'
+    SELECT u.id, u.attempt, e.locked_by, coalesce(e.attempted_at, now()), now(),
+           (CASE WHEN e.cancel THEN 'cancelled' ELSE 'lost' END)::kiln_attempt_outcome,
+           CASE WHEN e.cancel THEN 'cancelled by request; ' ELSE '' END
+               || 'lease expired: worker ' || e.locked_by || ' stopped heartbeating'
     FROM upd u JOIN expired e USING (id)
 ), ev AS (
     SELECT kiln_event_ids((SELECT count(*) FROM upd)) AS first_id
