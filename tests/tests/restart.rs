@@ -67,7 +67,7 @@ async fn workers_ride_out_a_postgres_restart_without_losing_jobs() {
         w.wait().unwrap();
     }
     pool.close().await;
-    cluster.stop().unwrap();
+    cluster.remove().unwrap();
 }
 
 #[test]
@@ -100,5 +100,5 @@ fn a_cluster_starts_once_a_killed_previous_server_has_gone() {
         "the first start was refused while the ghost lived: {log}"
     );
     assert!(cluster.is_running());
-    cluster.stop().unwrap();
+    cluster.remove().unwrap();
 }
