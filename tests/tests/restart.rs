@@ -70,7 +70,7 @@ async fn workers_ride_out_a_postgres_restart_without_losing_jobs() {
         w.wait().unwrap();
     }
     pool.close().await;
-    cluster.stop().unwrap();
+    cluster.remove().unwrap();
 }
 
 #[test]
@@ -103,7 +103,7 @@ fn a_cluster_starts_once_a_killed_previous_server_has_gone() {
         "the first start was refused while the ghost lived: {log}"
     );
     assert!(cluster.is_running());
-    cluster.stop().unwrap();
+    cluster.remove().unwrap();
 }
 
 /// Attempts of each job running right now, and the most seen at once.

@@ -142,8 +142,8 @@ fn main() -> Result<()> {
     let result = runtime.block_on(bench(&args, &url));
     drop(runtime);
     if let Some(c) = cluster {
-        if let Err(e) = c.stop() {
-            tracing::warn!(error = %e, "stopping the private Postgres failed");
+        if let Err(e) = c.remove() {
+            tracing::warn!(error = %e, "removing the private Postgres failed");
         }
     }
     result

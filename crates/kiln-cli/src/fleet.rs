@@ -35,7 +35,29 @@ pub struct FleetFile {
 /// The top-level keys the fleet file itself owns; every other table belongs to a kind module.
 const CORE_KEYS: [&str; 5] = ["worker", "images", "schedules", "warm_pool", "network"];
 
+/// The `workers.toml` shipped with Kiln, compiled in: the configuration of a `kiln` started
+/// where there is no `workers.toml` and no `--config`.
+pub const BUILT_IN: &str = include_str!("../../../workers.toml");
+
 impl FleetFile {
+    /// `config` when given (it must exist); else `./workers.toml` when there is one; else the
+    /// built-in defaults ([`BUILT_IN`]), saying so in the log.
+    pub fn load_or_default(config: Option<&Path>) -> anyhow::Result<Self> {
+        if let Some(path) = config {
+            return Self::load(path);
+        }
+        let here = Path::new("workers.toml");
+        if here.exists() {
+            return Self::load(here);
+        }
+        let cwd = std::env::current_dir().unwrap_or_default();
+        tracing::info!(
+            "no workers.toml in {}: running on the built-in defaults (the workers.toml shipped with Kiln; --config FILE chooses another)",
+            cwd.display()
+        );
+        Self::parse(BUILT_IN, "the built-in workers.toml")
+    }
+
     /// Reads and validates `path`; errors name the file and the field.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| {
@@ -44,8 +66,12 @@ impl FleetFile {
                 path.display()
             )
         })?;
-        let mut table: toml::Table =
-            toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates a fleet file's text; `name` (its path) starts every error.
+    pub fn parse(text: &str, name: &str) -> anyhow::Result<Self> {
+        let mut table: toml::Table = toml::from_str(text).with_context(|| format!("parse {name}"))?;
         let module_keys: Vec<String> = table
             .keys()
             .filter(|k| !CORE_KEYS.contains(&k.as_str()))
@@ -57,23 +83,29 @@ impl FleetFile {
             .collect();
         let mut file: FleetFile = toml::Value::Table(table)
             .try_into()
-            .with_context(|| format!("parse {}", path.display()))?;
+            .with_context(|| format!("parse {name}"))?;
         crate::kinds::registry()
             .check(&sections)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         file.sections = sections;
         file.worker
             .validate_settings()
-            .map_err(|e| anyhow::anyhow!("{}: [worker] {e}", path.display()))?;
+            .map_err(|e| anyhow::anyhow!("{name}: [worker] {e}"))?;
+        for (i, image) in file.images.iter().enumerate() {
+            anyhow::ensure!(
+                kiln_images::JOB_IMAGES.contains(&image.as_str()),
+                "{name}: images[{i}]: unknown image {image:?} (known: {})",
+                kiln_images::JOB_IMAGES.join(", ")
+            );
+        }
         let mut names = std::collections::HashSet::new();
         for (i, s) in file.schedules.iter().enumerate() {
             s.clone()
                 .validate()
-                .map_err(|e| anyhow::anyhow!("{}: schedules[{i}].{e}", path.display()))?;
+                .map_err(|e| anyhow::anyhow!("{name}: schedules[{i}].{e}"))?;
             anyhow::ensure!(
                 names.insert(s.name.as_str()),
-                "{}: schedules[{i}].name: {:?} is declared twice",
-                path.display(),
+                "{name}: schedules[{i}].name: {:?} is declared twice",
                 s.name
             );
         }
@@ -139,5 +171,33 @@ mod tests {
     fn unknown_fields_are_named() {
         let err = toml::from_str::<FleetFile>("[worker]\nleese = 3\n").unwrap_err();
         assert!(err.to_string().contains("leese"), "{err}");
+    }
+
+    #[test]
+    fn the_built_in_defaults_are_the_shipped_workers_toml() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workers.toml");
+        assert_eq!(BUILT_IN, std::fs::read_to_string(shipped).unwrap());
+        let file = FleetFile::parse(BUILT_IN, "built-in").unwrap();
+        assert!(!file.worker.queues.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_image_is_named_by_field() {
+        let text = "images = [\"python\", \"pyton\"]\n[worker]\n[[worker.queues]]\nname = \"q\"\n";
+        let err = FleetFile::parse(text, "w.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("w.toml: images[1]: unknown image \"pyton\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_explicit_config_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.toml");
+        let err = FleetFile::load_or_default(Some(&missing))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope.toml"), "{err}");
     }
 }

@@ -17,7 +17,8 @@ pub enum ImagesCommand {
 /// Where the image inputs are.
 #[derive(Debug, Args)]
 pub struct DirArgs {
-    /// The `images/` directory (default: ./images, else the source tree's).
+    /// The `images/` directory (default: ./images when it has a base/, else the inputs built
+    /// into this binary: no checkout needed).
     #[arg(long, env = "KILN_IMAGES_DIR")]
     pub images_dir: Option<PathBuf>,
 }

@@ -2,6 +2,7 @@
 
 mod client;
 mod commands;
+mod db;
 mod events;
 mod fleet;
 mod images;
@@ -10,11 +11,11 @@ mod scheduler;
 mod serve;
 mod submit;
 mod tokens;
+mod up;
 mod validation;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use std::path::PathBuf;
 
@@ -48,7 +49,8 @@ struct Cli {
 enum Command {
     /// Bring the database schema up to date.
     Migrate,
-    /// Pull and run jobs from the queues named in workers.toml until SIGTERM/SIGINT.
+    /// Pull and run jobs from the queues named in workers.toml (else the built-in defaults)
+    /// until SIGTERM/SIGINT.
     Worker(WorkerArgs),
     /// Everything on one machine: embedded Postgres, migrations, images, workers.
     Up(UpArgs),
@@ -94,9 +96,10 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct WorkerArgs {
-    /// The fleet configuration.
-    #[arg(long, default_value = "workers.toml")]
-    config: PathBuf,
+    /// The fleet configuration (default: ./workers.toml if there is one, else the built-in
+    /// defaults, which are the workers.toml shipped with Kiln).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Override the worker id.
     #[arg(long)]
     id: Option<String>,
@@ -109,6 +112,10 @@ struct UpArgs {
     /// Skip building missing images.
     #[arg(long)]
     no_images: bool,
+    /// Leave the embedded Postgres running when `kiln up` ends (by default the cluster it
+    /// started is stopped on exit, Ctrl-C, SIGTERM or an error).
+    #[arg(long)]
+    keep_postgres: bool,
     #[command(flatten)]
     api: serve::ApiArgs,
 }
@@ -119,6 +126,8 @@ enum PostgresCommand {
     Start,
     /// Stop the cluster.
     Stop,
+    /// Stop the cluster and delete it (its data, port and password files).
+    Remove,
 }
 
 #[tokio::main]
@@ -135,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
             match cmd {
                 PostgresCommand::Start => println!("DATABASE_URL={}", cluster.url()),
                 PostgresCommand::Stop => cluster.stop()?,
+                PostgresCommand::Remove => cluster.remove()?,
             }
         }
         Command::Submit { cmd } => {
@@ -146,77 +156,18 @@ async fn main() -> anyhow::Result<()> {
             println!("schema up to date");
         }
         Command::Scheduler(args) => {
+            fleet::FleetFile::load_or_default(args.config.as_deref())?;
             let pool = connect(&cli.database_url, &cli.data_dir).await?;
             kiln_queue::migrate(&pool).await.context("migrate")?;
             scheduler::run(pool, &args, shutdown_signal()).await?;
         }
         Command::Worker(args) => {
+            fleet::FleetFile::load_or_default(args.config.as_deref())?;
             let pool = connect(&cli.database_url, &cli.data_dir).await?;
+            db::require_schema(&pool).await?;
             run_worker(pool, None, &args, shutdown_signal()).await?;
         }
-        Command::Up(args) => {
-            let listener = serve::bind(&args.api).await?;
-            if !args.no_images {
-                let names = fleet::FleetFile::load(&args.worker.config)?.images;
-                tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-                    for name in names {
-                        let opts = kiln_images::BuildOptions {
-                            images_dir: kiln_images::default_images_dir(),
-                            only: Some(name),
-                            force: false,
-                        };
-                        kiln_images::build(&opts)?;
-                    }
-                    Ok(())
-                })
-                .await??;
-            }
-            let pool = connect(&cli.database_url, &cli.data_dir).await?;
-            kiln_queue::migrate(&pool).await.context("migrate")?;
-            let shutdown = tokio_util::sync::CancellationToken::new();
-            let signal = shutdown.clone();
-            tokio::spawn(async move {
-                shutdown_signal().await;
-                signal.cancel();
-            });
-            let sched = scheduler::SchedulerArgs {
-                config: args.worker.config.clone(),
-                id: None,
-            };
-            let mut api_args = args.api.clone();
-            api_args
-                .fleet_config
-                .get_or_insert_with(|| args.worker.config.clone());
-            // One LISTEN connection for the whole process: API, worker and settler share it.
-            let pg_listener = kiln_queue::Listener::start(pool.clone(), shutdown.clone());
-            let api = serve::run_api(
-                pool.clone(),
-                Some(pg_listener.clone()),
-                listener,
-                &api_args,
-                &cli.data_dir,
-                shutdown.clone(),
-            );
-            let worker = run_worker(
-                pool.clone(),
-                Some(pg_listener),
-                &args.worker,
-                shutdown.clone().cancelled_owned(),
-            );
-            let scheduler = scheduler::run(pool, &sched, shutdown.clone().cancelled_owned());
-            let (api, worker, scheduler) = tokio::join!(
-                async {
-                    let r = api.await;
-                    shutdown.cancel();
-                    r
-                },
-                worker,
-                scheduler
-            );
-            api?;
-            worker?;
-            scheduler?;
-        }
+        Command::Up(args) => up::run(args, &cli.database_url, &cli.data_dir).await?,
         Command::Api(args) => {
             let listener = serve::bind(&args).await?;
             let pool = connect(&cli.database_url, &cli.data_dir).await?;
@@ -265,33 +216,10 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connects to `DATABASE_URL`, or starts the embedded cluster under `data_dir`.
+/// Connects to `DATABASE_URL`, or starts (or attaches to) the embedded cluster under
+/// `data_dir`, which then keeps running.
 async fn connect(url: &Option<String>, data_dir: &std::path::Path) -> anyhow::Result<PgPool> {
-    let url = match url.as_deref().filter(|u| !u.is_empty()) {
-        Some(u) => u.to_owned(),
-        None => {
-            let dir = data_dir.join("postgres");
-            let cluster = tokio::task::spawn_blocking(move || kiln_pg::LocalCluster::start(&dir)).await??;
-            tracing::info!(url = %cluster.url(), "using the embedded Postgres");
-            cluster.url()
-        }
-    };
-    let options: sqlx::postgres::PgConnectOptions = url
-        .parse()
-        .with_context(|| format!("parse the database URL {}", redact(&url)))?;
-    PgPoolOptions::new()
-        .max_connections(20)
-        .acquire_timeout(std::time::Duration::from_secs(10))
-        .connect_with(kiln_queue::session_options(options))
-        .await
-        .with_context(|| format!("connect to {}", redact(&url)))
-}
-
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(a)) if a > s => format!("{}://…@{}", &url[..s], &url[a + 1..]),
-        _ => url.to_owned(),
-    }
+    Ok(db::connect_owned(url, data_dir).await?.0)
 }
 
 /// The API when `--api` is set (token from `--token`, else `<data-dir>/admin-token`), else
@@ -328,7 +256,7 @@ async fn run_worker(
     args: &WorkerArgs,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let mut fleet = fleet::FleetFile::load(&args.config)?;
+    let mut fleet = fleet::FleetFile::load_or_default(args.config.as_deref())?;
     if args.id.is_some() {
         fleet.worker.id = args.id.clone();
     }

@@ -9,9 +9,10 @@ use std::path::PathBuf;
 /// Flags of `kiln scheduler`.
 #[derive(Debug, clap::Args)]
 pub struct SchedulerArgs {
-    /// The fleet configuration (its `[[schedules]]` are created or updated at start).
-    #[arg(long, default_value = "workers.toml")]
-    pub config: PathBuf,
+    /// The fleet configuration (its `[[schedules]]` are created or updated at start; default:
+    /// ./workers.toml if there is one, else the built-in defaults).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Override the scheduler id (default host-pid).
     #[arg(long)]
     pub id: Option<String>,
@@ -23,8 +24,8 @@ pub async fn run(
     args: &SchedulerArgs,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let fleet = crate::fleet::FleetFile::load(&args.config)?;
-    declare(&pool, &fleet.schedules, &args.config).await?;
+    let fleet = crate::fleet::FleetFile::load_or_default(args.config.as_deref())?;
+    declare(&pool, &fleet.schedules).await?;
     let config = SchedulerConfig {
         id: args.id.clone(),
         ..SchedulerConfig::default()
@@ -36,13 +37,9 @@ pub async fn run(
 }
 
 /// Creates or updates every schedule the file declares; names one that is refused.
-async fn declare(
-    pool: &PgPool,
-    schedules: &[kiln_scheduler::ScheduleSpec],
-    path: &std::path::Path,
-) -> anyhow::Result<()> {
+async fn declare(pool: &PgPool, schedules: &[kiln_scheduler::ScheduleSpec]) -> anyhow::Result<()> {
     store::declare(pool, schedules)
         .await
-        .with_context(|| format!("declare the schedules of {}", path.display()))?;
+        .context("declare the schedules of the fleet configuration")?;
     Ok(())
 }

@@ -53,6 +53,10 @@ pub struct ValidateArgs {
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 1800)]
     pub wait_timeout: u64,
+    /// Leave the embedded Postgres running when this command ends (by default the cluster it
+    /// started is stopped on exit, Ctrl-C, SIGTERM or an error).
+    #[arg(long)]
+    pub keep_postgres: bool,
 }
 
 /// Runs `kiln submit …`.
@@ -101,8 +105,29 @@ pub async fn run(
         },
         (None, None) => bail!("give a DIR or --git SOURCE"),
     };
-    let pool = crate::connect(database_url, data_dir).await?;
-    kiln_queue::migrate(&pool).await.context("migrate")?;
+    let (pool, started) = crate::db::connect_owned(database_url, data_dir).await?;
+    let interrupted = CancellationToken::new();
+    let signal = interrupted.clone();
+    let watcher = tokio::spawn(async move {
+        crate::shutdown_signal().await;
+        signal.cancel();
+    });
+    let result = submit_and_wait(&pool, source, &args, languages, interrupted).await;
+    watcher.abort();
+    pool.close().await;
+    started.release(args.keep_postgres).await;
+    result
+}
+
+/// Submits the pipeline to the database and, with `--wait`, prints its verdict.
+async fn submit_and_wait(
+    pool: &PgPool,
+    source: Source,
+    args: &ValidateArgs,
+    languages: Vec<Language>,
+    interrupted: CancellationToken,
+) -> anyhow::Result<()> {
+    kiln_queue::migrate(pool).await.context("migrate")?;
     let opts = SubmitOptions {
         languages,
         timeout: Duration::from_secs(args.timeout),
@@ -111,7 +136,7 @@ pub async fn run(
         git_access: kiln_artifacts::GitAccess::Local,
         ..SubmitOptions::default()
     };
-    let submitted = kiln_pipeline::submit(&pool, source, &opts)
+    let submitted = kiln_pipeline::submit(pool, source, &opts)
         .await
         .map_err(|e| match &e {
             kiln_pipeline::PipelineError::Validate(kiln_validate::ValidateError::NoLanguage) => {
@@ -145,10 +170,11 @@ pub async fn run(
         return Ok(());
     }
     let view = wait_with_worker(
-        &pool,
+        pool,
         submitted.pipeline_id,
         &submitted.languages,
         Duration::from_secs(args.wait_timeout),
+        interrupted,
     )
     .await?;
     if args.json {
@@ -157,6 +183,53 @@ pub async fn run(
         print_human(&view);
     }
     Ok(())
+}
+
+/// Waits for the pipeline, riding out database outages (a restart of Postgres): a lost
+/// connection is retried every second until `limit`, other errors end the wait.
+async fn wait_through_outages(pool: &PgPool, id: i64, limit: Duration) -> anyhow::Result<PipelineView> {
+    let start = tokio::time::Instant::now();
+    let mut down_since: Option<tokio::time::Instant> = None;
+    loop {
+        let left = limit.saturating_sub(start.elapsed());
+        match kiln_pipeline::wait(pool, None, id, left).await {
+            Ok(view) => return Ok(view),
+            Err(e) if is_outage(&e) && !left.is_zero() => {
+                if down_since.is_none() {
+                    tracing::warn!(pipeline = id, error = %e, "lost the database; waiting for it to come back");
+                    down_since = Some(tokio::time::Instant::now());
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// True when `e` comes from losing the database (connection refused or closed, the server
+/// shutting down or starting), not from a query it refused.
+fn is_outage(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(sqlx) = c.downcast_ref::<sqlx::Error>() {
+            return match sqlx {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::WorkerCrashed => true,
+                // 57P01-57P03: admin shutdown, crash shutdown, cannot connect now;
+                // class 08: connection exceptions.
+                sqlx::Error::Database(db) => db
+                    .code()
+                    .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+                _ => false,
+            };
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// `kiln submit validate --api URL`: pack DIR here (or name the git source), POST it to
@@ -263,17 +336,25 @@ async fn unserved_queues(pool: &PgPool) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// Waits for the pipeline, running an in-process worker for the queues no live worker serves.
+/// Waits for the pipeline, running an in-process worker for the queues no live worker
+/// serves; on `interrupted` (Ctrl-C, SIGTERM) the worker hands its jobs back and it fails.
 async fn wait_with_worker(
     pool: &PgPool,
     id: i64,
     languages: &[Language],
     limit: Duration,
+    interrupted: CancellationToken,
 ) -> anyhow::Result<PipelineView> {
+    let until_done = |pool: PgPool| async move {
+        tokio::select! {
+            view = wait_through_outages(&pool, id, limit) => view,
+            _ = interrupted.cancelled() => bail!("interrupted: pipeline {id} is not finished (its jobs stay queued)"),
+        }
+    };
     let missing = unserved_queues(pool).await?;
     if missing.is_empty() {
         tracing::info!(pipeline = id, "live workers serve the validation queues; waiting");
-        return Ok(kiln_pipeline::wait(pool, None, id, limit).await?);
+        return until_done(pool.clone()).await;
     }
     tracing::info!(pipeline = id, queues = ?missing, "no live worker serves these queues: running one in this process");
     let mut needed: Vec<String> = vec!["python".into()];
@@ -311,11 +392,11 @@ async fn wait_with_worker(
         validation::build_worker(pool.clone(), config, &toml::Table::new(), fleet).await?;
     let s = stop.clone();
     let handle = tokio::spawn(async move { worker.run(s.cancelled_owned()).await });
-    let view = kiln_pipeline::wait(pool, Some(&listener), id, limit).await;
+    let view = until_done(pool.clone()).await;
     stop.cancel();
     handle.await.context("worker task")??;
     services.shutdown().await;
-    Ok(view?)
+    view
 }
 
 fn print_human(view: &PipelineView) {

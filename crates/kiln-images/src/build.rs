@@ -30,20 +30,29 @@ pub struct BuildReport {
     pub up_to_date: Vec<String>,
 }
 
-/// Builds every image (or `only` one) whose input-hash tag is not in the engine yet.
-pub fn build(opts: &BuildOptions) -> Result<BuildReport, ImagesError> {
-    let started = Instant::now();
+/// Checks, without building anything, that `opts` names a known image and that this host has
+/// every program the images still to build need ([`ImagesError::MissingTool`] otherwise).
+pub fn check(opts: &BuildOptions) -> Result<(), ImagesError> {
     let specs = plan(&opts.images_dir)?;
+    to_build(opts, &specs).map(|_| ())
+}
+
+/// The images `opts` asks for (and a missing base), each with whether it must be built; fails
+/// on an unknown name or a missing host program.
+fn to_build<'a>(
+    opts: &BuildOptions,
+    specs: &'a [ImageSpec],
+) -> Result<Vec<(&'a ImageSpec, bool)>, ImagesError> {
     if let Some(only) = &opts.only {
         if !specs.iter().any(|s| &s.name == only) {
             return Err(ImagesError::UnknownImage(only.clone()));
         }
     }
+    crate::require(crate::DOCKER)?;
     let tags: Vec<String> = specs.iter().map(ImageSpec::tag).collect();
     let existing = existing_tags(&tags)?;
-    let base = specs[0].clone();
-    let mut report = BuildReport::default();
-    for spec in &specs {
+    let mut todo = Vec::new();
+    for spec in specs {
         let wanted = match &opts.only {
             None => true,
             Some(only) => &spec.name == only,
@@ -52,7 +61,26 @@ pub fn build(opts: &BuildOptions) -> Result<BuildReport, ImagesError> {
         if !wanted && !needed_as_base {
             continue;
         }
-        if existing.contains(&spec.tag()) && !(opts.force && wanted) {
+        let build = !existing.contains(&spec.tag()) || (opts.force && wanted);
+        if build {
+            for tool in crate::tools_for(spec) {
+                crate::require(tool)?;
+            }
+        }
+        todo.push((spec, build));
+    }
+    Ok(todo)
+}
+
+/// Builds every image (or `only` one) whose input-hash tag is not in the engine yet.
+pub fn build(opts: &BuildOptions) -> Result<BuildReport, ImagesError> {
+    let started = Instant::now();
+    let specs = plan(&opts.images_dir)?;
+    let todo = to_build(opts, &specs)?;
+    let base = specs[0].clone();
+    let mut report = BuildReport::default();
+    for (spec, needs_build) in todo {
+        if !needs_build {
             tracing::info!(image = %spec.name, tag = %spec.tag(), "up to date");
             report.up_to_date.push(spec.tag());
             continue;

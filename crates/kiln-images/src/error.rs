@@ -16,6 +16,14 @@ pub enum ImagesError {
     /// `--only NAME` named no known image.
     #[error("unknown image {0:?} (known: base, python, node, go, rust)")]
     UnknownImage(String),
+    /// A host program a build needs is not installed.
+    #[error("`{program}` is not installed: install it with `sudo apt-get install {package}` (or run scripts/setup in a Kiln checkout)")]
+    MissingTool {
+        /// The program (or `pip`).
+        program: &'static str,
+        /// The Debian package providing it.
+        package: &'static str,
+    },
     /// An external step (debootstrap, pip, docker) failed.
     #[error("{step} failed: {detail}")]
     Step {

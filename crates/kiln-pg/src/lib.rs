@@ -1,10 +1,16 @@
 //! A private PostgreSQL cluster in a directory of Kiln's, run with the system's
 //! `initdb` and `pg_ctl`: the embedded default of `kiln up`, the scripts and the tests.
 //!
-//! The cluster listens on 127.0.0.1 only (no Unix socket), trusts local connections,
-//! and keeps Postgres's default durability (`fsync` and `synchronous_commit` on).
-//! When run as root, the server runs as the `postgres` user (Postgres refuses root).
+//! The cluster listens on 127.0.0.1 only (no Unix socket) and trusts nobody: its superuser
+//! has a generated password (SCRAM), kept 0600 in Kiln's directory and carried by the URLs.
+//! It keeps Postgres's default durability (`fsync` and `synchronous_commit` on). When run as
+//! root, the server runs as the `postgres` user (Postgres refuses root), with its data under
+//! that user's home (see `layout`): Kiln changes no permission above a data directory.
 
+mod auth;
+mod layout;
+
+use layout::{Layout, PgUser};
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -16,7 +22,7 @@ use std::time::{Duration, Instant};
 pub enum PgError {
     /// A Postgres program was not found on PATH.
     #[error(
-        "`{0}` not found on PATH: install the PostgreSQL server binaries (e.g. apt-get install postgresql)"
+        "`{0}` is not installed: install the PostgreSQL server binaries with `sudo apt-get install postgresql` (or run scripts/setup in a Kiln checkout)"
     )]
     MissingBinary(&'static str),
     /// A command failed.
@@ -40,18 +46,24 @@ pub enum PgError {
         #[source]
         source: std::io::Error,
     },
+    /// Running as root needs the `postgres` system user to run the server as.
+    #[error("running the embedded Postgres as root needs a `postgres` system user: install the PostgreSQL server binaries (apt-get install postgresql), or run Kiln as a normal user")]
+    NoPostgresUser,
     /// The server did not accept connections in time.
     #[error("postgres in {0} did not become ready within 60 s")]
     NotReady(PathBuf),
 }
 
-type Result<T> = std::result::Result<T, PgError>;
+pub(crate) type Result<T> = std::result::Result<T, PgError>;
 
 /// A running local cluster.
 #[derive(Debug, Clone)]
 pub struct LocalCluster {
-    data_dir: PathBuf,
+    dir: PathBuf,
+    layout: Layout,
     port: u16,
+    password: String,
+    started: bool,
 }
 
 /// How long a start waits for a killed previous server of the same data directory to go.
@@ -89,40 +101,51 @@ impl LocalCluster {
     }
 
     fn start_locked(dir: &Path) -> Result<Self> {
-        let data_dir = dir.join("pgdata");
+        let layout = Layout::resolve(dir)?;
         let port_file = dir.join("port");
-        if !data_dir.join("PG_VERSION").exists() {
-            init(&data_dir)?;
+        let password_file = dir.join("password");
+        let mut password = auth::read(&password_file)?;
+        if !layout.data_dir.join("PG_VERSION").exists() {
+            password = Some(init(dir, &layout)?);
+            auth::write(&password_file, password.as_deref().unwrap_or_default())?;
         }
         let previous = fs::read_to_string(&port_file)
             .ok()
             .and_then(|p| p.trim().parse::<u16>().ok());
-        if let Some(port) = previous {
-            let cluster = Self {
-                data_dir: data_dir.clone(),
-                port,
-            };
-            if cluster.is_running() {
-                return Ok(cluster);
-            }
-        }
-        // A restarted cluster keeps its port when it can, so existing URLs (and pools) reconnect.
-        let port = match previous.filter(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
-            Some(port) => port,
-            None => free_port().map_err(io("find a free port for", dir))?,
+        let mut cluster = Self {
+            dir: dir.to_owned(),
+            layout,
+            port: previous.unwrap_or(0),
+            password: password.clone().unwrap_or_default(),
+            started: false,
         };
-        fs::write(&port_file, port.to_string()).map_err(io("write", &port_file))?;
-        let cluster = Self { data_dir, port };
-        let log = dir.join("postgres.log");
-        if as_root() {
-            chown_postgres(dir)?;
+        if previous.is_none() || !cluster.is_running() {
+            // A restarted cluster keeps its port when it can, so existing URLs (and pools)
+            // reconnect.
+            cluster.port = match previous.filter(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
+                Some(port) => port,
+                None => free_port().map_err(io("find a free port for", dir))?,
+            };
+            fs::write(&port_file, cluster.port.to_string()).map_err(io("write", &port_file))?;
+            cluster.run_server()?;
+            cluster.started = true;
         }
+        if password.is_none() || !auth::hba_is_scram(&cluster.layout.data_dir) {
+            cluster.require_password()?;
+        }
+        cluster.ensure_database(DEFAULT_DATABASE)?;
+        Ok(cluster)
+    }
+
+    /// Starts the server of this data directory and waits until it takes connections.
+    fn run_server(&self) -> Result<()> {
+        let (dir, port, log) = (&self.dir, self.port, &self.layout.log);
         tracing::info!(dir = %dir.display(), port, "starting local postgres");
         let started = Instant::now();
         let options = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=300 -c shared_buffers=256MB"
         );
-        let data = cluster.data_dir.to_string_lossy();
+        let data = self.layout.data_dir.to_string_lossy();
         let args = [
             "start",
             "-w",
@@ -140,7 +163,7 @@ impl LocalCluster {
         // wait for it to go, up to `GONE_WITHIN`, instead of failing the start.
         let deadline = Instant::now() + GONE_WITHIN;
         while let Err(e) = run_pg("pg_ctl", &args) {
-            let tail = log_tail(&log);
+            let tail = log_tail(log);
             let previous_alive = tail.contains("lock file \"postmaster.pid\" already exists")
                 || tail.contains("pre-existing shared memory block");
             if !previous_alive || Instant::now() >= deadline {
@@ -149,14 +172,27 @@ impl LocalCluster {
             tracing::warn!(dir = %dir.display(), "a previous postgres of this data directory is still exiting; starting again shortly");
             std::thread::sleep(Duration::from_millis(500));
         }
-        cluster.wait_ready()?;
-        cluster.ensure_database(DEFAULT_DATABASE)?;
+        self.wait_ready()?;
         tracing::info!(
             port,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "local postgres ready"
         );
-        Ok(cluster)
+        Ok(())
+    }
+
+    /// Moves a cluster made by an earlier Kiln (which trusted local connections) to a
+    /// generated password: sets it, replaces `pg_hba.conf`, reloads, then records it.
+    fn require_password(&mut self) -> Result<()> {
+        tracing::info!(dir = %self.dir.display(), "this cluster trusted local connections: giving its superuser a generated password (SCRAM)");
+        if self.password.is_empty() {
+            self.password = auth::generate()?;
+        }
+        let set = format!("ALTER ROLE postgres PASSWORD '{}'", self.password);
+        self.psql("postgres", &set)?;
+        auth::write_hba(&self.layout.data_dir)?;
+        self.psql("postgres", "SELECT pg_reload_conf()")?;
+        auth::write(&self.dir.join("password"), &self.password)
     }
 
     /// The cluster's TCP port.
@@ -164,9 +200,22 @@ impl LocalCluster {
         self.port
     }
 
-    /// A connection URL for `database` as the superuser.
+    /// A connection URL for `database` as the superuser (it carries the password).
     pub fn url_for(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/{database}",
+            self.password, self.port
+        )
+    }
+
+    /// True when this [`LocalCluster::start`] started the server (false: it was running).
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    /// The Postgres data directory (under Kiln's directory, or linked from it as root).
+    pub fn data_dir(&self) -> &Path {
+        &self.layout.data_dir
     }
 
     /// The connection URL of the default `kiln` database.
@@ -176,7 +225,11 @@ impl LocalCluster {
 
     /// True when the server of this data directory is up.
     pub fn is_running(&self) -> bool {
-        run_pg("pg_ctl", &["status", "-D", &self.data_dir.to_string_lossy()]).is_ok()
+        run_pg(
+            "pg_ctl",
+            &["status", "-D", &self.layout.data_dir.to_string_lossy()],
+        )
+        .is_ok()
             && std::net::TcpStream::connect_timeout(
                 &([127, 0, 0, 1], self.port).into(),
                 Duration::from_millis(500),
@@ -189,41 +242,42 @@ impl LocalCluster {
         tracing::info!(port = self.port, "stopping local postgres");
         run_pg(
             "pg_ctl",
-            &["stop", "-w", "-m", "fast", "-D", &self.data_dir.to_string_lossy()],
+            &[
+                "stop",
+                "-w",
+                "-m",
+                "fast",
+                "-D",
+                &self.layout.data_dir.to_string_lossy(),
+            ],
         )
         .map(|_| ())
     }
 
-    fn wait_ready(&self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if run_pg(
-                "psql",
-                &[
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &self.port.to_string(),
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "postgres",
-                    "-Atqc",
-                    "SELECT 1",
-                ],
-            )
-            .is_ok()
-            {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(100));
+    /// Stops the server if it runs and deletes the cluster: its data, and Kiln's files for it
+    /// (port, password, links). Kiln's directory itself stays.
+    pub fn remove(&self) -> Result<()> {
+        if self.is_running() {
+            self.stop()?;
         }
-        Err(PgError::NotReady(self.data_dir.clone()))
+        let gone = match &self.layout.own_root {
+            Some(root) => root.clone(),
+            None => self.layout.data_dir.clone(),
+        };
+        fs::remove_dir_all(&gone).map_err(io("remove", &gone))?;
+        for name in ["pgdata", "postgres.log", "port", "password"] {
+            let path = self.dir.join(name);
+            if fs::symlink_metadata(&path).is_ok() {
+                fs::remove_file(&path).map_err(io("remove", &path))?;
+            }
+        }
+        Ok(())
     }
 
-    fn ensure_database(&self, name: &str) -> Result<()> {
+    /// Runs one SQL command with `psql` as the superuser.
+    fn psql(&self, database: &str, sql: &str) -> Result<String> {
         let port = self.port.to_string();
-        let base = [
+        let args = [
             "-h",
             "127.0.0.1",
             "-p",
@@ -231,50 +285,79 @@ impl LocalCluster {
             "-U",
             "postgres",
             "-d",
-            "postgres",
+            database,
             "-Atqc",
+            sql,
         ];
-        let exists = run_pg(
-            "psql",
-            &[
-                &base[..],
-                &[&format!("SELECT 1 FROM pg_database WHERE datname = '{name}'")],
-            ]
-            .concat(),
+        let bin = which("psql")?;
+        run(Command::new(bin)
+            .args(args)
+            .env("PGPASSWORD", &self.password)
+            .env("PGCONNECT_TIMEOUT", "5")
+            .current_dir("/"))
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if self.psql("postgres", "SELECT 1").is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(PgError::NotReady(self.layout.data_dir.clone()))
+    }
+
+    fn ensure_database(&self, name: &str) -> Result<()> {
+        let exists = self.psql(
+            "postgres",
+            &format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"),
         )?;
         if exists.trim() != "1" {
-            run_pg(
-                "psql",
-                &[&base[..], &[&format!("CREATE DATABASE \"{name}\"")]].concat(),
-            )?;
+            self.psql("postgres", &format!("CREATE DATABASE \"{name}\""))?;
         }
         Ok(())
     }
 }
 
-fn init(data_dir: &Path) -> Result<()> {
+/// Creates the cluster with a generated superuser password; returns the password.
+fn init(dir: &Path, layout: &Layout) -> Result<String> {
+    let data_dir = &layout.data_dir;
     tracing::info!(dir = %data_dir.display(), "initialising a new postgres cluster");
-    let parent = data_dir.parent().unwrap_or(data_dir);
-    if as_root() {
-        chown_postgres(parent)?;
+    let password = auth::generate()?;
+    // initdb reads the password from a file it can open: Kiln's directory when it runs as us,
+    // else the data root the `postgres` user owns (removed right after either way).
+    let pwfile = match &layout.own_root {
+        Some(root) if as_root() => root.join(".kiln-initdb-pw"),
+        _ => dir.join(".kiln-initdb-pw"),
+    };
+    auth::write(&pwfile, &password)?;
+    if as_root() && layout.own_root.is_some() {
+        let user = PgUser::lookup()?;
+        std::os::unix::fs::chown(&pwfile, Some(user.uid), Some(user.gid)).map_err(io("chown", &pwfile))?;
     }
-    run_pg(
+    let result = run_pg(
         "initdb",
         &[
             "-D",
             &data_dir.to_string_lossy(),
             "-U",
             "postgres",
-            "--auth=trust",
+            "--auth=scram-sha-256",
+            &format!("--pwfile={}", pwfile.display()),
             "-E",
             "UTF8",
             "--locale=C",
         ],
-    )?;
-    Ok(())
+    );
+    let _ = fs::remove_file(&pwfile);
+    result?;
+    auth::write_hba(data_dir)?;
+    Ok(password)
 }
 
-fn as_root() -> bool {
+/// True when the effective uid is root.
+pub(crate) fn as_root() -> bool {
     // SAFETY-free check: the effective uid is what Postgres looks at.
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -286,22 +369,16 @@ fn as_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Gives `dir` to the `postgres` user, and lets it traverse every ancestor (adds o+x where
-/// missing, e.g. on a `mktemp -d` directory), since the server runs as that user.
-fn chown_postgres(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    for ancestor in dir.ancestors().skip(1) {
-        let Ok(meta) = fs::metadata(ancestor) else {
-            continue;
-        };
-        let mode = meta.permissions().mode();
-        if mode & 0o001 == 0 {
-            tracing::info!(dir = %ancestor.display(), "letting the postgres user traverse this directory (o+x)");
-            fs::set_permissions(ancestor, fs::Permissions::from_mode(mode | 0o001))
-                .map_err(io("chmod o+x", ancestor))?;
-        }
+/// Checks, without starting anything, that this host can run an embedded cluster: the
+/// PostgreSQL programs are installed, and as root the `postgres` user exists.
+pub fn check_host() -> Result<()> {
+    for program in ["initdb", "pg_ctl", "psql"] {
+        which(program)?;
     }
-    run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir)).map(|_| ())
+    if as_root() {
+        PgUser::lookup()?;
+    }
+    Ok(())
 }
 
 fn which(program: &'static str) -> Result<PathBuf> {
@@ -330,7 +407,7 @@ fn run_pg(program: &'static str, args: &[&str]) -> Result<String> {
     run(&mut cmd)
 }
 
-fn run(cmd: &mut Command) -> Result<String> {
+pub(crate) fn run(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().map_err(|e| PgError::Io {
         action: "run",
         path: PathBuf::from(cmd.get_program()),
@@ -355,7 +432,7 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }
 
-fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> PgError + 'a {
+pub(crate) fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> PgError + 'a {
     move |source| PgError::Io {
         action,
         path: path.to_owned(),
