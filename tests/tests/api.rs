@@ -730,7 +730,7 @@ async fn logs_keep_nul_and_invalid_utf8_and_say_what_went_past_the_cap() {
     let db = TestDb::new().await;
     let api = ApiServer::start(&db.pool).await;
     let (_, j) = api
-        .post_admin("/v1/jobs", json!({"kind": "test", "queue": "raw"}))
+        .post_admin("/v1/jobs", json!({"kind": "test", "queue": "raw", "payload": kiln_tests::payload_for("test")}))
         .await;
     let id = j["id"].as_i64().unwrap();
     let raw: &[u8] = b"nul\0here \xff\xfe end\n";
@@ -1173,6 +1173,8 @@ async fn health_metrics_and_openapi_document() {
         ("/v1/pipelines/validate", &["post"]),
         ("/v1/pipelines/{id}", &["get"]),
         ("/v1/pipelines/{id}/wait", &["get"]),
+        ("/v1/events", &["get"]),
+        ("/v1/events/stream", &["get"]),
         ("/healthz", &["get"]),
         ("/readyz", &["get"]),
         ("/metrics", &["get"]),

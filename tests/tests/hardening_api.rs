@@ -70,7 +70,7 @@ async fn a_client_cannot_attach_a_job_to_a_pipeline() {
     let (s, b) = api
         .call(
             api.req(Method::POST, "/v1/jobs/batch", Some(&api.writer))
-                .json(&json!({"jobs": [{"kind": "lint"}, forged]})),
+                .json(&json!({"jobs": [{"kind": "lint", "payload": kiln_tests::payload_for("lint")}, forged]})),
         )
         .await;
     assert_error(s, &b, 422, "jobs[1].pipeline_id");
@@ -158,7 +158,7 @@ async fn retrying_a_pipeline_job_needs_the_token_that_submitted_it() {
     let (_, own) = api
         .call(
             api.req(Method::POST, "/v1/jobs", Some(&api.writer))
-                .json(&json!({"kind": "lint"})),
+                .json(&json!({"kind": "lint", "payload": kiln_tests::payload_for("lint")})),
         )
         .await;
     let id = own["id"].as_i64().unwrap();
@@ -176,26 +176,26 @@ async fn reserved_key_prefixes_are_refused_by_field() {
     let api = ApiServer::start(&db.pool).await;
     let cases = [
         (
-            json!({"kind": "test", "unique_key": "hook:gh:d1"}),
+            json!({"kind": "test", "payload": kiln_tests::payload_for("test"), "unique_key": "hook:gh:d1"}),
             None,
             "unique_key",
         ),
         (
-            json!({"kind": "test", "unique_key": "schedule:nightly:2026"}),
+            json!({"kind": "test", "payload": kiln_tests::payload_for("test"), "unique_key": "schedule:nightly:2026"}),
             None,
             "unique_key",
         ),
         (
-            json!({"kind": "test", "idempotency_key": "hook:gh:d1"}),
+            json!({"kind": "test", "payload": kiln_tests::payload_for("test"), "idempotency_key": "hook:gh:d1"}),
             None,
             "idempotency_key",
         ),
         (
-            json!({"kind": "test"}),
+            json!({"kind": "test", "payload": kiln_tests::payload_for("test")}),
             Some("schedule:nightly:2026-01-01T00:00:00+00:00"),
             "Idempotency-Key",
         ),
-        (json!({"kind": "test"}), Some("hook:gh:d1"), "Idempotency-Key"),
+        (json!({"kind": "test", "payload": kiln_tests::payload_for("test")}), Some("hook:gh:d1"), "Idempotency-Key"),
     ];
     for (body, header, field) in cases {
         let mut r = api.req(Method::POST, "/v1/jobs", Some(&api.writer)).json(&body);
@@ -208,21 +208,21 @@ async fn reserved_key_prefixes_are_refused_by_field() {
     let (s, b) = api
         .call(
             api.req(Method::POST, "/v1/jobs/batch", Some(&api.writer))
-                .json(&json!({"jobs": [{"kind": "lint"}, {"kind": "lint", "unique_key": "schedule:x"}]})),
+                .json(&json!({"jobs": [{"kind": "lint", "payload": kiln_tests::payload_for("lint")}, {"kind": "lint", "payload": kiln_tests::payload_for("lint"), "unique_key": "schedule:x"}]})),
         )
         .await;
     assert_error(s, &b, 422, "jobs[1].unique_key");
     let (s, b) = api
         .post_admin(
             "/v1/hooks",
-            json!({"name": "h", "secret": "0123456789abcdef", "job": {"kind": "test", "unique_key": "schedule:x"}}),
+            json!({"name": "h", "secret": "0123456789abcdef", "job": {"kind": "test", "payload": kiln_tests::payload_for("test"), "unique_key": "schedule:x"}}),
         )
         .await;
     assert_error(s, &b, 422, "job.unique_key");
     let (s, b) = api
         .post_admin(
             "/v1/schedules",
-            json!({"name": "s", "cron": "0 * * * * *", "job": {"kind": "test", "unique_key": "hook:x:y"}}),
+            json!({"name": "s", "cron": "0 * * * * *", "job": {"kind": "test", "payload": kiln_tests::payload_for("test"), "unique_key": "hook:x:y"}}),
         )
         .await;
     assert_error(s, &b, 422, "job.unique_key");
@@ -232,7 +232,7 @@ async fn reserved_key_prefixes_are_refused_by_field() {
         .call(
             api.req(Method::POST, "/v1/jobs", Some(&api.writer))
                 .header("Idempotency-Key", "my-hook:1")
-                .json(&json!({"kind": "test", "unique_key": "webhook:1"})),
+                .json(&json!({"kind": "test", "payload": kiln_tests::payload_for("test"), "unique_key": "webhook:1"})),
         )
         .await;
     assert_eq!(s, 201, "{b}");
@@ -249,19 +249,19 @@ async fn an_idempotency_key_reused_for_another_request_is_a_conflict() {
                 .json(&body),
         )
     };
-    let (s, first) = post("k-1", json!({"kind": "test", "payload": {"n": 1}})).await;
+    let (s, first) = post("k-1", json!({"kind": "test", "payload": {"workspace": kiln_tests::WORKSPACE, "languages": ["python"]}})).await;
     assert_eq!(s, 201, "{first}");
-    let (s, again) = post("k-1", json!({"kind": "test", "payload": {"n": 1}})).await;
+    let (s, again) = post("k-1", json!({"kind": "test", "payload": {"workspace": kiln_tests::WORKSPACE, "languages": ["python"]}})).await;
     assert_eq!(
         (s, &again["id"]),
         (200, &first["id"]),
         "the same request: the same job"
     );
     for other in [
-        json!({"kind": "test", "payload": {"n": 2}}),
-        json!({"kind": "lint", "payload": {"n": 1}}),
-        json!({"kind": "test", "payload": {"n": 1}, "priority": 5}),
-        json!({"kind": "test", "payload": {"n": 1}, "queue": "elsewhere"}),
+        json!({"kind": "test", "payload": {"workspace": kiln_tests::WORKSPACE, "languages": ["go"]}}),
+        json!({"kind": "lint", "payload": {"workspace": kiln_tests::WORKSPACE, "languages": ["python"]}}),
+        json!({"kind": "test", "payload": {"workspace": kiln_tests::WORKSPACE, "languages": ["python"]}, "priority": 5}),
+        json!({"kind": "test", "payload": {"workspace": kiln_tests::WORKSPACE, "languages": ["python"]}, "queue": "elsewhere"}),
     ] {
         let (s, b) = post("k-1", other.clone()).await;
         assert_error(s, &b, 409, "Idempotency-Key");
@@ -270,14 +270,14 @@ async fn an_idempotency_key_reused_for_another_request_is_a_conflict() {
     let (s, _) = api
         .call(
             api.req(Method::POST, "/v1/jobs", Some(&api.writer))
-                .json(&json!({"kind": "test", "idempotency_key": "body-k", "payload": {"a": 1}})),
+                .json(&json!({"kind": "test", "idempotency_key": "body-k", "payload": {"workspace": kiln_tests::WORKSPACE, "languages": ["python"]}})),
         )
         .await;
     assert_eq!(s, 201);
     let (s, b) = api
         .call(
             api.req(Method::POST, "/v1/jobs", Some(&api.writer))
-                .json(&json!({"kind": "test", "idempotency_key": "body-k", "payload": {"a": 2}})),
+                .json(&json!({"kind": "test", "idempotency_key": "body-k", "payload": {"workspace": kiln_tests::WORKSPACE, "languages": ["go"]}})),
         )
         .await;
     assert_error(s, &b, 409, "idempotency_key");
@@ -285,7 +285,7 @@ async fn an_idempotency_key_reused_for_another_request_is_a_conflict() {
         api.call(
             api.req(Method::POST, "/v1/jobs/batch", Some(&api.writer))
                 .header("Idempotency-Key", "b-1")
-                .json(&json!({"jobs": [{"kind": "lint"}, {"kind": "lint", "payload": {"n": n}}]})),
+                .json(&json!({"jobs": [{"kind": "lint", "payload": kiln_tests::payload_for("lint")}, {"kind": "lint", "payload": {"workspace": kiln_tests::WORKSPACE, "languages": [if n == 1 { "python" } else { "go" }]}}]})),
         )
     };
     let (s, b) = batch(1).await;
@@ -305,7 +305,7 @@ async fn unknown_hooks_and_bad_signatures_get_the_same_answer() {
     let (s, _) = api
         .post_admin(
             "/v1/hooks",
-            json!({"name": "ci", "secret": secret, "job": {"kind": "test"}}),
+            json!({"name": "ci", "secret": secret, "job": {"kind": "test", "payload": kiln_tests::payload_for("test")}}),
         )
         .await;
     assert_eq!(s, 201);
@@ -365,7 +365,7 @@ async fn signed_deliveries_older_than_five_minutes_are_refused() {
     let (s, b) = api
         .post_admin(
             "/v1/hooks",
-            json!({"name": "sw", "secret": secret, "job": {"kind": "test", "payload": {"c": "{{commit}}"}}}),
+            json!({"name": "sw", "secret": secret, "job": {"kind": "generation", "payload": {"prompt": "review {{commit}}"}}}),
         )
         .await;
     assert_eq!(s, 201, "{b}");
@@ -408,7 +408,7 @@ async fn metric_labels_come_from_fixed_sets() {
         let (s, b) = api
             .call(
                 api.req(Method::POST, "/v1/jobs", Some(&api.writer))
-                    .json(&json!({"kind": "test", "queue": format!("made-up-{i}")})),
+                    .json(&json!({"kind": "test", "payload": kiln_tests::payload_for("test"), "queue": format!("made-up-{i}")})),
             )
             .await;
         assert_eq!(s, 201, "{b}");
@@ -432,14 +432,14 @@ async fn metric_labels_come_from_fixed_sets() {
     let (s, b) = api
         .call(
             api.req(Method::POST, "/v1/jobs", Some(&api.writer))
-                .json(&json!({"kind": "test", "queue": "made-up-late"})),
+                .json(&json!({"kind": "test", "payload": kiln_tests::payload_for("test"), "queue": "made-up-late"})),
         )
         .await;
     assert_eq!(s, 201, "{b}");
     let (s, b) = api
         .call(
             api.req(Method::POST, "/v1/jobs", Some(&api.writer))
-                .json(&json!({"kind": "test", "queue": "configured-q"})),
+                .json(&json!({"kind": "test", "payload": kiln_tests::payload_for("test"), "queue": "configured-q"})),
         )
         .await;
     assert_eq!(s, 201, "{b}");
@@ -488,7 +488,7 @@ async fn answers_are_bounded_lists_by_payload_bytes_and_big_diffs_by_their_endpo
         let (s, b) = api
             .call(
                 api.req(Method::POST, "/v1/jobs", Some(&api.writer))
-                    .json(&json!({"kind": "test", "queue": "big", "payload": {"i": i, "blob": blob}})),
+                    .json(&json!({"kind": "generation", "queue": "big", "payload": {"prompt": format!("{i} {blob}")}})),
             )
             .await;
         assert_eq!(s, 201, "{b}");
@@ -613,7 +613,7 @@ async fn old_pipelines_artifacts_and_deliveries_are_pruned() {
     // Webhook deliveries by age.
     api.post_admin(
         "/v1/hooks",
-        json!({"name": "h", "secret": "0123456789abcdef", "job": {"kind": "test"}}),
+        json!({"name": "h", "secret": "0123456789abcdef", "job": {"kind": "test", "payload": kiln_tests::payload_for("test")}}),
     )
     .await;
     sqlx::query(

@@ -67,7 +67,7 @@ async fn printing_forever_is_capped_and_timed_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sleeping_forever_ends_within_timeout_plus_two_seconds() {
+async fn sleeping_forever_ends_within_timeout_plus_five_seconds() {
     let sb = sandbox("sleep").await;
     let mut spec = job(&sb, "sleep 100000");
     spec.timeout = Duration::from_secs(3);
@@ -75,7 +75,9 @@ async fn sleeping_forever_ends_within_timeout_plus_two_seconds() {
     let r = sb.run(&spec, None).await.unwrap();
     let took = t.elapsed();
     assert_eq!(r.outcome, Outcome::TimedOut);
-    assert!(took <= spec.timeout + Duration::from_secs(2), "took {took:?}");
+    // The container is frozen at the deadline (so /work can still be read back from its
+    // tmpfs) and removed afterwards: allow for the read-back on a loaded machine.
+    assert!(took <= spec.timeout + Duration::from_secs(5), "took {took:?}");
 
     // Closing stdout and stderr does not end the job early.
     let mut spec = job(&sb, "exec >/dev/null 2>&1; sleep 100000");
@@ -85,7 +87,9 @@ async fn sleeping_forever_ends_within_timeout_plus_two_seconds() {
     let took = t.elapsed();
     assert_eq!(r.outcome, Outcome::TimedOut);
     assert!(took >= spec.timeout, "took {took:?}");
-    assert!(took <= spec.timeout + Duration::from_secs(2), "took {took:?}");
+    // The container is frozen at the deadline (so /work can still be read back from its
+    // tmpfs) and removed afterwards: allow for the read-back on a loaded machine.
+    assert!(took <= spec.timeout + Duration::from_secs(5), "took {took:?}");
     finish(sb).await;
 }
 
@@ -288,6 +292,9 @@ async fn three_hundred_thousand_empty_files_are_read_back_within_the_caps() {
                   print('made', sum(len(os.listdir(f'd{d}')) for d in range(300)))\n";
     let mut spec = job(&sb, "python3 make.py && rm make.py");
     spec.timeout = Duration::from_secs(120);
+    // Room for them under the workspace quota (its own test, tests/quota.rs, shows the
+    // default file cap refusing them): this one is about reading such a tree back.
+    spec.limits.disk_files = 400_000;
     let mut ws = Workspace::new();
     ws.add_file("make.py", script).unwrap();
     spec.workspace = ws;
