@@ -12,7 +12,7 @@ use kiln_queue::coalesce;
 pub mod error;
 pub mod extract;
 pub mod first_analyze;
-pub mod hooks;
+pub use kiln_hooks as hooks;
 pub mod idempotency;
 pub mod routes;
 pub use kiln_auth::tokens;

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod events;
 pub mod jobs;
+pub mod json;
 pub mod logs;
 pub mod pipelines;
 pub mod queues;
