@@ -100,11 +100,11 @@ pub async fn enqueue(backend: &Backend, args: EnqueueArgs) -> anyhow::Result<()>
         let out: Vec<kiln_wire::jobs::EnqueuedJob> = match backend {
             Backend::Api(c) => c.enqueue_batch(&items).await?.jobs,
             Backend::Db(pool) => {
-                let mut jobs = Vec::with_capacity(items.len());
+                let mut specs: Vec<JobSpec> = Vec::with_capacity(items.len());
                 for (i, item) in items.into_iter().enumerate() {
-                    let spec: JobSpec = serde_json::from_value(item).with_context(|| format!("job [{i}]"))?;
-                    jobs.push(kiln_kinds::new_job(spec).map_err(|e| anyhow::anyhow!("{}", e.in_batch(i)))?);
+                    specs.push(serde_json::from_value(item).with_context(|| format!("job [{i}]"))?);
                 }
+                let jobs = kiln_kinds::new_jobs(specs).map_err(|e| anyhow::anyhow!("{e}"))?;
                 kiln_queue::enqueue_many(pool, &jobs)
                     .await?
                     .into_iter()

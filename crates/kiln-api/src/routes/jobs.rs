@@ -194,11 +194,9 @@ async fn create_batch(
             format!("{} jobs; a batch holds 1 to {max}", req.jobs.len()),
         )));
     }
-    let mut jobs = Vec::with_capacity(req.jobs.len());
-    for (i, spec) in req.jobs.into_iter().enumerate() {
-        let mut job = kiln_kinds::new_job(spec).map_err(|e| ApiError::invalid(e.in_batch(i)))?;
-        apply_key(&mut job, key.as_deref(), Some(i))?;
-        jobs.push(job);
+    let mut jobs = kiln_kinds::new_jobs(req.jobs).map_err(ApiError::invalid)?;
+    for (i, job) in jobs.iter_mut().enumerate() {
+        apply_key(job, key.as_deref(), Some(i))?;
     }
     let out = kiln_queue::enqueue_many(&state.enqueue_pool, &jobs).await;
     state.notifier.wake(&jobs);

@@ -36,14 +36,7 @@ async fn list_queues(_auth: Auth<JobsRead>, State(state): State<AppState>) -> Ap
 }
 
 fn check_name(name: &str) -> ApiResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && !name.as_bytes()[0].is_ascii_uppercase()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
+    if kiln_queue::spec::valid_queue_name(name) {
         Ok(())
     } else {
         Err(ApiError::bad_request(
