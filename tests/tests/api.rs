@@ -730,7 +730,10 @@ async fn logs_keep_nul_and_invalid_utf8_and_say_what_went_past_the_cap() {
     let db = TestDb::new().await;
     let api = ApiServer::start(&db.pool).await;
     let (_, j) = api
-        .post_admin("/v1/jobs", json!({"kind": "test", "queue": "raw", "payload": kiln_tests::payload_for("test")}))
+        .post_admin(
+            "/v1/jobs",
+            json!({"kind": "test", "queue": "raw", "payload": kiln_tests::payload_for("test")}),
+        )
         .await;
     let id = j["id"].as_i64().unwrap();
     let raw: &[u8] = b"nul\0here \xff\xfe end\n";

@@ -69,8 +69,9 @@ async fn a_client_cannot_attach_a_job_to_a_pipeline() {
     assert_error(s, &b, 422, "pipeline_id");
     let (s, b) = api
         .call(
-            api.req(Method::POST, "/v1/jobs/batch", Some(&api.writer))
-                .json(&json!({"jobs": [{"kind": "lint", "payload": kiln_tests::payload_for("lint")}, forged]})),
+            api.req(Method::POST, "/v1/jobs/batch", Some(&api.writer)).json(
+                &json!({"jobs": [{"kind": "lint", "payload": kiln_tests::payload_for("lint")}, forged]}),
+            ),
         )
         .await;
     assert_error(s, &b, 422, "jobs[1].pipeline_id");
@@ -195,7 +196,11 @@ async fn reserved_key_prefixes_are_refused_by_field() {
             Some("schedule:nightly:2026-01-01T00:00:00+00:00"),
             "Idempotency-Key",
         ),
-        (json!({"kind": "test", "payload": kiln_tests::payload_for("test")}), Some("hook:gh:d1"), "Idempotency-Key"),
+        (
+            json!({"kind": "test", "payload": kiln_tests::payload_for("test")}),
+            Some("hook:gh:d1"),
+            "Idempotency-Key",
+        ),
     ];
     for (body, header, field) in cases {
         let mut r = api.req(Method::POST, "/v1/jobs", Some(&api.writer)).json(&body);
@@ -249,9 +254,17 @@ async fn an_idempotency_key_reused_for_another_request_is_a_conflict() {
                 .json(&body),
         )
     };
-    let (s, first) = post("k-1", json!({"kind": "test", "payload": {"workspace": kiln_tests::WORKSPACE, "languages": ["python"]}})).await;
+    let (s, first) = post(
+        "k-1",
+        json!({"kind": "test", "payload": {"workspace": kiln_tests::WORKSPACE, "languages": ["python"]}}),
+    )
+    .await;
     assert_eq!(s, 201, "{first}");
-    let (s, again) = post("k-1", json!({"kind": "test", "payload": {"workspace": kiln_tests::WORKSPACE, "languages": ["python"]}})).await;
+    let (s, again) = post(
+        "k-1",
+        json!({"kind": "test", "payload": {"workspace": kiln_tests::WORKSPACE, "languages": ["python"]}}),
+    )
+    .await;
     assert_eq!(
         (s, &again["id"]),
         (200, &first["id"]),
@@ -430,17 +443,15 @@ async fn metric_labels_come_from_fixed_sets() {
     }
     assert!(text.contains(r#"queue="configured-q""#), "{text}");
     let (s, b) = api
-        .call(
-            api.req(Method::POST, "/v1/jobs", Some(&api.writer))
-                .json(&json!({"kind": "test", "payload": kiln_tests::payload_for("test"), "queue": "made-up-late"})),
-        )
+        .call(api.req(Method::POST, "/v1/jobs", Some(&api.writer)).json(
+            &json!({"kind": "test", "payload": kiln_tests::payload_for("test"), "queue": "made-up-late"}),
+        ))
         .await;
     assert_eq!(s, 201, "{b}");
     let (s, b) = api
-        .call(
-            api.req(Method::POST, "/v1/jobs", Some(&api.writer))
-                .json(&json!({"kind": "test", "payload": kiln_tests::payload_for("test"), "queue": "configured-q"})),
-        )
+        .call(api.req(Method::POST, "/v1/jobs", Some(&api.writer)).json(
+            &json!({"kind": "test", "payload": kiln_tests::payload_for("test"), "queue": "configured-q"}),
+        ))
         .await;
     assert_eq!(s, 201, "{b}");
     let text = api.metrics().await;
@@ -486,10 +497,9 @@ async fn answers_are_bounded_lists_by_payload_bytes_and_big_diffs_by_their_endpo
     let blob = "x".repeat(100 * 1024);
     for i in 0..5 {
         let (s, b) = api
-            .call(
-                api.req(Method::POST, "/v1/jobs", Some(&api.writer))
-                    .json(&json!({"kind": "generation", "queue": "big", "payload": {"prompt": format!("{i} {blob}")}})),
-            )
+            .call(api.req(Method::POST, "/v1/jobs", Some(&api.writer)).json(
+                &json!({"kind": "generation", "queue": "big", "payload": {"prompt": format!("{i} {blob}")}}),
+            ))
             .await;
         assert_eq!(s, 201, "{b}");
     }

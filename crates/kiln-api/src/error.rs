@@ -5,17 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kiln_queue::{QueueError, ValidationError};
-use serde::Serialize;
-
-/// The JSON body of every error response.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong, for humans.
-    pub error: String,
-    /// The offending field (`jobs[3].priority`, a query parameter or header name), if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-}
+pub use kiln_wire::error::ErrorBody;
 
 /// An error answered to the client.
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,7 @@
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, StatusCode};
+use kiln_wire::json::{field_of, JsonError};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -69,58 +70,16 @@ pub async fn read_body(
     }
 }
 
-/// Parses JSON into `T`, naming the field of the first error.
-/// Every body Kiln takes is an object: an array is refused up front (serde would otherwise
-/// read a struct from a sequence and name its fields `[0]`, `[1]`…).
+/// Parses a JSON object into `T`, naming the field of the first error: malformed JSON is a
+/// 400, an array or a value that does not fit a 422 (see [`kiln_wire::json::parse_object`]).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.trim_ascii_start().starts_with(b"[") {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "expected a JSON object").field("body"));
-    }
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize::<_, T>(de) {
-        Ok(v) => Ok(v),
-        Err(err) => {
-            let path = err.path().to_string();
-            let inner = err.into_inner();
-            let message = inner.to_string();
-            use serde_json::error::Category;
-            match inner.classify() {
-                Category::Syntax | Category::Eof | Category::Io => Err(ApiError::bad_request(
-                    "body",
-                    format!("malformed JSON: {message}"),
-                )),
-                Category::Data => {
-                    let field = field_of(&path, &message);
-                    Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).field(field))
-                }
-            }
-        }
-    }
-}
-
-/// The field a serde data error is about: its path, plus the unknown field's name when the
-/// error is about one (serde reports those at the enclosing object).
-fn field_of(path: &str, message: &str) -> String {
-    let path = if path == "." { "" } else { path };
-    for prefix in ["unknown field `", "missing field `"] {
-        if let Some(rest) = message.strip_prefix(prefix) {
-            if let Some(name) = rest.split('`').next() {
-                if path.ends_with(name) {
-                    return path.to_owned();
-                }
-                return if path.is_empty() {
-                    name.to_owned()
-                } else {
-                    format!("{path}.{name}")
-                };
-            }
-        }
-    }
-    if path.is_empty() {
-        "body".to_owned()
-    } else {
-        path.to_owned()
-    }
+    kiln_wire::json::parse_object(bytes).map_err(|e| {
+        let status = match e {
+            JsonError::Malformed(_) => StatusCode::BAD_REQUEST,
+            JsonError::NotAnObject | JsonError::Field { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        ApiError::new(status, e.to_string()).field(e.field())
+    })
 }
 
 /// A JSON body capped at the server's default body limit.

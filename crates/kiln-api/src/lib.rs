@@ -8,15 +8,15 @@
 //! [`api_router`]. Every refusal is a JSON [`ErrorBody`](error::ErrorBody) naming the field.
 
 pub mod auth;
-pub mod coalesce;
+use kiln_queue::coalesce;
 pub mod error;
 pub mod extract;
 pub mod first_analyze;
-pub mod hooks;
+pub use kiln_hooks as hooks;
 pub mod idempotency;
 pub mod routes;
-pub mod schema;
-pub mod tokens;
+pub use kiln_auth::tokens;
+pub use kiln_wire::schema;
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;

@@ -3,12 +3,12 @@
 
 use anyhow::{bail, Context};
 use futures::StreamExt;
-use kiln_api::routes::jobs::{BatchResponse, EnqueuedJob, JobDetail, JobDiff, JobPage, JobStateReply};
-use kiln_api::routes::logs::LogPage;
-use kiln_api::routes::pipelines::{SubmittedPipeline, ValidateRequest};
-use kiln_api::routes::queues::{QueueList, QueueSettingsView};
-use kiln_api::ErrorBody;
 use kiln_queue::logs::LogRecord;
+use kiln_wire::jobs::{BatchResponse, EnqueuedJob, JobDetail, JobDiff, JobPage, JobStateReply};
+use kiln_wire::logs::LogPage;
+use kiln_wire::pipelines::{SubmittedPipeline, ValidateRequest};
+use kiln_wire::queues::{QueueList, QueueSettingsView};
+use kiln_wire::ErrorBody;
 use reqwest::{Method, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 
@@ -82,10 +82,7 @@ impl ApiClient {
     }
 
     /// `GET /v1/events?…`.
-    pub async fn events(
-        &self,
-        query: &[(&str, String)],
-    ) -> anyhow::Result<kiln_api::routes::events::EventPage> {
+    pub async fn events(&self, query: &[(&str, String)]) -> anyhow::Result<kiln_wire::events::EventPage> {
         self.send(self.request(Method::GET, "/v1/events").query(query))
             .await
     }

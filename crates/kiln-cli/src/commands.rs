@@ -2,10 +2,10 @@
 //! backend: the HTTP API when `--api` / `KILN_API_URL` is set, else the database directly.
 
 use anyhow::Context;
-use kiln_api::routes::jobs::JobDiff;
-use kiln_queue::list::JobFilter;
 use kiln_queue::logs::LogRecord;
-use kiln_queue::{admin, JobKind, JobRecord, JobSpec, JobState};
+use kiln_queue::views::{self, ListParams};
+use kiln_queue::{admin, JobRecord, JobSpec};
+use kiln_wire::jobs::JobDiff;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -97,21 +97,18 @@ pub enum QueuesCommand {
 pub async fn enqueue(backend: &Backend, args: EnqueueArgs) -> anyhow::Result<()> {
     let value: serde_json::Value = serde_json::from_str(&args.job).context("the job argument is not JSON")?;
     if let serde_json::Value::Array(items) = value {
-        let out: Vec<kiln_api::routes::jobs::EnqueuedJob> = match backend {
+        let out: Vec<kiln_wire::jobs::EnqueuedJob> = match backend {
             Backend::Api(c) => c.enqueue_batch(&items).await?.jobs,
             Backend::Db(pool) => {
-                let mut jobs = Vec::with_capacity(items.len());
+                let mut specs: Vec<JobSpec> = Vec::with_capacity(items.len());
                 for (i, item) in items.into_iter().enumerate() {
-                    let spec: JobSpec = serde_json::from_value(item).with_context(|| format!("job [{i}]"))?;
-                    jobs.push(kiln_kinds::new_job(spec).map_err(|e| anyhow::anyhow!("{}", e.in_batch(i)))?);
+                    specs.push(serde_json::from_value(item).with_context(|| format!("job [{i}]"))?);
                 }
+                let jobs = kiln_kinds::new_jobs(specs).map_err(|e| anyhow::anyhow!("{e}"))?;
                 kiln_queue::enqueue_many(pool, &jobs)
                     .await?
                     .into_iter()
-                    .map(|e| kiln_api::routes::jobs::EnqueuedJob {
-                        id: e.id,
-                        created: e.created,
-                    })
+                    .map(kiln_wire::jobs::EnqueuedJob::from)
                     .collect()
             }
         };
@@ -128,25 +125,20 @@ pub async fn enqueue(backend: &Backend, args: EnqueueArgs) -> anyhow::Result<()>
             if let Some(k) = args.idempotency_key {
                 job.idempotency_key = Some(k);
             }
-            let e = kiln_queue::enqueue(pool, &job).await?;
-            kiln_api::routes::jobs::EnqueuedJob {
-                id: e.id,
-                created: e.created,
-            }
+            kiln_queue::enqueue(pool, &job).await?.into()
         }
     };
     println!("{}", serde_json::to_string(&out)?);
     Ok(())
 }
 
-fn flag_time(flag: &str, v: &Option<String>) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
-    v.as_deref()
-        .map(|s| {
-            chrono::DateTime::parse_from_rfc3339(s)
-                .map(|t| t.with_timezone(&chrono::Utc))
-                .with_context(|| format!("--{flag} {s:?} is not an RFC 3339 time"))
-        })
-        .transpose()
+/// The `kiln jobs list` flag standing for a listing field.
+fn flag_of(field: &str) -> &str {
+    match field {
+        "created_after" => "since",
+        "created_before" => "until",
+        f => f,
+    }
 }
 
 async fn list(backend: &Backend, a: ListArgs) -> anyhow::Result<()> {
@@ -170,42 +162,21 @@ async fn list(backend: &Backend, a: ListArgs) -> anyhow::Result<()> {
             (page.jobs, page.next_cursor)
         }
         Backend::Db(pool) => {
-            if !(1..=kiln_queue::list::MAX_PAGE).contains(&a.limit) {
-                anyhow::bail!("--limit {} is out of range 1..=500", a.limit);
-            }
-            let filter = JobFilter {
+            let req = ListParams {
                 queue: a.queue,
-                kind: a
-                    .kind
-                    .map(|k| k.parse::<JobKind>().map_err(|e| anyhow::anyhow!("--kind: {e}")))
-                    .transpose()?,
-                states: a
-                    .state
-                    .map(|s| {
-                        s.split(',')
-                            .map(|s| {
-                                s.trim()
-                                    .parse::<JobState>()
-                                    .map_err(|e| anyhow::anyhow!("--state: {e}"))
-                            })
-                            .collect::<anyhow::Result<Vec<_>>>()
-                    })
-                    .transpose()?
-                    .unwrap_or_default(),
+                kind: a.kind,
+                state: a.state,
                 tag: a.tag,
-                created_after: flag_time("since", &a.since)?,
-                created_before: flag_time("until", &a.until)?,
+                created_after: a.since,
+                created_before: a.until,
                 pipeline_id: None,
-            };
-            let cursor = a
-                .cursor
-                .map(|c| {
-                    c.parse::<i64>()
-                        .context("--cursor is not a cursor from a previous page")
-                })
-                .transpose()?;
-            let jobs = kiln_queue::list::list_jobs(pool, &filter, cursor, a.limit).await?;
-            let next = (jobs.len() as i64 == a.limit)
+                limit: Some(a.limit),
+                cursor: a.cursor,
+            }
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--{}: {}", flag_of(&e.field), e.message))?;
+            let jobs = kiln_queue::list::list_jobs(pool, &req.filter, req.before, req.limit).await?;
+            let next = (jobs.len() as i64 == req.limit)
                 .then(|| jobs.last().map(|j| j.id.to_string()))
                 .flatten();
             (jobs, next)
@@ -328,11 +299,7 @@ pub async fn jobs(backend: &Backend, cmd: JobsCommand) -> anyhow::Result<()> {
         JobsCommand::Show { id } => {
             let detail = match backend {
                 Backend::Api(c) => c.job(id).await?,
-                Backend::Db(pool) => kiln_api::routes::jobs::JobDetail {
-                    job: admin::get_job(pool, id).await?,
-                    attempts: admin::attempts(pool, id).await?,
-                    omitted: Vec::new(),
-                },
+                Backend::Db(pool) => views::job_with_attempts(pool, id, None).await?.into(),
             };
             println!("{}", serde_json::to_string_pretty(&detail)?);
         }
@@ -370,18 +337,11 @@ pub async fn queues(backend: &Backend, cmd: QueuesCommand) -> anyhow::Result<()>
                     .into_iter()
                     .map(|q| (q.name, q.paused, q.counts))
                     .collect(),
-                Backend::Db(pool) => {
-                    let mut rows: Vec<(String, bool, BTreeMap<String, i64>)> = Vec::new();
-                    for c in admin::queue_counts(pool).await? {
-                        if rows.last().is_none_or(|r| r.0 != c.queue) {
-                            rows.push((c.queue.clone(), c.paused, BTreeMap::new()));
-                        }
-                        if let (Some(s), Some(r)) = (c.state, rows.last_mut()) {
-                            r.2.insert(s.to_string(), c.count);
-                        }
-                    }
-                    rows
-                }
+                Backend::Db(pool) => views::queues(pool)
+                    .await?
+                    .into_iter()
+                    .map(|q| (q.name, q.paused, q.counts))
+                    .collect(),
             };
             for (name, paused, counts) in rows {
                 let paused = if paused { " (paused)" } else { "" };

@@ -32,11 +32,12 @@ pub fn admin_token_path(data_dir: &Path) -> PathBuf {
 pub async fn ensure_admin_token(pool: &PgPool, data_dir: &Path) -> anyhow::Result<PathBuf> {
     let path = admin_token_path(data_dir);
     if let Ok(existing) = std::fs::read_to_string(&path) {
-        if kiln_api::tokens::is_live_admin(pool, existing.trim()).await? {
+        if kiln_auth::tokens::is_live_admin(pool, existing.trim()).await? {
             return Ok(path);
         }
     }
-    let token = kiln_api::tokens::create(pool, "admin (kiln up)", &[kiln_api::tokens::Scope::Admin]).await?;
+    let token =
+        kiln_auth::tokens::create(pool, "admin (kiln up)", &[kiln_auth::tokens::Scope::Admin]).await?;
     std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
     write_private(&path, &format!("{}\n", token.token))?;
     tracing::info!(path = %path.display(), id = token.info.id, "wrote a new admin token");

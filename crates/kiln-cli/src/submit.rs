@@ -236,7 +236,7 @@ fn is_outage(e: &(dyn std::error::Error + 'static)) -> bool {
 /// `/v1/pipelines/validate` and with `--wait` long-poll `/v1/pipelines/{id}/wait`.
 async fn run_api(client: &crate::client::ApiClient, args: &ValidateArgs) -> anyhow::Result<()> {
     use base64::Engine;
-    use kiln_api::routes::pipelines::{GitSource, ValidateRequest};
+    use kiln_wire::pipelines::{GitSource, ValidateRequest};
     for l in &args.languages {
         l.parse::<Language>()
             .map_err(|e| anyhow::anyhow!("--language: {e}"))?;
@@ -292,7 +292,7 @@ async fn run_api(client: &crate::client::ApiClient, args: &ValidateArgs) -> anyh
         let reply = client
             .wait_pipeline(
                 submitted.pipeline_id,
-                left.min(kiln_api::routes::pipelines::MAX_WAIT_SECS.min(60)),
+                left.min(kiln_wire::pipelines::MAX_WAIT_SECS.min(60)),
             )
             .await?;
         if reply["state"] == "finished" {

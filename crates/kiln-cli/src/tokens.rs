@@ -2,7 +2,7 @@
 //! first token is made).
 
 use anyhow::Context;
-use kiln_api::tokens::{self, Scope};
+use kiln_auth::tokens::{self, Scope};
 use sqlx::PgPool;
 
 /// Token subcommands.

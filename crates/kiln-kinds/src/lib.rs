@@ -101,6 +101,15 @@ pub fn new_job(spec: JobSpec) -> Result<NewJob, ValidationError> {
     Ok(job)
 }
 
+/// A batch's jobs through [`new_job`], all or none; a refusal names the job (`jobs[3].priority`).
+pub fn new_jobs(specs: impl IntoIterator<Item = JobSpec>) -> Result<Vec<NewJob>, ValidationError> {
+    specs
+        .into_iter()
+        .enumerate()
+        .map(|(i, spec)| new_job(spec).map_err(|e| e.in_batch(i)))
+        .collect()
+}
+
 /// A digest of a stored artifact: `sha256:` and 64 lowercase hex digits.
 pub fn check_digest(path: &str, digest: &str) -> Result<(), PayloadError> {
     let hex = digest.strip_prefix("sha256:").unwrap_or("");
@@ -164,5 +173,15 @@ mod tests {
         assert_eq!(err.field, "payload.languages[1]");
         let err = check_payload(JobKind::Test, &json!({"workspace": "main"})).unwrap_err();
         assert_eq!(err.field, "payload.workspace");
+    }
+
+    #[test]
+    fn a_batch_refusal_names_the_job() {
+        let spec = |v: serde_json::Value| serde_json::from_value::<JobSpec>(v).unwrap();
+        let good = json!({"kind": "test", "payload": {"workspace": DIGEST}});
+        let jobs = new_jobs([spec(good.clone()), spec(good.clone())]).unwrap();
+        assert_eq!(jobs.len(), 2);
+        let err = new_jobs([spec(good), spec(json!({"kind": "test", "payload": {}}))]).unwrap_err();
+        assert_eq!(err.field, "jobs[1].payload", "{err}");
     }
 }

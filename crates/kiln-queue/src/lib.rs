@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod backoff;
+pub mod coalesce;
 pub mod enqueue;
 pub mod error;
 pub mod events;
@@ -20,6 +21,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod model;
 pub mod spec;
+pub mod views;
 
 pub use backoff::RetryPolicy;
 pub use enqueue::{count_committed, enqueue, enqueue_many, enqueue_many_on, Enqueued};

@@ -197,7 +197,8 @@ impl NewJob {
     }
 }
 
-fn valid_queue_name(name: &str) -> bool {
+/// True when `name` is a queue name: `[a-z0-9][a-z0-9_.-]{0,63}`.
+pub fn valid_queue_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 64

@@ -7,15 +7,15 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::Json;
 use futures::Stream;
-use kiln_queue::events::{self, Event, EventFilter};
+use kiln_queue::events::{self, EventFilter};
 use kiln_queue::{JobKind, Signal};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::tags;
@@ -23,6 +23,7 @@ use crate::auth::{Auth, JobsRead};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::QueryParams;
 use crate::AppState;
+pub use kiln_wire::events::EventPage;
 
 /// The routes of this group.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -105,18 +106,6 @@ impl EventsQuery {
             kind: self.kind.clone(),
         })
     }
-}
-
-/// A page of events, oldest first.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct EventPage {
-    /// The events.
-    #[schema(value_type = Vec<crate::schema::EventDoc>)]
-    pub events: Vec<Event>,
-    /// Pass as `after` for the next page: the last id returned, or the `after` given.
-    pub next_after: i64,
-    /// The newest event id written so far (where a reader wanting only new events starts).
-    pub last_id: i64,
 }
 
 /// Events after `after`, oldest first.

@@ -18,6 +18,7 @@ use super::tags;
 use crate::auth::{Admin, Auth};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{parse_json, read_body, JsonBody, PathParam};
+use crate::hooks::payload::GithubDelivery;
 use crate::hooks::{self, Delivered, DeliveryError, Hook, Trigger, GITHUB_EVENTS};
 use crate::AppState;
 
@@ -376,16 +377,6 @@ async fn authenticate(
     Ok((hook, bytes, signed))
 }
 
-fn text_at<'a>(body: &'a Value, path: &[&str]) -> ApiResult<&'a str> {
-    let mut v = body;
-    for p in path {
-        v = v.get(p).unwrap_or(&Value::Null);
-    }
-    v.as_str()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| unprocessable(path.join("."), "missing or not a string"))
-}
-
 fn ignored(source: &str, reason: String) -> (StatusCode, Json<DeliveryReply>) {
     count(source, "ignored");
     (
@@ -493,34 +484,11 @@ async fn github_delivery(
             format!("event {event:?} is not one this hook reacts to"),
         ));
     }
-    let repository = text_at(&payload, &["repository", "full_name"])?.to_owned();
-    let (commit, git_ref) = match event.as_str() {
-        "push" => {
-            let after = text_at(&payload, &["after"])?;
-            if payload.get("deleted").and_then(Value::as_bool) == Some(true)
-                || after.bytes().all(|b| b == b'0')
-            {
-                return Ok(ignored(SRC, "a deleted ref".into()));
-            }
-            (after.to_owned(), text_at(&payload, &["ref"])?.to_owned())
-        }
-        _ => {
-            let action = text_at(&payload, &["action"])?;
-            if !matches!(action, "opened" | "synchronize" | "reopened") {
-                return Ok(ignored(SRC, format!("pull_request action {action:?}")));
-            }
-            (
-                text_at(&payload, &["pull_request", "head", "sha"])?.to_owned(),
-                text_at(&payload, &["pull_request", "head", "ref"])?.to_owned(),
-            )
-        }
-    };
-    let t = Trigger {
-        repository,
-        commit,
-        git_ref,
-        event,
-        delivery,
+    let t = match hooks::payload::github(event, delivery, &payload)
+        .map_err(|e| unprocessable(e.field, e.message))?
+    {
+        GithubDelivery::Trigger(t) => t,
+        GithubDelivery::Ignored(reason) => return Ok(ignored(SRC, reason)),
     };
     enqueue(&state, SRC, &hook, &t).await
 }
@@ -573,24 +541,13 @@ async fn generic_delivery(
         Some(_) => return Err(ApiError::bad_request("X-Kiln-Delivery", "must be 1 to 180 bytes")),
         None => format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
     };
-    let text = |k: &str| -> ApiResult<String> {
-        match payload.get(k) {
-            None | Some(Value::Null) => Ok(String::new()),
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(_) => Err(unprocessable(k, "must be a string")),
-        }
-    };
-    let t = Trigger {
-        repository: text("repository")?,
-        commit: text("commit")?,
-        git_ref: text("ref")?,
-        event: header(&headers, "x-kiln-event")
-            .filter(|e| !e.is_empty())
-            .unwrap_or("generic")
-            .chars()
-            .take(64)
-            .collect(),
-        delivery,
-    };
+    let event = header(&headers, "x-kiln-event")
+        .filter(|e| !e.is_empty())
+        .unwrap_or("generic")
+        .chars()
+        .take(64)
+        .collect();
+    let t =
+        hooks::payload::generic(event, delivery, &payload).map_err(|e| unprocessable(e.field, e.message))?;
     enqueue(&state, SRC, &hook, &t).await
 }

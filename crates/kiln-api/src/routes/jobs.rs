@@ -4,11 +4,10 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use chrono::{DateTime, Utc};
-use kiln_queue::list::{JobFilter, MAX_PAGE};
-use kiln_queue::{admin, AttemptRecord, JobKind, JobRecord, JobSpec, JobState, NewJob, ValidationError};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use kiln_queue::views::{self, ListParams};
+use kiln_queue::{admin, JobRecord, JobSpec, JobState, NewJob, ValidationError};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::tags;
@@ -16,6 +15,9 @@ use crate::auth::{Auth, JobsRead, JobsWrite};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{parse_json, read_body, PathParam, QueryParams};
 use crate::AppState;
+pub use kiln_wire::jobs::{
+    BatchRequest, BatchResponse, EnqueuedJob, JobDetail, JobDiff, JobPage, JobStateReply, INLINE_DIFF_BYTES,
+};
 
 /// The routes of this group.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -30,75 +32,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// The header naming a request whose repeats must return the same job(s).
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
-
-/// What became of a requested job.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct EnqueuedJob {
-    /// The job standing for the request.
-    pub id: i64,
-    /// False when an existing job was returned (same idempotency key, or a live job holds the
-    /// unique key).
-    pub created: bool,
-}
-
-/// A batch of jobs, enqueued all or none.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BatchRequest {
-    /// The jobs (1 to 10,000).
-    #[schema(value_type = Vec<crate::schema::JobSpecDoc>, min_items = 1, max_items = 10000)]
-    pub jobs: Vec<JobSpec>,
-}
-
-/// The outcome of a batch, one entry per requested job, in order.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct BatchResponse {
-    /// One per requested job.
-    pub jobs: Vec<EnqueuedJob>,
-}
-
-/// Largest attempt diff shown inline in `GET /v1/jobs/{id}`; larger ones are left out (their
-/// counts stay) and read from `GET /v1/jobs/{id}/diff`.
-pub const INLINE_DIFF_BYTES: usize = 64 * 1024;
-
-/// A job with its attempts.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct JobDetail {
-    /// The job.
-    #[schema(value_type = crate::schema::JobDoc)]
-    pub job: JobRecord,
-    /// Its attempts, oldest first.
-    #[schema(value_type = Vec<crate::schema::AttemptDoc>)]
-    pub attempts: Vec<AttemptRecord>,
-    /// Fields left out because of their size (`attempts[1].diff`, over 64 KiB): read
-    /// diffs from `GET /v1/jobs/{id}/diff` and logs from `GET /v1/jobs/{id}/logs`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub omitted: Vec<String>,
-}
-
-/// A page of jobs.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct JobPage {
-    /// Newest first. The page ends early (with a `next_cursor`) once the jobs' payloads and
-    /// results add up to the API's cap (4 MiB by default); it always holds at least one job.
-    #[schema(value_type = Vec<crate::schema::JobDoc>)]
-    pub jobs: Vec<JobRecord>,
-    /// Pass as `cursor` for the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
-
-/// A job's state after an operator action.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct JobStateReply {
-    /// Job id.
-    pub id: i64,
-    /// Its state now (`running` while a cancelled job's worker stops it).
-    #[schema(value_type = crate::schema::JobState)]
-    pub state: JobState,
-}
-
-/// The diff of a job's latest attempt that recorded one (`kiln_queue::admin::JobDiff`).
-pub use kiln_queue::admin::JobDiff;
 
 /// Filters and paging of `GET /v1/jobs`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -261,11 +194,9 @@ async fn create_batch(
             format!("{} jobs; a batch holds 1 to {max}", req.jobs.len()),
         )));
     }
-    let mut jobs = Vec::with_capacity(req.jobs.len());
-    for (i, spec) in req.jobs.into_iter().enumerate() {
-        let mut job = kiln_kinds::new_job(spec).map_err(|e| ApiError::invalid(e.in_batch(i)))?;
-        apply_key(&mut job, key.as_deref(), Some(i))?;
-        jobs.push(job);
+    let mut jobs = kiln_kinds::new_jobs(req.jobs).map_err(ApiError::invalid)?;
+    for (i, job) in jobs.iter_mut().enumerate() {
+        apply_key(job, key.as_deref(), Some(i))?;
     }
     let out = kiln_queue::enqueue_many(&state.enqueue_pool, &jobs).await;
     state.notifier.wake(&jobs);
@@ -303,75 +234,23 @@ async fn get_job(
     State(state): State<AppState>,
     PathParam(id): PathParam<i64>,
 ) -> ApiResult<Json<JobDetail>> {
-    let job = admin::get_job(&state.pool, id).await?;
-    let mut attempts = admin::attempts(&state.pool, id).await?;
-    let mut omitted = Vec::new();
-    for (i, a) in attempts.iter_mut().enumerate() {
-        if a.diff().is_some_and(|d| d.len() > INLINE_DIFF_BYTES) {
-            a.details.remove("diff");
-            omitted.push(format!("attempts[{i}].diff"));
-        }
-    }
-    Ok(Json(JobDetail {
-        job,
-        attempts,
-        omitted,
-    }))
+    let found = views::job_with_attempts(&state.pool, id, Some(INLINE_DIFF_BYTES)).await?;
+    Ok(Json(found.into()))
 }
 
-fn parse_time(field: &str, value: Option<String>) -> ApiResult<Option<DateTime<Utc>>> {
-    value
-        .map(|v| {
-            DateTime::parse_from_rfc3339(&v)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|e| ApiError::bad_request(field, format!("{v:?} is not an RFC 3339 time ({e})")))
-        })
-        .transpose()
-}
-
-impl ListQuery {
-    fn into_filter(self) -> ApiResult<(JobFilter, Option<i64>, i64)> {
-        let kind = self
-            .kind
-            .map(|k| k.parse::<JobKind>().map_err(|e| ApiError::bad_request("kind", e)))
-            .transpose()?;
-        let states = match self.state {
-            None => Vec::new(),
-            Some(s) => s
-                .split(',')
-                .map(|s| {
-                    s.trim()
-                        .parse::<JobState>()
-                        .map_err(|e| ApiError::bad_request("state", e))
-                })
-                .collect::<ApiResult<_>>()?,
-        };
-        let limit = self.limit.unwrap_or(50);
-        if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(ApiError::bad_request(
-                "limit",
-                format!("{limit} is out of range 1..={MAX_PAGE}"),
-            ));
+impl From<ListQuery> for ListParams {
+    fn from(q: ListQuery) -> Self {
+        ListParams {
+            queue: q.queue,
+            kind: q.kind,
+            state: q.state,
+            tag: q.tag,
+            created_after: q.created_after,
+            created_before: q.created_before,
+            pipeline_id: q.pipeline_id,
+            limit: q.limit,
+            cursor: q.cursor,
         }
-        let cursor = self
-            .cursor
-            .map(|c| {
-                c.parse::<i64>()
-                    .ok()
-                    .filter(|c| *c > 0)
-                    .ok_or_else(|| ApiError::bad_request("cursor", "not a cursor from a previous page"))
-            })
-            .transpose()?;
-        let filter = JobFilter {
-            queue: self.queue,
-            kind,
-            states,
-            tag: self.tag,
-            created_after: parse_time("created_after", self.created_after)?,
-            created_before: parse_time("created_before", self.created_before)?,
-            pipeline_id: self.pipeline_id,
-        };
-        Ok((filter, cursor, limit))
     }
 }
 
@@ -391,9 +270,11 @@ async fn list_jobs(
     State(state): State<AppState>,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> ApiResult<Json<JobPage>> {
-    let (filter, cursor, limit) = q.into_filter()?;
-    let mut jobs = kiln_queue::list::list_jobs(&state.pool, &filter, cursor, limit).await?;
-    let full = jobs.len() as i64 == limit;
+    let req = ListParams::from(q)
+        .parse()
+        .map_err(|e| ApiError::bad_request(e.field, e.message))?;
+    let mut jobs = kiln_queue::list::list_jobs(&state.pool, &req.filter, req.before, req.limit).await?;
+    let full = jobs.len() as i64 == req.limit;
     let kept = within_bytes(&jobs, state.config.list_payload_bytes);
     let cut = kept < jobs.len();
     jobs.truncate(kept);

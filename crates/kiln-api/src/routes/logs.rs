@@ -6,14 +6,14 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use futures::Stream;
-use kiln_queue::logs::{LogDrops, LogRecord};
+use kiln_queue::logs::LogRecord;
 use kiln_queue::{admin, QueueError, Signal};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::tags;
@@ -21,6 +21,7 @@ use crate::auth::{Auth, JobsRead};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{PathParam, QueryParams};
 use crate::AppState;
+pub use kiln_wire::logs::LogPage;
 
 /// The routes of this group.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -43,24 +44,6 @@ pub struct LogsQuery {
     /// Most chunks to return (1 to 1000, default 500).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
-}
-
-/// A page of log chunks.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct LogPage {
-    /// Job id.
-    pub job_id: i64,
-    /// The chunks, in order.
-    #[schema(value_type = Vec<crate::schema::LogChunkDoc>)]
-    pub chunks: Vec<LogRecord>,
-    /// Position of the last chunk returned (pass as `after`), or the one given.
-    pub next: Option<String>,
-    /// True when the job is final: no more chunks will come after `next`.
-    pub done: bool,
-    /// Per attempt, the output that went past the live-log cap: counted, not stored.
-    #[serde(default)]
-    #[schema(value_type = Vec<crate::schema::LogDropsDoc>)]
-    pub dropped: Vec<LogDrops>,
 }
 
 /// Parses `ATTEMPT:SEQ`.

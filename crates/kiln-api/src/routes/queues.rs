@@ -2,10 +2,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use kiln_queue::admin;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use utoipa::ToSchema;
+use kiln_queue::{admin, views};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::tags;
@@ -13,6 +10,7 @@ use crate::auth::{Admin, Auth, JobsRead};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::PathParam;
 use crate::AppState;
+pub use kiln_wire::queues::{QueueList, QueueSettingsView, QueueView};
 
 /// The routes of this group.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -22,26 +20,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(resume_queue))
 }
 
-/// A queue: its settings and how many jobs it holds in each state.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct QueueView {
-    /// Queue name.
-    pub name: String,
-    /// No job is claimed while paused.
-    pub paused: bool,
-    /// Fleet-wide cap on running jobs.
-    pub max_running: Option<i32>,
-    /// Jobs by state (states with none are left out).
-    pub counts: BTreeMap<String, i64>,
-}
-
-/// Every queue.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct QueueList {
-    /// Sorted by name.
-    pub queues: Vec<QueueView>,
-}
-
 /// List queues with their job counts by state.
 #[utoipa::path(
     get, path = "/v1/queues", tag = tags::QUEUES,
@@ -49,59 +27,22 @@ pub struct QueueList {
     security(("bearer" = ["jobs:read"]))
 )]
 async fn list_queues(_auth: Auth<JobsRead>, State(state): State<AppState>) -> ApiResult<Json<QueueList>> {
-    let mut queues: Vec<QueueView> = Vec::new();
-    for c in admin::queue_counts(&state.pool).await? {
-        if queues.last().is_none_or(|q| q.name != c.queue) {
-            queues.push(QueueView {
-                name: c.queue.clone(),
-                paused: c.paused,
-                max_running: c.max_running,
-                counts: BTreeMap::new(),
-            });
-        }
-        if let (Some(s), Some(q)) = (c.state, queues.last_mut()) {
-            q.counts.insert(s.to_string(), c.count);
-        }
-    }
+    let queues = views::queues(&state.pool)
+        .await?
+        .into_iter()
+        .map(QueueView::from)
+        .collect();
     Ok(Json(QueueList { queues }))
 }
 
 fn check_name(name: &str) -> ApiResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && !name.as_bytes()[0].is_ascii_uppercase()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
+    if kiln_queue::spec::valid_queue_name(name) {
         Ok(())
     } else {
         Err(ApiError::bad_request(
             "name",
             "a queue name matches [a-z0-9][a-z0-9_.-]{0,63}",
         ))
-    }
-}
-
-/// A queue's settings.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct QueueSettingsView {
-    /// Queue name.
-    pub name: String,
-    /// Paused fleet-wide.
-    pub paused: bool,
-    /// Fleet-wide cap.
-    pub max_running: Option<i32>,
-}
-
-impl From<admin::QueueSettings> for QueueSettingsView {
-    fn from(s: admin::QueueSettings) -> Self {
-        QueueSettingsView {
-            name: s.name,
-            paused: s.paused,
-            max_running: s.max_running,
-        }
     }
 }
 

@@ -3,41 +3,21 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::tags;
 use crate::auth::{Admin, Auth};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{JsonBody, PathParam};
-use crate::tokens::{self, NewToken, Scope, TokenError, TokenInfo};
+use crate::tokens::{self, NewToken, TokenError};
 use crate::AppState;
+pub use kiln_wire::tokens::{CreateToken, TokenList};
 
 /// The routes of this group.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_token, list_tokens))
         .routes(routes!(revoke_token))
-}
-
-/// A token to create.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateToken {
-    /// A label for humans (1 to 128 characters).
-    #[schema(min_length = 1, max_length = 128)]
-    pub name: String,
-    /// What it may do (at least one).
-    #[schema(min_items = 1)]
-    pub scopes: Vec<Scope>,
-}
-
-/// Every token (secrets are never shown again).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TokenList {
-    /// Newest first.
-    pub tokens: Vec<TokenInfo>,
 }
 
 fn store_error(e: TokenError) -> ApiError {

@@ -1,5 +1,6 @@
 //! Webhooks: the store (`kiln_hooks`, `kiln_hook_deliveries`), signature checks and the job
-//! template a delivery turns into. The HTTP side is in `routes::hooks`.
+//! template a delivery turns into. The HTTP side is in
+//! `kiln-api`'s `routes::hooks`.
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
@@ -7,6 +8,8 @@ use kiln_queue::{JobSpec, NewJob, ValidationError};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use sqlx::{PgExecutor, Row};
+
+pub mod payload;
 
 const INSERT_SQL: &str = include_str!("sql/hook_insert.sql");
 const GET_SQL: &str = include_str!("sql/hook_get.sql");
@@ -101,7 +104,7 @@ pub struct Signed {
 impl Signed {
     /// The three headers, when `webhook-signature` is present (missing companions read as
     /// empty, which then fails verification).
-    pub fn from_headers(headers: &axum::http::HeaderMap) -> Option<Signed> {
+    pub fn from_headers(headers: &http::HeaderMap) -> Option<Signed> {
         let get = |n: &str| {
             headers
                 .get(n)
@@ -232,8 +235,8 @@ fn substitute(value: &serde_json::Value, hook: &str, t: &Trigger) -> serde_json:
 /// idempotency key is `hook:<name>:<delivery>` (templates may not set one).
 pub fn render(hook: &str, template: &serde_json::Value, t: &Trigger) -> Result<NewJob, ValidationError> {
     let value = substitute(template, hook, t);
-    let spec: JobSpec = crate::extract::parse_json(&serde_json::to_vec(&value).expect("JSON serializes"))
-        .map_err(|e| ValidationError::new(format!("job.{}", e.field.unwrap_or_default()), e.message))?;
+    let spec: JobSpec = kiln_wire::json::parse_object(&serde_json::to_vec(&value).expect("JSON serializes"))
+        .map_err(|e| ValidationError::new(format!("job.{}", e.field()), e.to_string()))?;
     let mut job =
         kiln_kinds::new_job(spec).map_err(|e| ValidationError::new(format!("job.{}", e.field), e.message))?;
     if job.idempotency_key.is_some() {

@@ -12,7 +12,7 @@
 //! transaction that NOTIFYs holds a database-wide lock through its WAL flush, which would
 //! otherwise make every enqueue commit wait for the one before it.
 
-use kiln_queue::{Enqueued, NewJob, QueueError};
+use crate::{Enqueued, NewJob, QueueError};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -131,7 +131,7 @@ async fn flusher(
         }
         let (jobs, replies): (Vec<NewJob>, Vec<Reply>) = batch.drain(..).unzip();
         tracing::trace!(jobs = jobs.len(), "coalesced enqueue");
-        let result = kiln_queue::enqueue_many(&pool, &jobs).await;
+        let result = crate::enqueue_many(&pool, &jobs).await;
         notifier.wake(&jobs);
         match result {
             Ok(out) => {
@@ -147,7 +147,7 @@ async fn flusher(
                 let singles = jobs.iter().zip(replies).map(|(job, reply)| {
                     let pool = pool.clone();
                     async move {
-                        let _ = reply.send(kiln_queue::enqueue(&pool, job).await);
+                        let _ = reply.send(crate::enqueue(&pool, job).await);
                     }
                 });
                 futures::future::join_all(singles).await;
