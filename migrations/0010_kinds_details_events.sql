@@ -41,15 +41,25 @@ CREATE TABLE kiln_event_counter (
 );
 INSERT INTO kiln_event_counter VALUES (true, 0);
 
+-- One row per writing statement (a completion batch, a rescue pass, a cancel), holding its
+-- events' fields as parallel arrays: event `first_id + i - 1` is the i-th element. Readers
+-- expand the rows (`unnest … WITH ORDINALITY`) and see one event per job with its own id; a
+-- batch of 1,000 completions writes one tuple and one index entry instead of a thousand.
 CREATE TABLE kiln_events (
-    id          bigint PRIMARY KEY,
-    at          timestamptz NOT NULL DEFAULT now(),
-    type        text NOT NULL,
-    job_id      bigint,
-    pipeline_id bigint,
-    queue       text,
-    kind        text,
-    data        jsonb NOT NULL DEFAULT '{}'
+    last_id      bigint PRIMARY KEY,
+    first_id     bigint NOT NULL,
+    at           timestamptz NOT NULL DEFAULT now(),
+    types        text[] NOT NULL,
+    job_ids      bigint[] NOT NULL,
+    pipeline_ids bigint[] NOT NULL,
+    queues       text[] NOT NULL,
+    kinds        text[] NOT NULL,
+    data         jsonb[] NOT NULL,
+    CONSTRAINT kiln_events_block CHECK (
+        cardinality(types) = last_id - first_id + 1
+        AND cardinality(job_ids) = cardinality(types) AND cardinality(pipeline_ids) = cardinality(types)
+        AND cardinality(queues) = cardinality(types) AND cardinality(kinds) = cardinality(types)
+        AND cardinality(data) = cardinality(types))
 );
 
 -- Reserves `n` consecutive event ids and returns the first (NULL when n = 0, taking no lock).

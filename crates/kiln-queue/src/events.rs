@@ -4,6 +4,8 @@
 //! Ids are strictly increasing and in commit order (migration 0010's `kiln_event_ids` holds one
 //! counter row until commit), so a consumer that reads `id > last_seen` never skips a
 //! late-committing event, and a missed `NOTIFY kiln_events` only delays it until the next read.
+//! Storage keeps one row per writing statement (a completion batch's events as parallel
+//! arrays); [`list`] expands them, so every reader sees one event per job with its own id.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -155,21 +157,21 @@ pub async fn emit<'e>(db: impl PgExecutor<'e>, events: &[NewEvent]) -> Result<Ve
     let kinds: Vec<Option<&str>> = events.iter().map(|e| e.kind.as_deref()).collect();
     let data: Vec<sqlx::types::Json<&serde_json::Value>> =
         events.iter().map(|e| sqlx::types::Json(&e.data)).collect();
-    let mut ids: Vec<i64> = sqlx::query_scalar(EMIT_SQL)
+    let first: i64 = sqlx::query_scalar(EMIT_SQL)
         .bind(&types)
         .bind(&jobs)
         .bind(&pipelines)
         .bind(&queues)
         .bind(&kinds)
         .bind(&data)
-        .fetch_all(db)
+        .fetch_one(db)
         .await
         .map_err(QueueError::db("emit events"))?;
-    ids.sort_unstable();
-    Ok(ids)
+    Ok((first..first + events.len() as i64).collect())
 }
 
-/// Deletes up to `batch` events older than `older_than`; returns how many.
+/// Deletes up to `batch` outbox rows (each a block of events written by one statement) older
+/// than `older_than`; returns how many rows.
 pub async fn prune<'e>(db: impl PgExecutor<'e>, older_than: Duration, batch: i64) -> Result<u64> {
     let done = sqlx::query(PRUNE_SQL)
         .bind(older_than.as_secs_f64())

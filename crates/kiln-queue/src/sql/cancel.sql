@@ -12,10 +12,13 @@ WITH upd AS (
 ), ev AS (
     SELECT kiln_event_ids((SELECT count(*) FROM upd WHERE state = 'cancelled')) AS first_id
 ), events AS (
-    INSERT INTO kiln_events (id, type, job_id, pipeline_id, queue, kind, data)
-    SELECT ev.first_id, 'job.cancelled', u.id, u.pipeline_id, u.queue, u.kind,
-           jsonb_build_object('attempt', u.attempt)
+    INSERT INTO kiln_events (first_id, last_id, types, job_ids, pipeline_ids, queues, kinds, data)
+    SELECT ev.first_id, ev.first_id + count(*) - 1,
+           array_agg('job.cancelled'::text ORDER BY u.id), array_agg(u.id ORDER BY u.id),
+           array_agg(u.pipeline_id ORDER BY u.id), array_agg(u.queue ORDER BY u.id),
+           array_agg(u.kind ORDER BY u.id), array_agg(jsonb_build_object('attempt', u.attempt) ORDER BY u.id)
     FROM upd u CROSS JOIN ev
     WHERE u.state = 'cancelled'
+    GROUP BY ev.first_id
 )
 SELECT state::text AS state, pg_notify('kiln_cancel', id::text) IS NULL AS notified FROM upd

@@ -62,13 +62,14 @@ WITH done AS (
     -- Ids are reserved last (see kiln_event_ids): this runs after the statement's own row locks.
     SELECT kiln_event_ids((SELECT count(*) FROM upd)) AS first_id
 ), events AS (
-    INSERT INTO kiln_events (id, type, job_id, pipeline_id, queue, kind, data)
-    SELECT ev.first_id + row_number() OVER (ORDER BY u.id) - 1, 'job.' || u.state::text, u.id,
-           u.pipeline_id, u.queue, u.kind,
-           jsonb_strip_nulls(jsonb_build_object(
-               'attempt', h.attempt, 'outcome', h.outcome, 'error', left(h.error, 1024),
-               'retry_at', CASE WHEN u.state = 'retryable' THEN h.retry_at END))
+    -- One outbox row for the whole batch (see migration 0010), one event per job in it.
+    INSERT INTO kiln_events (first_id, last_id, types, job_ids, pipeline_ids, queues, kinds, data)
+    SELECT ev.first_id, ev.first_id + count(*) - 1,
+           array_agg('job.' || u.state::text ORDER BY u.id), array_agg(u.id ORDER BY u.id),
+           array_agg(u.pipeline_id ORDER BY u.id), array_agg(u.queue ORDER BY u.id),
+           array_agg(u.kind ORDER BY u.id), array_agg(jsonb_strip_nulls(jsonb_build_object('attempt', h.attempt, 'outcome', h.outcome, 'error', left(h.error, 1024), 'retry_at', CASE WHEN u.state = 'retryable' THEN h.retry_at END)) ORDER BY u.id)
     FROM upd u JOIN held h USING (id) CROSS JOIN ev
+    GROUP BY ev.first_id
 )
 SELECT u.id, u.state::text AS state,
        (SELECT count(*) FROM (SELECT pg_notify('kiln_jobs', q.queue)

@@ -35,12 +35,12 @@ WITH expired AS (
 ), ev AS (
     SELECT kiln_event_ids((SELECT count(*) FROM upd)) AS first_id
 ), events AS (
-    INSERT INTO kiln_events (id, type, job_id, pipeline_id, queue, kind, data)
-    SELECT ev.first_id + row_number() OVER (ORDER BY u.id) - 1, 'job.' || u.state::text, u.id,
-           u.pipeline_id, u.queue, u.kind,
-           jsonb_strip_nulls(jsonb_build_object(
-               'attempt', u.attempt, 'outcome', 'lost', 'error', u.last_error,
-               'retry_at', CASE WHEN u.state = 'retryable' THEN u.run_at END))
+    INSERT INTO kiln_events (first_id, last_id, types, job_ids, pipeline_ids, queues, kinds, data)
+    SELECT ev.first_id, ev.first_id + count(*) - 1,
+           array_agg('job.' || u.state::text ORDER BY u.id), array_agg(u.id ORDER BY u.id),
+           array_agg(u.pipeline_id ORDER BY u.id), array_agg(u.queue ORDER BY u.id),
+           array_agg(u.kind ORDER BY u.id), array_agg(jsonb_strip_nulls(jsonb_build_object('attempt', u.attempt, 'outcome', 'lost', 'error', u.last_error, 'retry_at', CASE WHEN u.state = 'retryable' THEN u.run_at END)) ORDER BY u.id)
     FROM upd u CROSS JOIN ev
+    GROUP BY ev.first_id
 )
 SELECT id, attempt, state::text AS state, queue, kind FROM upd

@@ -26,11 +26,14 @@ WITH waiting AS (
 ), ev AS (
     SELECT kiln_event_ids((SELECT count(*) FROM upd WHERE state = 'cancelled')) AS first_id
 ), events AS (
-    INSERT INTO kiln_events (id, type, job_id, pipeline_id, queue, kind, data)
-    SELECT ev.first_id + row_number() OVER (ORDER BY u.id) - 1, 'job.cancelled', u.id,
-           u.pipeline_id, u.queue, u.kind, jsonb_build_object('error', u.last_error)
+    INSERT INTO kiln_events (first_id, last_id, types, job_ids, pipeline_ids, queues, kinds, data)
+    SELECT ev.first_id, ev.first_id + count(*) - 1,
+           array_agg('job.cancelled'::text ORDER BY u.id), array_agg(u.id ORDER BY u.id),
+           array_agg(u.pipeline_id ORDER BY u.id), array_agg(u.queue ORDER BY u.id),
+           array_agg(u.kind ORDER BY u.id), array_agg(jsonb_build_object('error', u.last_error) ORDER BY u.id)
     FROM upd u CROSS JOIN ev
     WHERE u.state = 'cancelled'
+    GROUP BY ev.first_id
 )
 SELECT count(*) FILTER (WHERE state <> 'cancelled') AS released,
        count(*) FILTER (WHERE state = 'cancelled') AS cancelled
