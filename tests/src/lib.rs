@@ -160,11 +160,23 @@ pub async fn enqueue_ids(pool: &PgPool, jobs: &[kiln_queue::NewJob]) -> Vec<i64>
 /// The `kiln` binary, built (or found up to date) by cargo for tests that run the real CLI.
 pub fn kiln_binary() -> std::path::PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(["build", "--quiet", "-p", "kiln-cli", "--bin", "kiln"])
-        .env("SQLX_OFFLINE", "true")
-        .status()
-        .expect("run cargo build");
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "kiln-cli", "--bin", "kiln"])
+        .env("SQLX_OFFLINE", "true");
+    // The test runner sets the test crate's CARGO_MANIFEST_DIR, CARGO_PKG_* and OUT_DIR;
+    // build scripts (ring's) rerun when those differ, so a build from here would rebuild what
+    // `scripts/test` built from the shell, and the next shell build would rebuild it back.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        let from_runner = (k.starts_with("CARGO_PKG_") || k.starts_with("CARGO_MANIFEST_"))
+            || k == "OUT_DIR"
+            || k == "CARGO_CRATE_NAME"
+            || k == "CARGO_PRIMARY_PACKAGE";
+        if from_runner {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    let status = cmd.status().expect("run cargo build");
     assert!(status.success(), "cargo build -p kiln-cli failed");
     binary("kiln")
 }

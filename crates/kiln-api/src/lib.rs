@@ -205,6 +205,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::schedules::router())
         .merge(routes::pipelines::router())
         .merge(routes::events::router())
+        .merge(routes::costs::router())
         .merge(routes::health::router())
 }
 

@@ -94,13 +94,19 @@ impl Tree {
             .take(cap + 1)
             .read_to_end(&mut tar_bytes)
             .map_err(|e| ArtifactError::Invalid(format!("gzip: {e}")))?;
+        Tree::from_tar(&tar_bytes, cap)
+    }
+
+    /// Reads an uncompressed tar of at most `cap` bytes, refusing unsafe paths. Directories
+    /// and other entry types are skipped.
+    pub fn from_tar(tar_bytes: &[u8], cap: u64) -> Result<Tree, ArtifactError> {
         if tar_bytes.len() as u64 > cap {
             return Err(ArtifactError::TooLarge {
                 size: tar_bytes.len() as u64,
                 cap,
             });
         }
-        let mut archive = tar::Archive::new(tar_bytes.as_slice());
+        let mut archive = tar::Archive::new(tar_bytes);
         let mut tree = Tree::default();
         let entries = archive
             .entries()
@@ -140,6 +146,35 @@ impl Tree {
             }
         }
         Ok(tree)
+    }
+
+    /// Writes the tree under `dir` (created if missing; it should be new or empty): files
+    /// first, symlinks last, so no write goes through a link the tree itself holds. Paths were
+    /// checked by [`clean_path`] when the tree was read.
+    pub fn write_to(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir)?;
+        for (path, entry) in &self.entries {
+            if let TreeEntry::File { data, executable } = entry {
+                let dest = dir.join(path);
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(&dest, data)?;
+                let mode = if *executable { 0o755 } else { 0o644 };
+                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))?;
+            }
+        }
+        for (path, entry) in &self.entries {
+            if let TreeEntry::Symlink { target } = entry {
+                let dest = dir.join(path);
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::os::unix::fs::symlink(target, &dest)?;
+            }
+        }
+        Ok(())
     }
 
     /// Packs the tree: canonical tar, its digest, gzip. Fails when the tar is over `cap`.
@@ -222,5 +257,48 @@ mod tests {
             assert!(clean_path(p).is_err(), "{p}");
         }
         assert_eq!(clean_path("./a/b/").unwrap(), "a/b");
+    }
+
+    #[test]
+    fn written_out_and_read_back_from_a_plain_tar() {
+        let t = sample();
+        let back = Tree::from_tar(&t.to_tar().unwrap(), 1 << 20).unwrap();
+        assert_eq!(back, t);
+        let dir = tempfile::tempdir().unwrap();
+        t.write_to(dir.path()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::read(dir.path().join("src/a.py")).unwrap(), b"print(1)\n");
+        let mode = std::fs::metadata(dir.path().join("run.sh"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        assert_eq!(
+            std::fs::read_link(dir.path().join("link")).unwrap(),
+            std::path::Path::new("src/a.py")
+        );
+    }
+
+    #[test]
+    fn a_link_in_the_tree_never_carries_a_write_outside() {
+        let outside = tempfile::tempdir().unwrap();
+        let mut t = Tree::default();
+        t.entries.insert(
+            "a".into(),
+            TreeEntry::Symlink {
+                target: outside.path().to_string_lossy().into_owned(),
+            },
+        );
+        t.entries.insert(
+            "a/x".into(),
+            TreeEntry::File {
+                data: b"x".to_vec(),
+                executable: false,
+            },
+        );
+        let dir = tempfile::tempdir().unwrap();
+        assert!(t.write_to(dir.path()).is_err());
+        assert!(!outside.path().join("x").exists());
+        assert_eq!(std::fs::read(dir.path().join("a/x")).unwrap(), b"x");
     }
 }

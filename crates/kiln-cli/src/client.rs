@@ -179,6 +179,23 @@ impl ApiClient {
         .await
     }
 
+    /// `GET /v1/costs` with `group_by`, `since` and `until`.
+    pub async fn costs(&self, query: &[(&str, String)]) -> anyhow::Result<kiln_wire::costs::CostReport> {
+        self.send(self.request(Method::GET, "/v1/costs").query(query))
+            .await
+    }
+
+    /// `GET /v1/pipelines/{id}/workspace`: the tar of the workspace the pipeline ends with.
+    pub async fn pipeline_workspace(&self, id: i64) -> anyhow::Result<Vec<u8>> {
+        let res = self
+            .request(Method::GET, &format!("/v1/pipelines/{id}/workspace"))
+            .send()
+            .await
+            .with_context(|| format!("reach the Kiln API at {}", self.base))?;
+        let bytes = check(res).await?.bytes().await.context("read the workspace")?;
+        Ok(bytes.to_vec())
+    }
+
     /// `GET /v1/queues`.
     pub async fn queues(&self) -> anyhow::Result<QueueList> {
         self.send(self.request(Method::GET, "/v1/queues")).await

@@ -2,11 +2,13 @@
 
 mod client;
 mod commands;
+mod costs;
 mod db;
 mod events;
 mod fleet;
 mod images;
 mod kinds;
+mod pipelines;
 mod scheduler;
 mod serve;
 mod submit;
@@ -65,6 +67,13 @@ enum Command {
     },
     /// Print job events (the outbox), one JSON object per line: `kiln events [--follow] [--type T]`.
     Events(events::EventsArgs),
+    /// What LLM calls cost, grouped by provider, model, API token or day.
+    Costs(costs::CostsArgs),
+    /// Pipelines: download the workspace one ends with.
+    Pipelines {
+        #[command(subcommand)]
+        cmd: pipelines::PipelinesCommand,
+    },
     /// Inspect and steer queues fleet-wide.
     Queues {
         #[command(subcommand)]
@@ -202,6 +211,20 @@ async fn main() -> anyhow::Result<()> {
             events::run(
                 &backend(&cli.api_url, &cli.token, &cli.database_url, &cli.data_dir).await?,
                 args,
+            )
+            .await?
+        }
+        Command::Costs(args) => {
+            costs::run(
+                &backend(&cli.api_url, &cli.token, &cli.database_url, &cli.data_dir).await?,
+                args,
+            )
+            .await?
+        }
+        Command::Pipelines { cmd } => {
+            pipelines::run(
+                &backend(&cli.api_url, &cli.token, &cli.database_url, &cli.data_dir).await?,
+                cmd,
             )
             .await?
         }

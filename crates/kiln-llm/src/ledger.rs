@@ -174,7 +174,8 @@ impl FromStr for GroupBy {
 }
 
 impl GroupBy {
-    fn as_str(self) -> &'static str {
+    /// The name `group_by` takes in requests.
+    pub fn as_str(self) -> &'static str {
         match self {
             GroupBy::Provider => "provider",
             GroupBy::Model => "model",
@@ -204,18 +205,27 @@ impl CostRow {
     }
 }
 
-/// Calls, tokens and cost in `[since, until)` by `group_by`.
-pub async fn costs(
-    pool: &PgPool,
-    group_by: GroupBy,
-    since: DateTime<Utc>,
-    until: DateTime<Utc>,
-) -> Result<Vec<CostRow>, sqlx::Error> {
+/// Which calls a cost report covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CostQuery {
+    /// How to group.
+    pub group_by: GroupBy,
+    /// From (inclusive).
+    pub since: DateTime<Utc>,
+    /// To (exclusive).
+    pub until: DateTime<Utc>,
+    /// Only the calls made for this API token (None: every call).
+    pub api_token_id: Option<i64>,
+}
+
+/// Calls, tokens and cost in `[since, until)` by `group_by`, of one API token or all.
+pub async fn costs(pool: &PgPool, q: CostQuery) -> Result<Vec<CostRow>, sqlx::Error> {
     type Row = (String, i64, i64, i64, i64, i64, i64);
     let rows: Vec<Row> = sqlx::query_as(COSTS_SQL)
-        .bind(group_by.as_str())
-        .bind(since)
-        .bind(until)
+        .bind(q.group_by.as_str())
+        .bind(q.since)
+        .bind(q.until)
+        .bind(q.api_token_id)
         .fetch_all(pool)
         .await?;
     let u = |v: i64| u64::try_from(v).unwrap_or(0);

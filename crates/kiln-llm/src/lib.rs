@@ -44,7 +44,8 @@ pub use config::{Api, ConfigError, LlmConfig, ModelConfig, ProviderConfig};
 pub use cost::{Prices, Usd};
 pub use error::ProviderError;
 pub use ledger::{
-    check_budget, costs, record_call, BudgetExceeded, BudgetScope, Budgets, CallFor, CostRow, GroupBy,
+    check_budget, costs, record_call, BudgetExceeded, BudgetScope, Budgets, CallFor, CostQuery, CostRow,
+    GroupBy,
 };
 pub use llm::{Completion, FailedTry, Llm, LlmError, Options};
 pub use ratelimit::{Backend, Limits, RateLimiter};

@@ -4,8 +4,8 @@ mod common;
 
 use common::*;
 use kiln_llm::{
-    costs, BreakerState, BudgetScope, Budgets, CallFor, GroupBy, Llm, LlmError, ProviderError, Tier, Usage,
-    Usd,
+    costs, BreakerState, BudgetScope, Budgets, CallFor, CostQuery, GroupBy, Llm, LlmError, ProviderError,
+    Tier, Usage, Usd,
 };
 use kiln_testkit::TestDb;
 use std::time::{Duration, Instant};
@@ -463,7 +463,13 @@ async fn costs_group_by_provider_model_token_and_day() {
         .unwrap();
     let since = chrono::Utc::now() - chrono::Duration::hours(1);
     let until = chrono::Utc::now() + chrono::Duration::hours(1);
-    let by = |g| costs(&db.pool, g, since, until);
+    let q = |group_by, api_token_id| CostQuery {
+        group_by,
+        since,
+        until,
+        api_token_id,
+    };
+    let by = |g| costs(&db.pool, q(g, None));
     let p = by(GroupBy::Provider).await.unwrap();
     assert_eq!(
         p.iter().map(|r| (r.key.as_str(), r.calls)).collect::<Vec<_>>(),
@@ -484,6 +490,16 @@ async fn costs_group_by_provider_model_token_and_day() {
     assert_eq!(d[0].key, chrono::Utc::now().format("%Y-%m-%d").to_string());
     assert_eq!(d[0].cost(), Usd(1_600_000_000));
     assert!(by(GroupBy::Day).await.unwrap()[0].calls == 3);
+    // One token's report holds only its own calls.
+    let mine = costs(&db.pool, q(GroupBy::Provider, Some(3))).await.unwrap();
+    assert_eq!(
+        mine.iter().map(|r| (r.key.as_str(), r.calls)).collect::<Vec<_>>(),
+        [("a", 1), ("o", 1)]
+    );
+    assert!(costs(&db.pool, q(GroupBy::Provider, Some(4)))
+        .await
+        .unwrap()
+        .is_empty());
     assert!("week"
         .parse::<GroupBy>()
         .unwrap_err()

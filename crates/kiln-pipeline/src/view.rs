@@ -71,6 +71,16 @@ impl PipelineView {
         self.state == "finished"
     }
 
+    /// The workspace a pipeline ends with: the one its result names (a generation pipeline's
+    /// edited workspace) or else the one it ran on.
+    pub fn result_workspace(&self) -> &str {
+        self.result
+            .as_ref()
+            .and_then(|r| r.get("workspace"))
+            .and_then(|w| w.as_str())
+            .unwrap_or(&self.workspace)
+    }
+
     /// The `kiln submit validate --json` object: `{"pipeline_id", "verdict", "quality_score",
     /// "test", "lint", "security"}` (results are null until the pipeline is finished, and a
     /// job that could not run has null with its error under `errors`).

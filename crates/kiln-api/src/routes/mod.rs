@@ -2,6 +2,7 @@
 //! built with `utoipa_axum::routes!` over handlers annotated with `#[utoipa::path]`.
 
 pub mod artifacts;
+pub mod costs;
 pub mod events;
 pub mod health;
 pub mod hooks;
@@ -26,6 +27,8 @@ pub mod tags {
     pub const SCHEDULES: &str = "schedules";
     /// Validation pipelines.
     pub const PIPELINES: &str = "pipelines";
+    /// What LLM calls cost.
+    pub const COSTS: &str = "costs";
     /// The job-event outbox.
     pub const EVENTS: &str = "events";
     /// Health, metrics, the document itself.

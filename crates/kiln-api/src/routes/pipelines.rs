@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::Json;
 use base64::Engine;
 use kiln_artifacts::ArtifactError;
@@ -29,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(validate))
         .routes(routes!(get_pipeline))
         .routes(routes!(wait_pipeline))
+        .routes(routes!(pipeline_workspace))
 }
 
 /// A pipeline with its jobs, and `summary`: the `kiln submit validate --json` object.
@@ -294,4 +296,48 @@ async fn wait_pipeline(
         Some(Err(e)) => return Err(e.into()),
     };
     Ok(Json(view.into()))
+}
+
+/// Download the workspace a pipeline ends with, as a tar (`application/x-tar`): for a
+/// generation pipeline the edited workspace of its result, for a validation pipeline the
+/// workspace it ran on.
+#[utoipa::path(
+    get, path = "/v1/pipelines/{id}/workspace", tag = tags::PIPELINES,
+    params(("id" = i64, Path, description = "Pipeline id")),
+    responses(
+        (status = 200, description = "The workspace as a tar", content_type = "application/x-tar", body = Vec<u8>),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "No such pipeline, or its workspace was pruned", body = ErrorBody),
+    ),
+    security(("bearer" = ["jobs:read"]))
+)]
+async fn pipeline_workspace(
+    _auth: Auth<JobsRead>,
+    State(state): State<AppState>,
+    PathParam(id): PathParam<i64>,
+) -> ApiResult<impl IntoResponse> {
+    let view = kiln_pipeline::get(&state.pool, id).await?;
+    let digest = view.result_workspace().to_owned();
+    let tree = kiln_artifacts::load(&state.pool, &digest, state.config.max_workspace_bytes)
+        .await
+        .map_err(|e| match e {
+            ArtifactError::NotFound(_) => {
+                ApiError::not_found(format!("pipeline {id}'s workspace {digest} was pruned"))
+            }
+            e => ApiError::internal("workspace read", e),
+        })?;
+    let tar = tokio::task::spawn_blocking(move || tree.to_tar())
+        .await
+        .map_err(|e| ApiError::internal("workspace tar", e))?
+        .map_err(|e| ApiError::internal("workspace tar", e))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-tar".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"pipeline-{id}-workspace.tar\""),
+            ),
+        ],
+        tar,
+    ))
 }

@@ -1,4 +1,5 @@
--- Calls, tokens and cost in [$2, $3), grouped by $1: provider | model | token | day (UTC).
+-- Calls, tokens and cost in [$2, $3), grouped by $1: provider | model | token | day (UTC);
+-- only API token $4's calls when $4 is not NULL.
 SELECT
     CASE $1
         WHEN 'provider' THEN provider
@@ -13,6 +14,6 @@ SELECT
     sum(cache_write_tokens)::bigint AS cache_write_tokens,
     sum(cost_pico)::bigint AS cost_pico
 FROM kiln_llm_calls
-WHERE at >= $2 AND at < $3
+WHERE at >= $2 AND at < $3 AND ($4::bigint IS NULL OR api_token_id = $4)
 GROUP BY 1
 ORDER BY 1
