@@ -366,3 +366,83 @@ async fn submit_wait_keeps_waiting_through_a_postgres_restart() {
     assert_eq!(summary["test"]["failed"], 2, "{summary}");
     remove_cluster(&pg_dir);
 }
+
+/// Starts `cmd` and returns it with the address its `metrics on http://…/metrics` line gave.
+fn until_metrics(mut cmd: Command) -> (Child, String) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(line) => {
+                if let Some(url) = line.strip_prefix("metrics on ") {
+                    return (child, url.to_owned());
+                }
+            }
+            Err(e) => {
+                let _ = child.kill();
+                panic!("no `metrics on` line: {e}");
+            }
+        }
+    }
+}
+
+// Multi-threaded: blocking child I/O while the test's runtime serves nothing itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_and_schedulers_serve_their_own_metrics_for_prometheus() {
+    let db = kiln_testkit::TestDb::new().await;
+    let cwd = tempfile::tempdir().unwrap();
+    let config = light_config(cwd.path());
+    let config = config.to_str().unwrap();
+    let mut seen = Vec::new();
+    for args in [
+        vec!["worker", "--config", config, "--metrics-listen", "127.0.0.1:0"],
+        vec!["scheduler", "--config", config, "--metrics-listen", "127.0.0.1:0"],
+    ] {
+        let mut cmd = kiln(cwd.path(), &args);
+        cmd.env("DATABASE_URL", &db.url);
+        let (mut child, url) = until_metrics(cmd);
+        let res = reqwest::get(&url).await.unwrap();
+        assert_eq!(res.status(), 200, "{url}");
+        assert!(res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"));
+        let body = res.text().await.unwrap();
+        assert!(body.contains("# TYPE kiln_"), "{}: {body}", args[0]);
+        let health = reqwest::get(url.replace("/metrics", "/healthz")).await.unwrap();
+        assert_eq!(health.status(), 200);
+        let pid = child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{} exited {status}", args[0]);
+        seen.push(args[0]);
+    }
+    assert_eq!(seen, ["worker", "scheduler"]);
+
+    // A port in use is refused at once, naming the flag.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = kiln(
+        cwd.path(),
+        &["worker", "--config", config, "--metrics-listen", &addr],
+    )
+    .env("DATABASE_URL", &db.url)
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--metrics-listen"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

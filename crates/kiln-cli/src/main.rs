@@ -8,6 +8,7 @@ mod events;
 mod fleet;
 mod images;
 mod kinds;
+mod metrics_http;
 mod pipelines;
 mod scheduler;
 mod serve;
@@ -53,7 +54,7 @@ enum Command {
     Migrate,
     /// Pull and run jobs from the queues named in workers.toml (else the built-in defaults)
     /// until SIGTERM/SIGINT.
-    Worker(WorkerArgs),
+    Worker(WorkerCommandArgs),
     /// Everything on one machine: embedded Postgres, migrations, images, workers.
     Up(UpArgs),
     /// Enqueue one job, given as JSON (the fields of `JobSpec`), and print its id.
@@ -103,6 +104,17 @@ enum Command {
     },
 }
 
+/// Serves `/metrics` on `addr` when given; cancel the token to stop it.
+async fn metrics_endpoint(
+    addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<tokio_util::sync::CancellationToken> {
+    let stop = tokio_util::sync::CancellationToken::new();
+    if let Some(addr) = addr {
+        metrics_http::serve(addr, stop.clone()).await?;
+    }
+    Ok(stop)
+}
+
 #[derive(Debug, clap::Args)]
 struct WorkerArgs {
     /// The fleet configuration (default: ./workers.toml if there is one, else the built-in
@@ -112,6 +124,15 @@ struct WorkerArgs {
     /// Override the worker id.
     #[arg(long)]
     id: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct WorkerCommandArgs {
+    #[command(flatten)]
+    worker: WorkerArgs,
+    /// Serve this process's metrics at http://ADDR/metrics (e.g. 0.0.0.0:9100), for Prometheus.
+    #[arg(long, env = "KILN_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -166,15 +187,21 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Scheduler(args) => {
             fleet::FleetFile::load_or_default(args.config.as_deref())?;
+            let shutdown = shutdown_signal();
+            let metrics = metrics_endpoint(args.metrics_listen).await?;
             let pool = connect(&cli.database_url, &cli.data_dir).await?;
             kiln_queue::migrate(&pool).await.context("migrate")?;
-            scheduler::run(pool, &args, shutdown_signal()).await?;
+            scheduler::run(pool, &args, shutdown).await?;
+            metrics.cancel();
         }
         Command::Worker(args) => {
-            fleet::FleetFile::load_or_default(args.config.as_deref())?;
+            fleet::FleetFile::load_or_default(args.worker.config.as_deref())?;
+            let shutdown = shutdown_signal();
+            let metrics = metrics_endpoint(args.metrics_listen).await?;
             let pool = connect(&cli.database_url, &cli.data_dir).await?;
             db::require_schema(&pool).await?;
-            run_worker(pool, None, &args, shutdown_signal()).await?;
+            run_worker(pool, None, &args.worker, shutdown).await?;
+            metrics.cancel();
         }
         Command::Up(args) => up::run(args, &cli.database_url, &cli.data_dir).await?,
         Command::Api(args) => {
@@ -310,12 +337,18 @@ async fn run_worker(
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when
+/// it is first awaited: a signal that arrives while the process is still starting is kept,
+/// and the process stops gracefully as soon as it is running.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }
 

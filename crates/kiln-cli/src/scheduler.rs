@@ -16,6 +16,9 @@ pub struct SchedulerArgs {
     /// Override the scheduler id (default host-pid).
     #[arg(long)]
     pub id: Option<String>,
+    /// Serve this process's metrics at http://ADDR/metrics (e.g. 0.0.0.0:9100), for Prometheus.
+    #[arg(long, env = "KILN_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Declares the file's schedules, then runs the scheduler until `shutdown`.

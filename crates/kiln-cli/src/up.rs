@@ -68,6 +68,8 @@ async fn serve(
     let sched = scheduler::SchedulerArgs {
         config: args.worker.config.clone(),
         id: None,
+        // `kiln up` serves every role's metrics on its API's /metrics.
+        metrics_listen: None,
     };
     let mut api_args = args.api.clone();
     if api_args.fleet_config.is_none() {
