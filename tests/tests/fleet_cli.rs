@@ -386,6 +386,7 @@ fn until_metrics(mut cmd: Command) -> (Child, String) {
             }
             Err(e) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 panic!("no `metrics on` line: {e}");
             }
         }
