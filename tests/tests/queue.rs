@@ -324,6 +324,66 @@ async fn completion_is_idempotent_and_guarded_by_worker_and_attempt() {
     assert_eq!(admin::attempts(&db.pool, e.id).await.unwrap().len(), 1);
 }
 
+/// The completion reads its jobs without a row lock, so its UPDATE must re-check every guard
+/// on the newest version of a row another transaction changed meanwhile: a rescue committed
+/// while the completion waits wins (no attempt row, no event from the completion), and a
+/// heartbeat does not stop the completion of the job it extended.
+#[tokio::test]
+async fn a_rescue_committed_while_a_completion_waits_wins() {
+    let db = TestDb::new().await;
+    let ids = enqueue_many(&db.pool, &[job("race"), job("race")]).await.unwrap();
+    let (a, b) = (ids[0].id, ids[1].id);
+    lease::claim(&db.pool, "race", "w1", 2, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut other = db.pool.begin().await.unwrap();
+    // What rescue does to `a` and a heartbeat to `b`, left uncommitted.
+    sqlx::query(
+        "UPDATE kiln_jobs SET state = 'retryable', locked_by = NULL, lease_expires_at = NULL, \
+         run_at = now() WHERE id = $1",
+    )
+    .bind(a)
+    .execute(&mut *other)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE kiln_jobs SET lease_expires_at = now() + interval '60 s' WHERE id = $1")
+        .bind(b)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let pool = db.pool.clone();
+    let completing = tokio::spawn(async move {
+        lease::complete(
+            &pool,
+            "w1",
+            &[
+                completion(a, 1, AttemptOutcome::Succeeded, None),
+                completion(b, 1, AttemptOutcome::Succeeded, None),
+            ],
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !completing.is_finished(),
+        "the completion waits for the rows' locks"
+    );
+    other.commit().await.unwrap();
+    let done = completing.await.unwrap().unwrap();
+    assert_eq!(done, vec![(b, JobState::Succeeded)]);
+    assert_eq!(
+        admin::get_job(&db.pool, a).await.unwrap().state,
+        JobState::Retryable
+    );
+    assert!(admin::attempts(&db.pool, a).await.unwrap().is_empty());
+    assert_eq!(admin::attempts(&db.pool, b).await.unwrap().len(), 1);
+    let events: Vec<i64> = sqlx::query_scalar("SELECT j FROM kiln_events, unnest(job_ids) AS j ORDER BY j")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, vec![b]);
+}
+
 #[tokio::test]
 async fn failures_back_off_then_dead_letter_then_retry_by_hand() {
     let db = TestDb::new().await;

@@ -84,8 +84,49 @@ pub fn script(lease_secs: u32) -> Result<String> {
     ))
 }
 
+/// Runs `pgbench -c 4 -j 2 -t per_client -D batch=<kiln batch> -f script` on `url` and
+/// returns its wall time; `what` names the run in the logs.
+pub(crate) async fn pgbench(
+    args: &Args,
+    url: &str,
+    script: &std::path::Path,
+    per_client: usize,
+    what: &str,
+) -> Result<std::time::Duration> {
+    let start = Instant::now();
+    let out = tokio::process::Command::new(&args.pgbench)
+        .args(["-n", "-M", "simple", "-c", "4", "-j", "2"])
+        .arg("-t")
+        .arg(per_client.to_string())
+        .arg("-D")
+        .arg(format!("batch={}", args.kiln_batch))
+        .arg("-f")
+        .arg(script)
+        .arg(url)
+        .output()
+        .await
+        .context("run pgbench")?;
+    let wall = start.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "pgbench failed ({}): {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            stdout
+        );
+    }
+    for line in stdout
+        .lines()
+        .filter(|l| l.contains("tps") || l.contains("latency") || l.contains("failed"))
+    {
+        tracing::info!(pgbench = line.trim(), "{what}");
+    }
+    Ok(wall)
+}
+
 /// `url` with its database replaced by `db`.
-fn url_with_db(url: &str, db: &str) -> String {
+pub(crate) fn url_with_db(url: &str, db: &str) -> String {
     let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
     let rest = &url[scheme_end..];
     let (authority, tail) = match rest.find('/') {
@@ -123,36 +164,8 @@ pub async fn run(server: &Server, server_url: &str, args: &Args) -> Result<Floor
     tracing::debug!(script = %std::fs::read_to_string(&path)?, "floor script");
     let url = url_with_db(server_url, "kiln_bench_floor");
     let wal = wal_start(&setup).await?;
-    let start = Instant::now();
-    let out = tokio::process::Command::new(&args.pgbench)
-        .args(["-n", "-M", "simple", "-c", "4", "-j", "2"])
-        .arg("-t")
-        .arg(per_client.to_string())
-        .arg("-D")
-        .arg(format!("batch={}", args.kiln_batch))
-        .arg("-f")
-        .arg(&path)
-        .arg(&url)
-        .output()
-        .await
-        .context("run pgbench")?;
-    let wall = start.elapsed();
+    let wall = pgbench(args, &url, &path, per_client, "floor").await?;
     let wal_bytes = wal_since(&setup, &wal).await?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "pgbench failed ({}): {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            stdout
-        );
-    }
-    for line in stdout
-        .lines()
-        .filter(|l| l.contains("tps") || l.contains("latency") || l.contains("failed"))
-    {
-        tracing::info!(pgbench = line.trim(), "floor");
-    }
     let done: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_jobs WHERE state = 'succeeded'")
         .fetch_one(&setup)
         .await?;

@@ -61,11 +61,14 @@ pub async fn run(server: &Server, spec: &RunSpec, s: &KilnSettings) -> Result<Ou
         "kiln: jobs inserted"
     );
     let settings = format!(
-        "{} Worker instances, concurrency {}, batch {}, completion_batch 2000, pool {} each",
+        "{} Worker instances sharing one listener, concurrency {}, batch {}, completion_batch 2000, pool {} each",
         spec.workers, s.concurrency, s.batch, s.pool
     );
 
     let stop = CancellationToken::new();
+    // One LISTEN per process, shared by its workers (as `kiln up` does): a notification wakes
+    // one fetcher, not all of them.
+    let listener = kiln_queue::Listener::start(setup.clone(), stop.clone());
     let mut handles = Vec::new();
     let wal = wal_start(&setup).await?;
     let start = Instant::now();
@@ -78,6 +81,7 @@ pub async fn run(server: &Server, spec: &RunSpec, s: &KilnSettings) -> Result<Ou
         };
         let worker = Worker::builder(p, config)
             .handler(JobKind::Test, handle)
+            .listener(listener.clone())
             .build()?;
         let stop = stop.clone();
         handles.push(tokio::spawn(

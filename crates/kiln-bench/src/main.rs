@@ -3,6 +3,7 @@
 //! own claim/complete SQL. See `scripts/bench-queue`.
 
 mod apalis_sys;
+mod ceiling;
 mod common;
 mod floor;
 mod graphile_sys;
@@ -47,8 +48,13 @@ pub struct Args {
     /// Print one JSON line on stdout (logs stay on stderr).
     #[arg(long)]
     pub json: bool,
-    /// Systems to run, comma separated: kiln, apalis, graphile, floor.
-    #[arg(long, default_value = "kiln,apalis,graphile,floor", value_delimiter = ',')]
+    /// Systems to run, comma separated: kiln, apalis, graphile, floor, ceiling (a minimal
+    /// SKIP LOCKED claim + complete from pgbench: what this machine allows at all).
+    #[arg(
+        long,
+        default_value = "kiln,apalis,graphile,floor,ceiling",
+        value_delimiter = ','
+    )]
     pub only: Vec<String>,
     /// Give up a burn-down after this many seconds (reported as what got through).
     #[arg(long, default_value_t = 600)]
@@ -318,6 +324,7 @@ async fn bench(args: &Args, url: &str) -> Result<()> {
         tuned: Vec::new(),
         scaling: Vec::new(),
         floor: None,
+        ceiling: None,
     };
     let mut systems = Vec::new();
     if args.runs("kiln") {
@@ -386,6 +393,10 @@ async fn bench(args: &Args, url: &str) -> Result<()> {
     if args.runs("floor") {
         tracing::info!("starting the pgbench floor");
         report.floor = Some(floor::run(&server, url, args).await.context("floor")?);
+    }
+    if args.runs("ceiling") {
+        tracing::info!("starting the pgbench ceiling");
+        report.ceiling = Some(ceiling::run(&server, url, args).await.context("ceiling")?);
     }
 
     if args.json {

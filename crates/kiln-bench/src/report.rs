@@ -45,6 +45,8 @@ pub struct Report {
     /// The workers sweep: each system at each worker count, on `sweep_jobs` jobs.
     pub scaling: Vec<Outcome>,
     pub floor: Option<Floor>,
+    /// A minimal SKIP LOCKED claim + complete from pgbench (see `ceiling.rs`).
+    pub ceiling: Option<Floor>,
 }
 
 /// `name=value` for each axis of a sweep point, space separated.
@@ -143,10 +145,10 @@ impl Report {
                     .filter_map(|o| run_violation(o, false).map(|s| format!("{} sweep: {s}", t.system))),
             );
         }
-        if let Some(f) = &self.floor {
-            if f.duplicates > 0 || f.missing > 0 {
+        for (name, f) in [("floor", &self.floor), ("ceiling", &self.ceiling)] {
+            if let Some(f) = f.as_ref().filter(|f| f.duplicates > 0 || f.missing > 0) {
                 v.push(format!(
-                    "floor: {} claimed twice, {} not succeeded",
+                    "{name}: {} claimed twice, {} not succeeded",
                     f.duplicates, f.missing
                 ));
             }
@@ -197,16 +199,24 @@ impl Report {
                 json!({"jobs": self.sweep_jobs, "systems": systems}),
             );
         }
-        if let Some(f) = &self.floor {
+        for (name, f) in [("floor", &self.floor), ("ceiling", &self.ceiling)] {
+            if let Some(f) = f {
+                obj.insert(
+                    name.into(),
+                    json!({
+                        "jobs_per_s": round1(f.jobs_per_s),
+                        "wal_bytes_per_job": round1(f.wal_bytes_per_job),
+                        "duplicates": f.duplicates,
+                        "missing": f.missing,
+                        "settings": f.settings,
+                    }),
+                );
+            }
+        }
+        if let (Some(f), Some(c)) = (&self.floor, &self.ceiling) {
             obj.insert(
-                "floor".into(),
-                json!({
-                    "jobs_per_s": round1(f.jobs_per_s),
-                    "wal_bytes_per_job": round1(f.wal_bytes_per_job),
-                    "duplicates": f.duplicates,
-                    "missing": f.missing,
-                    "settings": f.settings,
-                }),
+                "floor_vs_ceiling".into(),
+                json!(round3(f.jobs_per_s / c.jobs_per_s)),
             );
         }
         if let Some(k) = self.kiln() {
@@ -277,12 +287,17 @@ impl Report {
                 if o.timed_out { "  TIMED OUT" } else { "" }
             )?;
         }
-        if let Some(f) = &self.floor {
-            writeln!(
-                out,
-                "{:<22} {:>10.0} {:>8} {:>9} {:>9} {:>10.0} {:>5} {:>7}",
-                "floor (pgbench)", f.jobs_per_s, "", "", "", f.wal_bytes_per_job, f.duplicates, f.missing
-            )?;
+        for (name, f) in [
+            ("floor (pgbench)", &self.floor),
+            ("ceiling (pgbench)", &self.ceiling),
+        ] {
+            if let Some(f) = f {
+                writeln!(
+                    out,
+                    "{:<22} {:>10.0} {:>8} {:>9} {:>9} {:>10.0} {:>5} {:>7}",
+                    name, f.jobs_per_s, "", "", "", f.wal_bytes_per_job, f.duplicates, f.missing
+                )?;
+            }
         }
         writeln!(out)?;
         if let Some(k) = self.kiln() {
@@ -296,6 +311,13 @@ impl Report {
                     k.jobs_per_s / f.jobs_per_s * 100.0
                 )?;
             }
+        }
+        if let (Some(f), Some(c)) = (&self.floor, &self.ceiling) {
+            writeln!(
+                out,
+                "floor / ceiling               {:.0} %",
+                f.jobs_per_s / c.jobs_per_s * 100.0
+            )?;
         }
         for t in &self.tuned {
             writeln!(
@@ -353,8 +375,10 @@ impl Report {
         for o in self.all() {
             writeln!(out, "  {:<22} {}", o.system, o.settings)?;
         }
-        if let Some(f) = &self.floor {
-            writeln!(out, "  {:<22} {}", "floor", f.settings)?;
+        for (name, f) in [("floor", &self.floor), ("ceiling", &self.ceiling)] {
+            if let Some(f) = f {
+                writeln!(out, "  {:<22} {}", name, f.settings)?;
+            }
         }
         let v = self.violations();
         if v.is_empty() {
@@ -442,6 +466,7 @@ mod tests {
             ])],
             scaling: vec![outcome("kiln", 3000.0), outcome("apalis_postgres", 1000.0)],
             floor: None,
+            ceiling: None,
         }
     }
 
@@ -507,6 +532,16 @@ mod tests {
             settings: String::new(),
         });
         assert_eq!(r.violations().len(), 1);
+        r.ceiling = r.floor.clone().map(|f| Floor {
+            duplicates: 2,
+            missing: 0,
+            ..f
+        });
+        let v = r.violations();
+        assert!(
+            v.iter().any(|s| s.starts_with("ceiling: 2 claimed twice")),
+            "{v:?}"
+        );
     }
 
     #[test]

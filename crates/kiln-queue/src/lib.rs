@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod model;
 pub mod spec;
 pub mod views;
+pub mod wake;
 
 pub use backoff::RetryPolicy;
 pub use enqueue::{count_committed, enqueue, enqueue_many, enqueue_many_on, Enqueued};

@@ -5,6 +5,9 @@
 //! Notifications are hints: every consumer re-reads its source of truth (the outbox by id, the
 //! log table by cursor, the queue by claim), and [`Signal::Reconnected`] (or a lagging
 //! receiver) tells it that hints may have been missed, so it re-reads at once.
+//!
+//! `kiln_jobs` wake-ups go to the process's fetchers through [`Listener::register_fetcher`]:
+//! one fetcher of the queue per notification (see [`crate::wake`]), not every one of them.
 
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
@@ -13,6 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
+
+use crate::admin::JOBS_CHANNEL;
+use crate::wake::{FetcherWake, Fetchers};
 
 /// What a subscriber receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +38,7 @@ pub struct Listener {
 struct Inner {
     channels: Mutex<HashMap<String, broadcast::Sender<Signal>>>,
     new_channels: mpsc::UnboundedSender<String>,
+    fetchers: Fetchers,
 }
 
 /// Room per subscriber before it lags (and is told to re-read).
@@ -46,10 +53,19 @@ impl Listener {
             inner: Arc::new(Inner {
                 channels: Mutex::new(HashMap::new()),
                 new_channels: tx,
+                fetchers: Fetchers::default(),
             }),
         };
         tokio::spawn(run(pool, listener.inner.clone(), rx, stop));
         listener
+    }
+
+    /// Registers a fetcher of `queue`: each `kiln_jobs` notification for the queue wakes one
+    /// fetcher of this process (a waiting one first), a reconnect wakes all of them.
+    pub fn register_fetcher(&self, queue: &str) -> FetcherWake {
+        // LISTEN kiln_jobs from now on; the broadcast side is for other subscribers.
+        drop(self.subscribe(JOBS_CHANNEL));
+        self.inner.fetchers.register(queue)
     }
 
     /// Subscribes to `channel` (LISTENed from now on, for the life of the process).
@@ -116,6 +132,9 @@ async fn session(
             },
             n = listener.try_recv() => match n? {
                 Some(n) => {
+                    if n.channel() == JOBS_CHANNEL {
+                        inner.fetchers.wake_one(n.payload());
+                    }
                     let channels = inner.channels.lock().expect("listener channels");
                     if let Some(tx) = channels.get(n.channel()) {
                         // No receivers is fine: nobody is interested right now.
@@ -131,6 +150,7 @@ async fn session(
 }
 
 fn broadcast_all(inner: &Inner, signal: Signal) {
+    inner.fetchers.wake_all();
     for tx in inner.channels.lock().expect("listener channels").values() {
         let _ = tx.send(signal.clone());
     }

@@ -78,7 +78,7 @@ impl BackendConfig for KilnBackend {
 /// Claims jobs of `queue` whenever this worker has room, until the worker stops.
 pub(crate) async fn fetch_loop(shared: Arc<Shared>, queue: QueueConfig, tx: mpsc::Sender<Task<ClaimedJob>>) {
     let permits = shared.permits[&queue.name].clone();
-    let wakeup = shared.wakeups[&queue.name].clone();
+    let wakeup = &shared.wakeups[&queue.name];
     let low = (queue.batch.min(queue.concurrency) / 2).max(1) as u32;
     let queue_name: Arc<str> = Arc::from(queue.name.as_str());
     let handles = kiln_queue::metrics::for_queue(&queue.name);

@@ -1,6 +1,6 @@
 //! A worker's background loops: heartbeats, queue upkeep, and LISTEN/NOTIFY wake-ups.
 
-use kiln_queue::admin::{CANCEL_CHANNEL, JOBS_CHANNEL};
+use kiln_queue::admin::CANCEL_CHANNEL;
 use kiln_queue::{lease, maintenance, AttemptOutcome, Listener, Signal};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -166,20 +166,12 @@ pub(crate) async fn maintenance_loop(shared: Arc<Shared>, stop: CancellationToke
 /// of that queue) and stops (cancel requests). After a reconnect, or when this loop fell
 /// behind, every fetcher is woken: notifications may have been missed.
 pub(crate) async fn listen_loop(shared: Arc<Shared>, listener: Listener, stop: CancellationToken) {
-    let mut jobs = listener.subscribe(JOBS_CHANNEL);
+    // `kiln_jobs` wake-ups reach the fetchers through the listener (one fetcher per
+    // notification, see `Listener::register_fetcher`); cancels come here.
     let mut cancels = listener.subscribe(CANCEL_CHANNEL);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            signal = jobs.recv() => match signal {
-                Ok(Signal::Notified(queue)) => {
-                    if let Some(w) = shared.wakeups.get(&queue) {
-                        w.notify_one();
-                    }
-                }
-                Ok(Signal::Reconnected) | Err(RecvError::Lagged(_)) => shared.wake_all(),
-                Err(RecvError::Closed) => return,
-            },
             signal = cancels.recv() => match signal {
                 Ok(Signal::Notified(id)) => {
                     if let Ok(id) = id.parse::<i64>() {

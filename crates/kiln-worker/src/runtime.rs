@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{fetch_loop, KilnBackend};
@@ -122,10 +122,15 @@ impl Worker {
     /// the rest without spending their attempt, and flushes every outcome.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), WorkerError> {
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        let background_stop = CancellationToken::new();
+        let listener = match &self.listener {
+            Some(l) => l.clone(),
+            None => Listener::start(self.pool.clone(), background_stop.clone()),
+        };
         let mut wakeups = HashMap::new();
         let mut permits = HashMap::new();
         for q in &self.config.queues {
-            wakeups.insert(q.name.clone(), Arc::new(Notify::new()));
+            wakeups.insert(q.name.clone(), listener.register_fetcher(&q.name));
             permits.insert(q.name.clone(), Arc::new(Semaphore::new(q.concurrency)));
         }
         let shared = Arc::new(Shared {
@@ -149,11 +154,6 @@ impl Worker {
             tracing::warn!(worker = %self.id, "no job handler is registered: this worker claims nothing");
         }
 
-        let background_stop = CancellationToken::new();
-        let listener = match &self.listener {
-            Some(l) => l.clone(),
-            None => Listener::start(self.pool.clone(), background_stop.clone()),
-        };
         let completer = tokio::spawn(complete_loop(shared.clone(), reports_rx));
         let background = [
             tokio::spawn(heartbeat_loop(shared.clone(), background_stop.clone(), host)),

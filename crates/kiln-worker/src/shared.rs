@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerConfig;
@@ -81,7 +81,8 @@ pub(crate) struct Shared {
     /// Kinds this worker has handlers for; it claims no others.
     pub kinds: Vec<kiln_queue::JobKind>,
     pub held: Mutex<HashMap<i64, Held>>,
-    pub wakeups: HashMap<String, Arc<Notify>>,
+    /// Each queue's fetcher wake-up, registered with the process's listener.
+    pub wakeups: HashMap<String, kiln_queue::wake::FetcherWake>,
     pub permits: HashMap<String, Arc<Semaphore>>,
     pub reports: mpsc::UnboundedSender<Report>,
     /// Fires when the worker stops claiming.
@@ -145,8 +146,8 @@ impl Shared {
 
     /// Wakes every fetcher (after a reconnect, or when a queue setting changed).
     pub fn wake_all(&self) {
-        for n in self.wakeups.values() {
-            n.notify_one();
+        for w in self.wakeups.values() {
+            w.wake();
         }
     }
 }
