@@ -313,8 +313,8 @@ impl Sandbox {
         })
     }
 
-    /// The engine's id for `image`, cached.
-    async fn image_id(&self, image: &str) -> String {
+    /// The engine's id for `image` (empty when the engine cannot say), cached.
+    pub async fn image_id(&self, image: &str) -> String {
         if let Some(id) = self.image_ids.lock().ok().and_then(|m| m.get(image).cloned()) {
             return id;
         }

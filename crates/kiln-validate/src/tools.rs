@@ -124,38 +124,95 @@ echo $? > "$R/clippy.exit"
 /// request asks to honour them ([`security_script`]'s `honour`).
 pub const SCANNER_CONFIG_FILES: &[&str] = &[".semgrepignore", ".bandit", ".secrets.baseline"];
 
+/// The security scanners of the python image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scanner {
+    /// semgrep with Kiln's rules.
+    Semgrep,
+    /// detect-secrets over every file.
+    DetectSecrets,
+    /// bandit on the Python project root (`$2`).
+    Bandit,
+}
+
+impl Scanner {
+    /// The scanner's name (also its `.exit` file's).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scanner::Semgrep => "semgrep",
+            Scanner::DetectSecrets => "detect-secrets",
+            Scanner::Bandit => "bandit",
+        }
+    }
+}
+
+/// One scanner's command and the line recording its exit code, run at the workspace top with
+/// [`security_args`]' arguments. semgrep runs as its OCaml command line (`--experimental`):
+/// the same findings and files scanned as the Python one on every corpus project and fixture,
+/// at a tenth of the start-up (docs/decisions.md); that mode ignores `--output`, so its JSON
+/// goes to the report by redirection. Unless `honour` is set, in-code suppressions (`# nosemgrep`,
+/// `# nosec`, `pragma: allowlist secret`) are ignored.
+pub fn scanner_command(scanner: Scanner, langs: &[Language], honour: bool) -> String {
+    match scanner {
+        Scanner::Semgrep => {
+            let configs: String = langs
+                .iter()
+                .map(|l| format!(" --config /work/.kiln-validate/semgrep/{}.yml", l.as_str()))
+                .collect();
+            let nosem = if honour { "" } else { " --disable-nosem" };
+            format!(
+                r#"semgrep scan --experimental --metrics=off --disable-version-check --oss-only --no-git-ignore{nosem}{configs} --exclude .kiln-validate --json -q . > "$R/semgrep.json"
+echo $? > "$R/semgrep.exit"
+"#
+            )
+        }
+        Scanner::DetectSecrets => {
+            let allowlist = if honour {
+                ""
+            } else {
+                " --disable-filter detect_secrets.filters.allowlist.is_line_allowlisted"
+            };
+            format!(
+                r#"detect-secrets scan --all-files{allowlist} --exclude-files '^\.kiln-validate/' . > "$R/secrets.json"
+echo $? > "$R/detect-secrets.exit"
+"#
+            )
+        }
+        Scanner::Bandit => {
+            let nosec = if honour { "" } else { " --ignore-nosec" };
+            format!(
+                "bandit -q -r{nosec} -x ./.kiln-validate -f json -o \"$R/bandit.json\" -- \"./$2\"\necho $? > \"$R/bandit.exit\"\n"
+            )
+        }
+    }
+}
+
+/// A script running one scanner alone (what `scripts/bench-validate` times by hand).
+pub fn scanner_script(scanner: Scanner, langs: &[Language], honour: bool) -> String {
+    format!("{PROLOGUE}{}", scanner_command(scanner, langs, honour))
+}
+
+/// The scanners a security scan of `langs` runs: semgrep and detect-secrets always, bandit
+/// when there is a Python project.
+pub fn scanners(bandit: bool) -> Vec<Scanner> {
+    let mut v = vec![Scanner::Semgrep, Scanner::DetectSecrets];
+    if bandit {
+        v.push(Scanner::Bandit);
+    }
+    v
+}
+
 /// The security scan script (python image) for the given languages, run at the workspace top:
 /// semgrep with Kiln's rules for those languages, detect-secrets, and, when `bandit` is set,
 /// bandit on the Python project root, which the script takes as its `$2` (see
-/// [`security_args`]): nothing from the workspace is ever part of the script's text. Unless
-/// `honour` is set, in-code suppressions (`# nosemgrep`, `# nosec`, `pragma: allowlist
-/// secret`) are ignored.
+/// [`security_args`]): nothing from the workspace is ever part of the script's text. The
+/// scanners start together and the script waits for all of them (see [`scanner_command`]).
 pub fn security_script(langs: &[Language], bandit: bool, honour: bool) -> String {
-    let configs: String = langs
-        .iter()
-        .map(|l| format!(" --config /work/.kiln-validate/semgrep/{}.yml", l.as_str()))
-        .collect();
-    let (nosem, allowlist, nosec) = if honour {
-        ("", "", "")
-    } else {
-        (
-            " --disable-nosem",
-            " --disable-filter detect_secrets.filters.allowlist.is_line_allowlisted",
-            " --ignore-nosec",
-        )
-    };
-    let mut s = format!(
-        r#"{PROLOGUE}semgrep scan --metrics=off --disable-version-check --oss-only --no-git-ignore{nosem}{configs} --exclude .kiln-validate --json -q --output "$R/semgrep.json" .
-echo $? > "$R/semgrep.exit"
-detect-secrets scan --all-files{allowlist} --exclude-files '^\.kiln-validate/' . > "$R/secrets.json"
-echo $? > "$R/detect-secrets.exit"
-"#
-    );
-    if bandit {
-        s.push_str(&format!(
-            "bandit -q -r{nosec} -x ./.kiln-validate -f json -o \"$R/bandit.json\" -- \"./$2\"\necho $? > \"$R/bandit.exit\"\n"
-        ));
+    let mut s = PROLOGUE.to_string();
+    for scanner in scanners(bandit) {
+        s.push_str(&format!("{{\n{}}} &\n", scanner_command(scanner, langs, honour)));
     }
+    s.push_str("wait\n");
     s
 }
 
