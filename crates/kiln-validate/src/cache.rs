@@ -61,10 +61,10 @@ fn tool_text(kind: JobKind, projects: &[Project], honour: bool) -> Vec<String> {
     let mut v: Vec<String> = match kind {
         JobKind::Test => langs.iter().map(|l| tools::test_script(*l)).collect(),
         JobKind::Lint => langs.iter().map(|l| tools::lint_script(*l)).collect(),
-        _ => {
-            let bandit = langs.contains(&Language::Python);
-            vec![tools::security_script(&langs, bandit, honour)]
-        }
+        _ => tools::scanners(langs.contains(&Language::Python))
+            .into_iter()
+            .map(|s| tools::scanner_script(s, &langs, honour))
+            .collect(),
     };
     v.extend(tools::SEMGREP_RULES.iter().map(|(_, r)| r.to_string()));
     v.push(tools::NODE_REPORTER.to_string());

@@ -121,7 +121,7 @@ echo $? > "$R/clippy.exit"
 
 /// Workspace files that tell a security scanner what to skip: semgrep's ignore lists, bandit's
 /// INI configuration, detect-secrets' baseline. Left out of a scan's workspace unless the
-/// request asks to honour them ([`security_script`]'s `honour`).
+/// request asks to honour them ([`scanner_command`]'s `honour`).
 pub const SCANNER_CONFIG_FILES: &[&str] = &[".semgrepignore", ".bandit", ".secrets.baseline"];
 
 /// The security scanners of the python image.
@@ -187,33 +187,22 @@ echo $? > "$R/detect-secrets.exit"
     }
 }
 
-/// A script running one scanner alone (what `scripts/bench-validate` times by hand).
+/// The script of one scanner's run (python image), at the workspace top: semgrep with Kiln's
+/// rules for `langs`, detect-secrets, or bandit on the Python project root, which the script
+/// takes as its `$2` (see [`security_args`]): nothing from the workspace is ever part of the
+/// script's text. Each scanner runs in its own container (`runner::security`).
 pub fn scanner_script(scanner: Scanner, langs: &[Language], honour: bool) -> String {
     format!("{PROLOGUE}{}", scanner_command(scanner, langs, honour))
 }
 
-/// The scanners a security scan of `langs` runs: semgrep and detect-secrets always, bandit
-/// when there is a Python project.
+/// The scanners a security scan runs: semgrep and detect-secrets always, bandit when there is
+/// a Python project.
 pub fn scanners(bandit: bool) -> Vec<Scanner> {
     let mut v = vec![Scanner::Semgrep, Scanner::DetectSecrets];
     if bandit {
         v.push(Scanner::Bandit);
     }
     v
-}
-
-/// The security scan script (python image) for the given languages, run at the workspace top:
-/// semgrep with Kiln's rules for those languages, detect-secrets, and, when `bandit` is set,
-/// bandit on the Python project root, which the script takes as its `$2` (see
-/// [`security_args`]): nothing from the workspace is ever part of the script's text. The
-/// scanners start together and the script waits for all of them (see [`scanner_command`]).
-pub fn security_script(langs: &[Language], bandit: bool, honour: bool) -> String {
-    let mut s = PROLOGUE.to_string();
-    for scanner in scanners(bandit) {
-        s.push_str(&format!("{{\n{}}} &\n", scanner_command(scanner, langs, honour)));
-    }
-    s.push_str("wait\n");
-    s
 }
 
 /// The script's arguments after `$0`: `$1` the scan's root (the top, `""`), `$2` the Python
@@ -247,10 +236,13 @@ mod tests {
     fn scripts_name_their_reports() {
         assert!(test_script(Language::Python).contains("pytest.xml"));
         assert!(lint_script(Language::Rust).contains("--message-format=json"));
-        let s = security_script(&[Language::Go, Language::Python], true, false);
+        let s = scanner_script(Scanner::Semgrep, &[Language::Go, Language::Python], false);
         assert!(s.contains("semgrep/go.yml") && s.contains("semgrep/python.yml"));
-        assert!(s.contains(r#"bandit -q -r --ignore-nosec"#) && s.contains(r#"-- "./$2""#));
-        assert!(!security_script(&[Language::Go], false, false).contains("bandit"));
+        assert!(s.contains(r#"> "$R/semgrep.json""#), "{s}");
+        let b = scanner_script(Scanner::Bandit, &[Language::Python], false);
+        assert!(b.contains(r#"bandit -q -r --ignore-nosec"#) && b.contains(r#"-- "./$2""#));
+        assert_eq!(scanners(false), [Scanner::Semgrep, Scanner::DetectSecrets]);
+        assert_eq!(scanners(true).last(), Some(&Scanner::Bandit));
     }
 
     #[test]
@@ -258,15 +250,23 @@ mod tests {
         let root = "x';sh e.sh;'";
         let args = security_args(Some(root));
         assert_eq!(args, ["", root]);
-        // The script does not depend on the root at all: there is nowhere for it to go.
-        let s = security_script(&[Language::Python], true, false);
-        assert!(!s.contains("e.sh") && !s.contains("x'"));
+        // The scripts do not depend on the root at all: there is nowhere for it to go.
+        for scanner in scanners(true) {
+            let s = scanner_script(scanner, &[Language::Python], false);
+            assert!(!s.contains("e.sh") && !s.contains("x'"));
+        }
         assert_eq!(security_args(None), [""]);
     }
 
     #[test]
     fn suppressions_are_ignored_unless_asked_for() {
-        let strict = security_script(&[Language::Python], true, false);
+        let all = |honour| -> String {
+            scanners(true)
+                .into_iter()
+                .map(|s| scanner_script(s, &[Language::Python], honour))
+                .collect()
+        };
+        let strict = all(false);
         for flag in [
             "--disable-nosem",
             "--ignore-nosec",
@@ -274,7 +274,7 @@ mod tests {
         ] {
             assert!(strict.contains(flag), "{flag}");
         }
-        let lenient = security_script(&[Language::Python], true, true);
+        let lenient = all(true);
         assert!(!lenient.contains("--disable-nosem") && !lenient.contains("--ignore-nosec"));
         assert!(!lenient.contains("--disable-filter"));
     }
