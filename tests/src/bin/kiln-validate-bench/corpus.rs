@@ -28,6 +28,8 @@ struct Row {
     tools: Vec<HandTime>,
     slowest_tool: String,
     slowest_s: f64,
+    /// All the tools' times added up (with C cores free, Kiln cannot beat sum ÷ C).
+    sum_s: f64,
     /// enqueue → verdict of each run, seconds.
     kiln_runs_s: Vec<f64>,
     /// Their median.
@@ -178,6 +180,7 @@ pub async fn run(args: Args) {
             project: name.clone(),
             slowest_tool: slowest.tool.clone(),
             slowest_s: slowest.seconds,
+            sum_s: tools.iter().map(|t| t.seconds).sum(),
             tools: tools.clone(),
             kiln_runs_s: kiln_runs,
             kiln_s,
@@ -203,8 +206,8 @@ pub async fn run(args: Args) {
         args.warm, args.runs
     );
     println!(
-        "{:<17} {:>18} {:>8} {:>8} {:>6} {:>8} {:>7}  {:<8} tools alone (s)",
-        "project", "slowest tool", "s", "Kiln s", "ratio", "over s", "again", "verdict"
+        "{:<17} {:>18} {:>8} {:>8} {:>8} {:>6} {:>8} {:>7}  {:<8} tools alone (s)",
+        "project", "slowest tool", "s", "sum s", "Kiln s", "ratio", "over s", "again", "verdict"
     );
     for r in &rows {
         let each: Vec<String> = r
@@ -213,10 +216,11 @@ pub async fn run(args: Args) {
             .map(|t| format!("{} {:.2}", t.tool, t.seconds))
             .collect();
         println!(
-            "{:<17} {:>18} {:>8.2} {:>8.2} {:>6.2} {:>+8.2} {:>7.2}  {:<8} {}",
+            "{:<17} {:>18} {:>8.2} {:>8.2} {:>8.2} {:>6.2} {:>+8.2} {:>7.2}  {:<8} {}",
             r.project,
             r.slowest_tool,
             r.slowest_s,
+            r.sum_s,
             r.kiln_s,
             r.ratio,
             r.over_s,
