@@ -1,6 +1,7 @@
 //! Support shared by the integration tests: test handlers, worker processes, an API server.
 
 pub mod api;
+pub mod byhand;
 
 use kiln_queue::{ClaimedJob, JobKind};
 use kiln_worker::{JobContext, JobError, QueueConfig, Worker, WorkerConfig};

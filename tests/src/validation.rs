@@ -30,6 +30,8 @@ pub struct Rig {
     pub sandbox: Sandbox,
     /// The worker's id.
     pub worker_id: String,
+    /// The warm pool, when the rig has one.
+    pub pool: Option<std::sync::Arc<kiln_sandbox::pool::WarmPool>>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -44,14 +46,14 @@ impl Rig {
     pub async fn start_with_pool(pool: &PgPool, name: &str, warm: usize) -> Rig {
         let worker_id = format!("{name}-{}", std::process::id());
         let sandbox = Sandbox::connect(&worker_id).await.expect("docker engine");
-        if warm > 0 {
+        let warm_pool = (warm > 0).then(|| {
             let imgs = images();
             let tags: Vec<String> = kiln_images::JOB_IMAGES
                 .iter()
                 .map(|n| imgs.tag(n).unwrap().to_string())
                 .collect();
-            sandbox.start_pool(&tags, warm);
-        }
+            sandbox.start_pool(&tags, warm)
+        });
         let validator = Validator::new(pool.clone(), sandbox.clone(), images());
         let config = WorkerConfig {
             id: Some(worker_id.clone()),
@@ -80,6 +82,7 @@ impl Rig {
         Rig {
             sandbox,
             worker_id,
+            pool: warm_pool,
             stop,
             tasks: vec![w, settler],
         }

@@ -16,6 +16,8 @@ pub struct PipelineRetention {
     pub finished: Duration,
     /// Artifacts no pipeline or job refers to (default one day).
     pub unreferenced_artifacts: Duration,
+    /// Validation cache entries neither written nor used (default one week).
+    pub cache: Duration,
 }
 
 impl Default for PipelineRetention {
@@ -23,6 +25,7 @@ impl Default for PipelineRetention {
         PipelineRetention {
             finished: Duration::from_secs(7 * 86_400),
             unreferenced_artifacts: Duration::from_secs(86_400),
+            cache: Duration::from_secs(7 * 86_400),
         }
     }
 }
@@ -34,10 +37,13 @@ pub struct Pruned {
     pub pipelines: u64,
     /// Artifacts deleted.
     pub artifacts: u64,
+    /// Validation cache entries deleted.
+    pub cache: u64,
 }
 
 /// Deletes pipelines finished longer ago than `retention.finished` (in batches of 1,000),
-/// then artifacts older than `retention.unreferenced_artifacts` that nothing refers to.
+/// then artifacts older than `retention.unreferenced_artifacts` that nothing refers to, then
+/// validation cache entries unused for `retention.cache`.
 pub async fn prune(pool: &PgPool, retention: &PipelineRetention) -> Result<Pruned, PipelineError> {
     let mut out = Pruned::default();
     loop {
@@ -53,6 +59,9 @@ pub async fn prune(pool: &PgPool, retention: &PipelineRetention) -> Result<Prune
         }
     }
     out.artifacts = kiln_artifacts::prune_unreferenced(pool, retention.unreferenced_artifacts).await?;
+    out.cache = kiln_validate::cache::prune(pool, retention.cache)
+        .await
+        .map_err(PipelineError::db("prune the validation cache"))?;
     Ok(out)
 }
 

@@ -163,13 +163,25 @@ impl Sandbox {
 
     /// Runs one job; the warm pool serves it when it has a matching container. Log chunks go
     /// to `logs` while the job runs. The container and its volume are removed in the background.
+    /// A warm container that is gone when the job arrives (removed behind the pool's back: an
+    /// operator, another fleet's reaper on the same engine) costs a cold start, not the job.
     pub async fn run(&self, spec: &JobSpec, logs: Option<mpsc::Sender<LogChunk>>) -> Result<JobReport> {
         let warm = self
             .pool
             .lock()
             .ok()
             .and_then(|p| p.as_ref().and_then(|p| p.take(&spec.image, &spec.limits)));
-        self.run_in(spec, logs, warm).await
+        let Some(warm) = warm else {
+            return self.run_in(spec, logs, None).await;
+        };
+        let id = warm.id.clone();
+        match self.run_in(spec, logs.clone(), Some(warm)).await {
+            Err(e) if is_gone(&e) => {
+                tracing::warn!(container = %id, error = %e, "warm container vanished before its job; starting a cold one");
+                self.run_in(spec, logs, None).await
+            }
+            other => other,
+        }
     }
 
     /// Runs one job in a newly created container, bypassing the warm pool.
@@ -313,8 +325,8 @@ impl Sandbox {
         })
     }
 
-    /// The engine's id for `image`, cached.
-    async fn image_id(&self, image: &str) -> String {
+    /// The engine's id for `image` (empty when the engine cannot say), cached.
+    pub async fn image_id(&self, image: &str) -> String {
         if let Some(id) = self.image_ids.lock().ok().and_then(|m| m.get(image).cloned()) {
             return id;
         }
@@ -350,6 +362,11 @@ impl Sandbox {
         self.retry_leftovers().await;
         tracing::info!(worker = %self.owner.worker_id, "sandbox shut down");
     }
+}
+
+/// True for the engine's "no such container": the container was removed under the job.
+fn is_gone(e: &SandboxError) -> bool {
+    matches!(e, SandboxError::Docker(m) if m.starts_with("404") && m.contains("No such container"))
 }
 
 /// Schedules a container's removal when dropped.

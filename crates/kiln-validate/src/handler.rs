@@ -9,6 +9,7 @@ use kiln_worker::{Finished, Job, JobContext, JobError, JobHandler, KindError, Wo
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
+use crate::cache;
 use crate::details;
 use crate::error::ValidateError;
 use crate::language;
@@ -109,8 +110,8 @@ impl Validator {
     ) -> Finished<ValidationOutput, ValidateError> {
         let kind = job.kind;
         let logs = LogForwarder::start(self.inner.pool.clone(), job.id, job.attempt);
-        let mut runs = Vec::new();
-        let work = self.run(kind, &job, &payload, &ctx, &logs, &mut runs);
+        let mut record = Record::default();
+        let work = self.run(&job, &payload, &ctx, &logs, &mut record);
         let out = tokio::select! {
             r = work => r,
             _ = ctx.cancel.cancelled() => Err(ValidateError::Stopped),
@@ -119,20 +120,22 @@ impl Validator {
         if let Err(e) = &out {
             tracing::warn!(job = job.id, %kind, error = %e, "validation job could not run");
         }
-        // Whatever happened, the attempt records what the sandbox reported.
-        let details = (!runs.is_empty()).then(|| details::merge(&runs).to_json());
+        // Whatever happened, the attempt records what the sandbox reported (or where the
+        // cached result came from).
+        let Record { runs, cached } = record;
+        let details = cached.or_else(|| (!runs.is_empty()).then(|| details::merge(&runs).to_json()));
         Finished::new(out).with_details(details)
     }
 
     async fn run(
         &self,
-        kind: JobKind,
         job: &ClaimedJob,
         payload: &ValidationPayload,
         ctx: &JobContext,
         logs: &LogForwarder,
-        runs: &mut Vec<details::Run>,
+        record: &mut Record,
     ) -> Result<ValidationOutput, ValidateError> {
+        let kind = job.kind;
         let deadline = tokio::time::Instant::now() + tool_budget(ctx.timeout);
         let tree = kiln_artifacts::load(
             &self.inner.pool,
@@ -155,7 +158,32 @@ impl Validator {
             })
             .collect();
         logs.note(&format!("{kind} on {} ({})", payload.workspace, names.join(", ")));
-        let ws = runner::sandbox_workspace(&tree)?;
+        let images = self.image_ids(kind, &projects).await;
+        let inputs = cache::Inputs {
+            kind,
+            workspace: &payload.workspace,
+            projects: &projects,
+            honour: payload.honour_suppressions,
+            images: &images,
+        };
+        let key = cache::key(&inputs);
+        if let Some(key) = &key {
+            match cache::get(&self.inner.pool, key).await {
+                Ok(Some(hit)) => {
+                    logs.note(&format!(
+                        "{kind}: the same inputs were validated before (job {}): cached result",
+                        hit.source_job.map_or("?".into(), |j| j.to_string())
+                    ));
+                    record.cached =
+                        Some(serde_json::json!({"cache": {"key": key.0, "source_job": hit.source_job}}));
+                    return Ok(hit.output);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(job = job.id, error = %e, "validation cache unreadable; running the tools")
+                }
+            }
+        }
         let at = Attempt {
             sandbox: &self.inner.sandbox,
             images: &self.inner.images,
@@ -167,19 +195,66 @@ impl Validator {
             deadline,
             logs: Some(logs),
         };
-        Ok(match kind {
-            JobKind::Test => ValidationOutput::Test(runner::test(&at, &ws, &projects, runs).await?),
-            JobKind::Lint => ValidationOutput::Findings(runner::lint(&at, &ws, &projects, runs).await?),
-            JobKind::SecurityScan => ValidationOutput::Findings(
-                runner::security(&at, &ws, &projects, payload.honour_suppressions, runs).await?,
-            ),
-            other => {
-                return Err(ValidateError::Payload(format!(
-                    "kind `{other}` is not a validation kind"
-                )))
+        let out = run_tools(
+            &at,
+            kind,
+            &tree,
+            &projects,
+            payload.honour_suppressions,
+            &mut record.runs,
+        )
+        .await?;
+        if let Some(key) = &key {
+            if let Err(e) = cache::put(&self.inner.pool, key, &inputs, &out, job.id).await {
+                tracing::warn!(job = job.id, error = %e, "validation cache not written");
             }
-        })
+        }
+        Ok(out)
     }
+
+    /// The engine's ids of the images a job of `kind` on `projects` runs in (empty ids when
+    /// the engine cannot say: no cache key then).
+    async fn image_ids(&self, kind: JobKind, projects: &[language::Project]) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        for name in cache::images_of(kind, projects) {
+            let Ok(tag) = self.inner.images.tag(name) else {
+                return Vec::new();
+            };
+            v.push((tag.to_string(), self.inner.sandbox.image_id(tag).await));
+        }
+        v
+    }
+}
+
+/// What an attempt leaves for its record: the sandbox runs, or where a cached result came from.
+#[derive(Default)]
+struct Record {
+    runs: Vec<details::Run>,
+    cached: Option<serde_json::Value>,
+}
+
+/// Runs the tools of `kind` on `tree`'s `projects`.
+async fn run_tools(
+    at: &Attempt<'_>,
+    kind: JobKind,
+    tree: &kiln_artifacts::Tree,
+    projects: &[language::Project],
+    honour: bool,
+    runs: &mut Vec<details::Run>,
+) -> Result<ValidationOutput, ValidateError> {
+    let ws = runner::sandbox_workspace(tree)?;
+    Ok(match kind {
+        JobKind::Test => ValidationOutput::Test(runner::test(at, &ws, projects, runs).await?),
+        JobKind::Lint => ValidationOutput::Findings(runner::lint(at, &ws, projects, runs).await?),
+        JobKind::SecurityScan => {
+            ValidationOutput::Findings(runner::security(at, &ws, projects, honour, runs).await?)
+        }
+        other => {
+            return Err(ValidateError::Payload(format!(
+                "kind `{other}` is not a validation kind"
+            )))
+        }
+    })
 }
 
 #[cfg(test)]

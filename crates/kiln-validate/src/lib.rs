@@ -7,6 +7,7 @@
 //! every language ([`result`], parsed in [`parse`]). Tools that ran and found problems make a
 //! successful job whose result lists them; a tool that could not run fails the job.
 
+pub mod cache;
 pub mod details;
 pub mod error;
 pub mod handler;

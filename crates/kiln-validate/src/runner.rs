@@ -413,9 +413,10 @@ pub async fn lint(
 }
 
 /// Runs the security scanners once over the whole workspace (python image): semgrep with
-/// Kiln's rules for the languages present, detect-secrets, and bandit for Python. Unless
-/// `honour` is set, the workspace's suppressions and scanner configuration
-/// ([`tools::SCANNER_CONFIG_FILES`]) are ignored.
+/// Kiln's rules for the languages present, detect-secrets, and bandit for Python, each in its
+/// own container and all at once (a container has one CPU: the scan takes as long as its
+/// slowest scanner, not their sum). Unless `honour` is set, the workspace's suppressions and
+/// scanner configuration ([`tools::SCANNER_CONFIG_FILES`]) are ignored.
 pub async fn security(
     at: &Attempt<'_>,
     ws: &Workspace,
@@ -428,43 +429,58 @@ pub async fn security(
         .iter()
         .find(|p| p.language == Language::Python)
         .map(|p| p.root.as_str());
-    let script = tools::security_script(&langs, py_root.is_some(), honour);
     let args = tools::security_args(py_root);
     let scanned = if honour {
         ws.clone()
     } else {
         without_scanner_config(ws)?
     };
-    let done = run_script(
-        at,
-        &scanned,
-        "python",
-        "security-scan".into(),
-        script,
-        &args,
-        runs,
-    )
-    .await?;
+    let scanners = tools::scanners(py_root.is_some());
+    let started = scanners.iter().map(|s| {
+        let (scanned, args, langs) = (&scanned, &args, &langs);
+        async move {
+            let mut own = Vec::new();
+            let script = tools::scanner_script(*s, langs, honour);
+            let label = format!("security-scan {}", s.name());
+            let done = run_script(at, scanned, "python", label, script, args, &mut own).await;
+            (*s, done, own)
+        }
+    });
+    let finished = futures::future::join_all(started).await;
     let what = langs.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("+");
-    if done.timed_out() {
-        return Err(done.timeout_error("security scan", &what));
-    }
     let mut all = Findings::default();
-    let mut scanners: Vec<(&str, &str, ScanParser)> = vec![
-        ("semgrep", "semgrep.json", parse::security::semgrep),
-        ("detect-secrets", "secrets.json", parse::security::detect_secrets),
-    ];
-    if py_root.is_some() {
-        scanners.push(("bandit", "bandit.json", parse::security::bandit));
+    let mut first_err = None;
+    for (scanner, done, own) in finished {
+        runs.extend(own);
+        let found = done.and_then(|done| scanner_findings(scanner, &done, &what));
+        match found {
+            Ok(f) => all.findings.extend(f.findings),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
     }
-    for (tool, file, parser) in scanners {
-        let bytes = done.file(file).ok_or_else(|| done.failure(tool, &what, None))?;
-        let found = parser(bytes).map_err(|e| done.failure(tool, &what, Some(e)))?;
-        all.findings.extend(found.findings);
+    if let Some(e) = first_err {
+        return Err(e);
     }
     crate::testcode::mark(&mut all, ws);
     all.sort();
     Ok(all)
+}
+
+/// One scanner's findings from its run's report.
+fn scanner_findings(scanner: tools::Scanner, done: &Done, what: &str) -> Result<Findings, ValidateError> {
+    let tool = scanner.name();
+    if done.timed_out() {
+        return Err(done.timeout_error(tool, what));
+    }
+    let (file, parser): (&str, ScanParser) = match scanner {
+        tools::Scanner::Semgrep => ("semgrep.json", parse::security::semgrep),
+        tools::Scanner::DetectSecrets => ("secrets.json", parse::security::detect_secrets),
+        tools::Scanner::Bandit => ("bandit.json", parse::security::bandit),
+    };
+    let bytes = done.file(file).ok_or_else(|| done.failure(tool, what, None))?;
+    parser(bytes).map_err(|e| done.failure(tool, what, Some(e)))
 }
 
 #[cfg(test)]

@@ -121,42 +121,88 @@ echo $? > "$R/clippy.exit"
 
 /// Workspace files that tell a security scanner what to skip: semgrep's ignore lists, bandit's
 /// INI configuration, detect-secrets' baseline. Left out of a scan's workspace unless the
-/// request asks to honour them ([`security_script`]'s `honour`).
+/// request asks to honour them ([`scanner_command`]'s `honour`).
 pub const SCANNER_CONFIG_FILES: &[&str] = &[".semgrepignore", ".bandit", ".secrets.baseline"];
 
-/// The security scan script (python image) for the given languages, run at the workspace top:
-/// semgrep with Kiln's rules for those languages, detect-secrets, and, when `bandit` is set,
-/// bandit on the Python project root, which the script takes as its `$2` (see
-/// [`security_args`]): nothing from the workspace is ever part of the script's text. Unless
-/// `honour` is set, in-code suppressions (`# nosemgrep`, `# nosec`, `pragma: allowlist
-/// secret`) are ignored.
-pub fn security_script(langs: &[Language], bandit: bool, honour: bool) -> String {
-    let configs: String = langs
-        .iter()
-        .map(|l| format!(" --config /work/.kiln-validate/semgrep/{}.yml", l.as_str()))
-        .collect();
-    let (nosem, allowlist, nosec) = if honour {
-        ("", "", "")
-    } else {
-        (
-            " --disable-nosem",
-            " --disable-filter detect_secrets.filters.allowlist.is_line_allowlisted",
-            " --ignore-nosec",
-        )
-    };
-    let mut s = format!(
-        r#"{PROLOGUE}semgrep scan --metrics=off --disable-version-check --oss-only --no-git-ignore{nosem}{configs} --exclude .kiln-validate --json -q --output "$R/semgrep.json" .
+/// The security scanners of the python image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scanner {
+    /// semgrep with Kiln's rules.
+    Semgrep,
+    /// detect-secrets over every file.
+    DetectSecrets,
+    /// bandit on the Python project root (`$2`).
+    Bandit,
+}
+
+impl Scanner {
+    /// The scanner's name (also its `.exit` file's).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scanner::Semgrep => "semgrep",
+            Scanner::DetectSecrets => "detect-secrets",
+            Scanner::Bandit => "bandit",
+        }
+    }
+}
+
+/// One scanner's command and the line recording its exit code, run at the workspace top with
+/// [`security_args`]' arguments. semgrep runs as its OCaml command line (`--experimental`):
+/// the same findings and files scanned as the Python one on every corpus project and fixture,
+/// at a tenth of the start-up (docs/decisions.md); that mode ignores `--output`, so its JSON
+/// goes to the report by redirection. Unless `honour` is set, in-code suppressions (`# nosemgrep`,
+/// `# nosec`, `pragma: allowlist secret`) are ignored.
+pub fn scanner_command(scanner: Scanner, langs: &[Language], honour: bool) -> String {
+    match scanner {
+        Scanner::Semgrep => {
+            let configs: String = langs
+                .iter()
+                .map(|l| format!(" --config /work/.kiln-validate/semgrep/{}.yml", l.as_str()))
+                .collect();
+            let nosem = if honour { "" } else { " --disable-nosem" };
+            format!(
+                r#"semgrep scan --experimental --metrics=off --disable-version-check --oss-only --no-git-ignore{nosem}{configs} --exclude .kiln-validate --json -q . > "$R/semgrep.json"
 echo $? > "$R/semgrep.exit"
-detect-secrets scan --all-files{allowlist} --exclude-files '^\.kiln-validate/' . > "$R/secrets.json"
+"#
+            )
+        }
+        Scanner::DetectSecrets => {
+            let allowlist = if honour {
+                ""
+            } else {
+                " --disable-filter detect_secrets.filters.allowlist.is_line_allowlisted"
+            };
+            format!(
+                r#"detect-secrets scan --all-files{allowlist} --exclude-files '^\.kiln-validate/' . > "$R/secrets.json"
 echo $? > "$R/detect-secrets.exit"
 "#
-    );
-    if bandit {
-        s.push_str(&format!(
-            "bandit -q -r{nosec} -x ./.kiln-validate -f json -o \"$R/bandit.json\" -- \"./$2\"\necho $? > \"$R/bandit.exit\"\n"
-        ));
+            )
+        }
+        Scanner::Bandit => {
+            let nosec = if honour { "" } else { " --ignore-nosec" };
+            format!(
+                "bandit -q -r{nosec} -x ./.kiln-validate -f json -o \"$R/bandit.json\" -- \"./$2\"\necho $? > \"$R/bandit.exit\"\n"
+            )
+        }
     }
-    s
+}
+
+/// The script of one scanner's run (python image), at the workspace top: semgrep with Kiln's
+/// rules for `langs`, detect-secrets, or bandit on the Python project root, which the script
+/// takes as its `$2` (see [`security_args`]): nothing from the workspace is ever part of the
+/// script's text. Each scanner runs in its own container (`runner::security`).
+pub fn scanner_script(scanner: Scanner, langs: &[Language], honour: bool) -> String {
+    format!("{PROLOGUE}{}", scanner_command(scanner, langs, honour))
+}
+
+/// The scanners a security scan runs: semgrep and detect-secrets always, bandit when there is
+/// a Python project.
+pub fn scanners(bandit: bool) -> Vec<Scanner> {
+    let mut v = vec![Scanner::Semgrep, Scanner::DetectSecrets];
+    if bandit {
+        v.push(Scanner::Bandit);
+    }
+    v
 }
 
 /// The script's arguments after `$0`: `$1` the scan's root (the top, `""`), `$2` the Python
@@ -190,10 +236,13 @@ mod tests {
     fn scripts_name_their_reports() {
         assert!(test_script(Language::Python).contains("pytest.xml"));
         assert!(lint_script(Language::Rust).contains("--message-format=json"));
-        let s = security_script(&[Language::Go, Language::Python], true, false);
+        let s = scanner_script(Scanner::Semgrep, &[Language::Go, Language::Python], false);
         assert!(s.contains("semgrep/go.yml") && s.contains("semgrep/python.yml"));
-        assert!(s.contains(r#"bandit -q -r --ignore-nosec"#) && s.contains(r#"-- "./$2""#));
-        assert!(!security_script(&[Language::Go], false, false).contains("bandit"));
+        assert!(s.contains(r#"> "$R/semgrep.json""#), "{s}");
+        let b = scanner_script(Scanner::Bandit, &[Language::Python], false);
+        assert!(b.contains(r#"bandit -q -r --ignore-nosec"#) && b.contains(r#"-- "./$2""#));
+        assert_eq!(scanners(false), [Scanner::Semgrep, Scanner::DetectSecrets]);
+        assert_eq!(scanners(true).last(), Some(&Scanner::Bandit));
     }
 
     #[test]
@@ -201,15 +250,23 @@ mod tests {
         let root = "x';sh e.sh;'";
         let args = security_args(Some(root));
         assert_eq!(args, ["", root]);
-        // The script does not depend on the root at all: there is nowhere for it to go.
-        let s = security_script(&[Language::Python], true, false);
-        assert!(!s.contains("e.sh") && !s.contains("x'"));
+        // The scripts do not depend on the root at all: there is nowhere for it to go.
+        for scanner in scanners(true) {
+            let s = scanner_script(scanner, &[Language::Python], false);
+            assert!(!s.contains("e.sh") && !s.contains("x'"));
+        }
         assert_eq!(security_args(None), [""]);
     }
 
     #[test]
     fn suppressions_are_ignored_unless_asked_for() {
-        let strict = security_script(&[Language::Python], true, false);
+        let all = |honour| -> String {
+            scanners(true)
+                .into_iter()
+                .map(|s| scanner_script(s, &[Language::Python], honour))
+                .collect()
+        };
+        let strict = all(false);
         for flag in [
             "--disable-nosem",
             "--ignore-nosec",
@@ -217,7 +274,7 @@ mod tests {
         ] {
             assert!(strict.contains(flag), "{flag}");
         }
-        let lenient = security_script(&[Language::Python], true, true);
+        let lenient = all(true);
         assert!(!lenient.contains("--disable-nosem") && !lenient.contains("--ignore-nosec"));
         assert!(!lenient.contains("--disable-filter"));
     }

@@ -2,13 +2,18 @@
 //! enqueue to verdict (the pipeline row's `created_at` → `finished_at`), and how much of it
 //! is container start-up as the sandbox runner measured it.
 //!
-//! Usage: kiln-validate-bench [-n RUNS] [--warm N] [--json]
+//! With `--corpus`, per corpus project (and the python fixture): each tool alone by hand,
+//! then Kiln with the warm pool on, same run (see `corpus.rs`).
+//!
+//! Usage: kiln-validate-bench [-n RUNS] [--warm N] [--json] [--corpus [NAME...]]
 
 use std::time::Duration;
 
 use kiln_pipeline::{Source, SubmitOptions};
 use kiln_testkit::TestDb;
 use kiln_tests::validation::{fixture, Rig};
+
+mod corpus;
 
 #[derive(Debug, Clone, serde::Serialize)]
 struct Sample {
@@ -30,25 +35,44 @@ struct Sample {
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut runs = 3usize;
-    let mut warm = 0usize;
+    let mut runs = None;
+    let mut warm = None;
     let mut json = false;
+    let mut corpus = false;
+    let mut names = Vec::new();
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
             "-n" => {
-                runs = args.get(i + 1).and_then(|v| v.parse().ok()).expect("-n RUNS");
+                runs = Some(args.get(i + 1).and_then(|v| v.parse().ok()).expect("-n RUNS"));
                 i += 1;
             }
             "--warm" => {
-                warm = args.get(i + 1).and_then(|v| v.parse().ok()).expect("--warm N");
+                warm = Some(args.get(i + 1).and_then(|v| v.parse().ok()).expect("--warm N"));
                 i += 1;
             }
             "--json" => json = true,
-            other => panic!("unknown argument {other}; usage: [-n RUNS] [--warm N] [--json]"),
+            "--corpus" => corpus = true,
+            name if corpus && !name.starts_with('-') => names.push(name.to_string()),
+            other => {
+                panic!("unknown argument {other}; usage: [-n RUNS] [--warm N] [--json] [--corpus [NAME...]]")
+            }
         }
         i += 1;
     }
+    if corpus {
+        // The corpus mode's defaults: one Kiln run per project, the warm pool on.
+        let args = corpus::Args {
+            runs: runs.unwrap_or(1),
+            warm: warm.unwrap_or(1),
+            json,
+            names,
+        };
+        corpus::run(args).await;
+        return;
+    }
+    let runs = runs.unwrap_or(3);
+    let warm = warm.unwrap_or(0);
     let mut samples = Vec::new();
     for name in ["python", "node", "go", "rust"] {
         let db = TestDb::new().await;

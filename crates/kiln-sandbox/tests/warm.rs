@@ -1,0 +1,28 @@
+//! The warm pool against the real Docker engine: a warm container removed behind the pool's
+//! back costs a cold start, never the job.
+
+mod common;
+
+use bollard::query_parameters::RemoveContainerOptionsBuilder;
+use common::{finish, job, python_image, sandbox};
+use kiln_sandbox::reaper::containers_of;
+use kiln_sandbox::Outcome;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_warm_container_falls_back_to_a_cold_start() {
+    let sb = sandbox("warm-gone").await;
+    let image = python_image();
+    let pool = sb.start_pool(std::slice::from_ref(&image), 1);
+    assert!(pool.wait_full(std::time::Duration::from_secs(60)).await);
+    // Another fleet's reaper (or an operator) removes the waiting container.
+    let ids = containers_of(sb.docker(), &sb.owner().worker_id).await.unwrap();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let rm = RemoveContainerOptionsBuilder::new().force(true).build();
+    sb.docker().remove_container(&ids[0], Some(rm)).await.unwrap();
+    let r = sb.run(&job(&sb, "echo ran"), None).await.expect("the job runs");
+    assert_eq!(r.outcome, Outcome::Success, "stderr: {}", r.stderr.text());
+    assert_eq!(r.stdout.text(), "ran\n");
+    assert!(!r.warm, "it ran in a cold container");
+    assert_ne!(r.container_id, ids[0]);
+    finish(sb).await;
+}

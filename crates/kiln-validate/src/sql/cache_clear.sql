@@ -1,0 +1,2 @@
+-- Empties the cache.
+DELETE FROM kiln_validation_cache
