@@ -404,10 +404,12 @@ fn docker_compose_file_is_valid() {
     let text = std::fs::read_to_string(format!("{root}/docker-compose.yml")).unwrap();
     for needed in [
         "postgres:",
-        "kiln:",
+        "api:",
+        "worker:",
+        "scheduler:",
         "prometheus:",
         "grafana:",
-        "deploy/prometheus/prometheus.yml",
+        "--metrics-listen",
     ] {
         assert!(text.contains(needed), "docker-compose.yml lacks {needed}");
     }
