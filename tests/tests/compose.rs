@@ -98,6 +98,11 @@ fn packed_b64(dir: &std::path::Path) -> (String, String) {
     )
 }
 
+/// Sends `req` and decodes its JSON answer.
+async fn json_of(req: reqwest::RequestBuilder) -> Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 fn sign(secret: &str, body: &[u8]) -> String {
     use hmac::{Hmac, KeyInit, Mac};
     let mut mac = <Hmac<sha2_hmac::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
@@ -135,28 +140,16 @@ async fn the_compose_fleet_runs_pipelines_is_scraped_whole_and_leaves_nothing() 
     let (b64, digest) = packed_b64(&kiln_tests::validation::fixture("python"));
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let r: Value = call(reqwest::Method::POST, "/v1/pipelines/validate")
-            .json(&json!({"workspace_tar_gz_base64": b64}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r = json_of(
+            call(reqwest::Method::POST, "/v1/pipelines/validate")
+                .json(&json!({"workspace_tar_gz_base64": b64})),
+        )
+        .await;
         ids.push(r["pipeline_id"].as_i64().unwrap_or_else(|| panic!("{r}")));
     }
     for id in &ids {
-        let p: Value = call(
-            reqwest::Method::GET,
-            &format!("/v1/pipelines/{id}/wait?timeout_secs=240"),
-        )
-        .timeout(Duration::from_secs(300))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        let wait = format!("/v1/pipelines/{id}/wait?timeout_secs=240");
+        let p = json_of(call(reqwest::Method::GET, &wait).timeout(Duration::from_secs(300))).await;
         assert_eq!(p["state"], "finished", "{p}");
         assert!(matches!(p["verdict"].as_str(), Some("passed" | "failed")), "{p}");
         assert!(p["result"]["test"]["passed"].as_i64().unwrap_or(0) > 0, "{p}");
@@ -230,15 +223,11 @@ async fn the_compose_fleet_runs_pipelines_is_scraped_whole_and_leaves_nothing() 
     while !empty.is_empty() && start.elapsed() < Duration::from_secs(120) {
         let mut still = Vec::new();
         for e in empty {
-            let r: Value = http
-                .get(format!("{prom}/api/v1/query"))
-                .query(&[("query", e.as_str())])
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let r = json_of(
+                http.get(format!("{prom}/api/v1/query"))
+                    .query(&[("query", e.as_str())]),
+            )
+            .await;
             if r["data"]["result"].as_array().is_none_or(|a| a.is_empty()) {
                 still.push(e);
             }

@@ -215,28 +215,18 @@ async fn a_pipelines_workspace_downloads_as_a_tar_and_into_a_directory() {
 
     // The same through the database; a non-empty directory is refused, naming the flag.
     let again = out_dir.path().join("db");
-    let out = kiln(
-        &db,
-        &[
-            "pipelines",
-            "download",
-            &id.to_string(),
-            "-o",
-            again.to_str().unwrap(),
-        ],
-    );
+    let id = id.to_string();
+    let download = [
+        "pipelines",
+        "download",
+        id.as_str(),
+        "-o",
+        again.to_str().unwrap(),
+    ];
+    let out = kiln(&db, &download);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(again.join("generated.py").exists());
-    let out = kiln(
-        &db,
-        &[
-            "pipelines",
-            "download",
-            &id.to_string(),
-            "-o",
-            again.to_str().unwrap(),
-        ],
-    );
+    let out = kiln(&db, &download);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--output"));
 
