@@ -5,6 +5,7 @@ mod commands;
 mod db;
 mod events;
 mod fleet;
+mod generate;
 mod images;
 mod kinds;
 mod scheduler;

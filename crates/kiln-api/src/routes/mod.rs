@@ -3,6 +3,7 @@
 
 pub mod artifacts;
 pub mod events;
+pub mod generate;
 pub mod health;
 pub mod hooks;
 pub mod jobs;
@@ -24,7 +25,7 @@ pub mod tags {
     pub const TOKENS: &str = "tokens";
     /// Cron schedules.
     pub const SCHEDULES: &str = "schedules";
-    /// Validation pipelines.
+    /// Validation and generation pipelines.
     pub const PIPELINES: &str = "pipelines";
     /// The job-event outbox.
     pub const EVENTS: &str = "events";
