@@ -208,15 +208,20 @@ async fn progress(pool: PgPool, id: i64, stop: CancellationToken) {
             types: Some(vec![kiln_queue::events::types::GENERATION_ITERATION.into()]),
             ..Default::default()
         };
+        // Read once more after `stop`: the last iteration's event commits with the pipeline's end.
+        let last = stop.is_cancelled();
         if let Ok(events) = kiln_queue::events::list(&pool, &filter).await {
             for e in events {
                 after = e.id;
                 eprintln!("{}", progress_line(&e.data));
             }
         }
+        if last {
+            return;
+        }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {}
         }
     }
 }

@@ -1,11 +1,11 @@
 //! What the loop reads and writes: pipelines, iterations, the ledger's totals, trees and
 //! their diffs.
 
-use kiln_artifacts::Tree;
+use kiln_artifacts::{Tree, TreeEntry};
 use kiln_llm::{Usage, Usd};
 use kiln_pipeline::JobSummary;
 use kiln_sandbox::diff::WorkspaceDiff;
-use kiln_sandbox::snapshot::{Snapshot, SnapshotCaps};
+use kiln_sandbox::snapshot::{sha256_hex, SnapEntry, Snapshot};
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgExecutor, Row};
 
@@ -142,18 +142,62 @@ pub async fn tree<'e>(db: impl PgExecutor<'e>, digest: Option<&str>) -> Result<T
     }
 }
 
+/// A tree as the sandbox's differ sees it.
+fn snapshot(t: &Tree) -> Snapshot {
+    let mut snap = Snapshot::default();
+    for (path, entry) in &t.entries {
+        let e = match entry {
+            TreeEntry::File { data, executable } => SnapEntry::File {
+                size: data.len() as u64,
+                sha256: sha256_hex(data),
+                mode: if *executable { 0o755 } else { 0o644 },
+                data: Some(data.clone()),
+            },
+            TreeEntry::Symlink { target } => SnapEntry::Symlink {
+                target: target.clone(),
+            },
+        };
+        snap.entries.insert(path.clone(), e);
+    }
+    snap
+}
+
 /// The diff from `before` to `after` (bounded: a deadline and a size cap), off the runtime.
 pub async fn diff(before: &Tree, after: &Tree) -> Result<WorkspaceDiff, GenerateError> {
-    let (before, after) = (before.clone(), after.clone());
-    let d = tokio::task::spawn_blocking(move || -> std::io::Result<WorkspaceDiff> {
-        let caps = SnapshotCaps::new(WORKSPACE_CAP, WORKSPACE_CAP);
-        let snap = |t: &Tree| -> std::io::Result<Snapshot> {
-            let tar = t.to_tar().map_err(|e| std::io::Error::other(e.to_string()))?;
-            Snapshot::read_tar(&tar[..], caps)
-        };
-        Ok(WorkspaceDiff::between(&snap(&before)?, &snap(&after)?))
-    })
-    .await
-    .map_err(|e| GenerateError::Invalid(format!("diff task: {e}")))??;
-    Ok(d)
+    let (before, after) = (snapshot(before), snapshot(after));
+    tokio::task::spawn_blocking(move || WorkspaceDiff::between(&before, &after))
+        .await
+        .map_err(|e| GenerateError::Invalid(format!("diff task: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(files: &[(&str, &str)]) -> Tree {
+        let mut t = Tree::default();
+        for (p, d) in files {
+            t.entries.insert(
+                p.to_string(),
+                TreeEntry::File {
+                    data: d.as_bytes().to_vec(),
+                    executable: false,
+                },
+            );
+        }
+        t
+    }
+
+    #[tokio::test]
+    async fn diffs_between_trees_are_unified_with_counts() {
+        let before = tree(&[("test_calc.py", "x\n")]);
+        let after = tree(&[
+            ("test_calc.py", "x\n"),
+            ("calc.py", "def add(a, b):\n    return a - b\n"),
+        ]);
+        let d = diff(&before, &after).await.unwrap();
+        assert_eq!((d.files_changed, d.insertions, d.deletions), (1, 2, 0));
+        assert!(d.unified.contains("+++ b/calc.py"), "{}", d.unified);
+        assert!(d.unified.contains("+    return a - b"), "{}", d.unified);
+    }
 }
