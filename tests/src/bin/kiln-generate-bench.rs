@@ -54,12 +54,12 @@ async fn submit(pool: &PgPool, iterations: u32) -> i64 {
 async fn split(pool: &PgPool, pid: i64) -> Vec<(f64, f64, f64)> {
     let rows: Vec<(i32, f64, f64, f64)> = sqlx::query_as(
         "SELECT i.iteration,
-                extract(epoch FROM i.validated_at - g.created_at) * 1000,
+                (extract(epoch FROM i.validated_at - g.created_at) * 1000)::float8,
                 (i.record ->> 'latency_ms')::float8,
-                extract(epoch FROM (SELECT max(v.finalized_at) FROM kiln_jobs v
+                (extract(epoch FROM (SELECT max(v.finalized_at) FROM kiln_jobs v
                                     WHERE v.pipeline_id = i.pipeline_id AND v.kind <> 'generation'
                                       AND ('iteration:' || i.iteration) = ANY (v.tags))
-                                   - i.created_at) * 1000
+                                   - i.created_at) * 1000)::float8
          FROM kiln_generation_iterations i JOIN kiln_jobs g ON g.id = i.job_id
          WHERE i.pipeline_id = $1 ORDER BY i.iteration",
     )
