@@ -8,6 +8,7 @@ use kiln_worker::{JobContext, JobError, QueueConfig, Worker, WorkerConfig};
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 
+pub mod generation;
 pub mod validation;
 
 /// A handler for tests: sleeps `payload.sleep_ms`, fails when `payload.fail` is set, and

@@ -1174,6 +1174,7 @@ async fn health_metrics_and_openapi_document() {
         ("/v1/tokens/{id}", &["delete"]),
         ("/v1/schedules", &["get", "post"]),
         ("/v1/schedules/{name}", &["get", "patch", "delete"]),
+        ("/v1/pipelines", &["post"]),
         ("/v1/pipelines/validate", &["post"]),
         ("/v1/pipelines/{id}", &["get"]),
         ("/v1/pipelines/{id}/wait", &["get"]),
@@ -1765,4 +1766,121 @@ async fn kiln_up_and_api_refuse_a_port_in_use_at_once_naming_the_flag() {
         .await
         .unwrap();
     assert_eq!(workers, 0);
+}
+
+#[tokio::test]
+async fn generation_pipelines_are_accepted_and_refused_by_field() {
+    let db = TestDb::new().await;
+    let api = ApiServer::start(&db.pool).await;
+    let post = |tok: Option<&str>, body: &Value| api.req(Method::POST, "/v1/pipelines", tok).json(body);
+    let ok = json!({"kind": "generation", "prompt": "Write a CLI that adds two numbers", "max_iterations": 3,
+                    "budget_usd": 0.5, "preference": "fast", "language": "python"});
+    let (s, b) = api.call(post(None, &ok)).await;
+    assert_error(s, &b, 401, None);
+    let (s, b) = api.call(post(Some(&api.reader), &ok)).await;
+    assert_error(s, &b, 403, None);
+
+    let (b64, digest) = packed_b64(&kiln_tests::validation::fixture("python"));
+    let bad = [
+        (json!({"prompt": "x"}), 422, "kind"),
+        (json!({"kind": "validation", "prompt": "x"}), 422, "kind"),
+        (json!({"kind": "generation"}), 422, "prompt"),
+        (json!({"kind": "generation", "prompt": "  "}), 422, "prompt"),
+        (
+            json!({"kind": "generation", "prompt": "x", "max_iterations": 11}),
+            422,
+            "max_iterations",
+        ),
+        (
+            json!({"kind": "generation", "prompt": "x", "max_iterations": 0}),
+            422,
+            "max_iterations",
+        ),
+        (
+            json!({"kind": "generation", "prompt": "x", "budget_usd": -1.0}),
+            422,
+            "budget_usd",
+        ),
+        (
+            json!({"kind": "generation", "prompt": "x", "preference": "cheap"}),
+            422,
+            "preference",
+        ),
+        (
+            json!({"kind": "generation", "prompt": "x", "language": "cobol"}),
+            422,
+            "language",
+        ),
+        (
+            json!({"kind": "generation", "prompt": "x", "workspace": "sha256:abc"}),
+            422,
+            "workspace",
+        ),
+        (
+            json!({"kind": "generation", "prompt": "x", "workspace": digest}),
+            422,
+            "workspace",
+        ),
+        (
+            json!({"kind": "generation", "prompt": "x", "workspace_tar_gz_base64": "not base64!!"}),
+            422,
+            "workspace_tar_gz_base64",
+        ),
+        (
+            json!({"kind": "generation", "prompt": "x", "workspace_tar_gz_base64": b64, "git": {"source": "https://example.com/r.git"}}),
+            422,
+            "git",
+        ),
+        (
+            json!({"kind": "generation", "prompt": "x", "git": {"source": "/srv/repo"}}),
+            422,
+            "git.source",
+        ),
+        (
+            json!({"kind": "generation", "prompt": "x", "colour": "red"}),
+            422,
+            "colour",
+        ),
+    ];
+    for (b, status, field) in bad {
+        let (s, r) = api.call(post(Some(&api.writer), &b)).await;
+        assert_error(s, &r, status, Some(field));
+    }
+    assert_eq!(job_count(&db).await, 0);
+
+    // Accepted: 202 with the pipeline, its first generation job enqueued; then from an upload.
+    let (s, b) = api.call(post(Some(&api.writer), &ok)).await;
+    assert_eq!(s, 202, "{b}");
+    assert_eq!(b["kind"], "generation");
+    assert_eq!(b["state"], "running");
+    assert_eq!(b["workspace"], Value::Null);
+    assert_eq!(b["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(b["jobs"][0]["kind"], "generation");
+    assert_eq!(b["summary"]["stop_reason"], Value::Null);
+    let payload: Value = sqlx::query_scalar("SELECT payload FROM kiln_jobs WHERE id = $1")
+        .bind(b["jobs"][0]["id"].as_i64().unwrap())
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(payload["iteration"], 1);
+    assert_eq!(payload["max_iterations"], 3);
+    assert_eq!(payload["preference"], "fast");
+    let body =
+        json!({"kind": "generation", "prompt": "Fix the failing tests", "workspace_tar_gz_base64": b64});
+    let (s, b) = api.call(post(Some(&api.writer), &body)).await;
+    assert_eq!(s, 202, "{b}");
+    assert_eq!(b["workspace"], Value::from(digest.clone()));
+    // A stored artifact may be named by digest.
+    let body = json!({"kind": "generation", "prompt": "Add a docstring", "workspace": digest});
+    let (s, b) = api.call(post(Some(&api.writer), &body)).await;
+    assert_eq!(s, 202, "{b}");
+    let (s, got) = api
+        .call(api.req(
+            Method::GET,
+            &format!("/v1/pipelines/{}", b["pipeline_id"]),
+            Some(&api.reader),
+        ))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(got["kind"], "generation");
 }

@@ -204,6 +204,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(routes::tokens::router())
         .merge(routes::schedules::router())
         .merge(routes::pipelines::router())
+        .merge(routes::generate::router())
         .merge(routes::events::router())
         .merge(routes::costs::router())
         .merge(routes::health::router())

@@ -168,6 +168,12 @@ impl ApiClient {
             .await
     }
 
+    /// `POST /v1/pipelines` (a generation pipeline request): the 202 reply.
+    pub async fn submit_pipeline(&self, req: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        self.send(self.request(Method::POST, "/v1/pipelines").json(req))
+            .await
+    }
+
     /// `GET /v1/pipelines/{id}/wait?timeout_secs=N`: the pipeline (with its `summary`) once
     /// finished or after `secs`, whichever is first.
     pub async fn wait_pipeline(&self, id: i64, secs: u64) -> anyhow::Result<serde_json::Value> {

@@ -158,6 +158,22 @@ mod tests {
     }
 
     #[test]
+    fn a_file_with_only_an_llm_section_is_complete_and_its_keys_are_named() {
+        let text = "[[llm.providers]]\nname = \"local\"\napi = \"openai\"\nbase_url = \"http://127.0.0.1:11434/v1\"\n\
+                    [[llm.providers.models]]\nname = \"m\"\n[llm.routes]\nbalanced = [\"local/m\"]\n";
+        let file = FleetFile::parse(text, "w.toml").unwrap();
+        assert!(file.sections.contains_key("llm"));
+        let err = FleetFile::parse("[llm.routes]\nbalanced = [\"nowhere/m\"]\n", "w.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[llm]") && err.contains("llm.routes"), "{err}");
+        let err = FleetFile::parse("[llm.generation]\nmax_turns = 0\n", "w.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("llm.generation.max_turns"), "{err}");
+    }
+
+    #[test]
     fn the_network_section_opens_loopback_or_private_destinations() {
         let file: FleetFile = toml::from_str("[network]\nallow_private = true\n").unwrap();
         assert!(file.network.allow_private && !file.network.allow_loopback);

@@ -6,5 +6,7 @@ use kiln_worker::Registry;
 
 /// Every kind module this binary can run.
 pub fn registry() -> Registry {
-    Registry::new().with(kiln_pipeline::ValidationModule)
+    Registry::new()
+        .with(kiln_pipeline::ValidationModule)
+        .with(kiln_generate::GenerationModule::default())
 }

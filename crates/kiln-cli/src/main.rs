@@ -6,6 +6,7 @@ mod costs;
 mod db;
 mod events;
 mod fleet;
+mod generate;
 mod images;
 mod kinds;
 mod metrics_http;

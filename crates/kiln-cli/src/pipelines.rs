@@ -33,7 +33,10 @@ pub async fn run(backend: &Backend, cmd: PipelinesCommand) -> anyhow::Result<()>
             let tree = match backend {
                 Backend::Db(pool) => {
                     let view = kiln_pipeline::get(pool, id).await?;
-                    kiln_artifacts::load(pool, view.result_workspace(), MAX_BYTES)
+                    let Some(digest) = view.result_workspace() else {
+                        anyhow::bail!("pipeline {id} has no workspace yet (it started from nothing and has not settled)");
+                    };
+                    kiln_artifacts::load(pool, digest, MAX_BYTES)
                         .await
                         .with_context(|| format!("read pipeline {id}'s workspace"))?
                 }

@@ -20,6 +20,9 @@ use crate::validation;
 pub enum SubmitCommand {
     /// Run test, lint and security-scan on a workspace and (with --wait) report the verdict.
     Validate(ValidateArgs),
+    /// Generate code with a model, validate it and feed the failures back until it passes or
+    /// a limit is reached.
+    Generate(crate::generate::GenerateArgs),
 }
 
 /// `kiln submit validate` arguments.
@@ -69,7 +72,12 @@ pub async fn run(
     database_url: &Option<String>,
     data_dir: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let SubmitCommand::Validate(args) = cmd;
+    let args = match cmd {
+        SubmitCommand::Validate(args) => args,
+        SubmitCommand::Generate(args) => {
+            return crate::generate::run(args, api_url, token, database_url, data_dir).await
+        }
+    };
     if api_url.as_deref().is_some_and(|u| !u.is_empty()) {
         match crate::backend(api_url, token, database_url, data_dir).await? {
             crate::commands::Backend::Api(client) => return run_api(&client, &args).await,

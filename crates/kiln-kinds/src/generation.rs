@@ -26,6 +26,36 @@ pub enum Preference {
     Auto,
 }
 
+impl Preference {
+    /// The name in requests and `[llm.routes]` (`auto` is not a route).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Preference::Fast => "fast",
+            Preference::Balanced => "balanced",
+            Preference::Quality => "quality",
+            Preference::Auto => "auto",
+        }
+    }
+}
+
+/// An unknown preference name.
+#[derive(Debug, thiserror::Error)]
+#[error("preference must be one of fast, balanced, quality, auto (got {0:?})")]
+pub struct BadPreference(pub String);
+
+impl std::str::FromStr for Preference {
+    type Err = BadPreference;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fast" => Ok(Preference::Fast),
+            "balanced" => Ok(Preference::Balanced),
+            "quality" => Ok(Preference::Quality),
+            "auto" => Ok(Preference::Auto),
+            other => Err(BadPreference(other.to_string())),
+        }
+    }
+}
+
 /// What a generation job asks for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +77,13 @@ pub struct GenerationPayload {
     /// Which route of models to use.
     #[serde(default)]
     pub preference: Preference,
+    /// Which iteration of its pipeline this job generates (1-based; 1 when absent).
+    #[serde(default = "first_iteration")]
+    pub iteration: u32,
+}
+
+fn first_iteration() -> u32 {
+    1
 }
 
 fn default_iterations() -> u32 {
@@ -74,6 +111,12 @@ impl Payload for GenerationPayload {
             return Err(PayloadError::new(
                 "max_iterations",
                 format!("must be between 1 and {MAX_ITERATIONS}"),
+            ));
+        }
+        if !(1..=self.max_iterations).contains(&self.iteration) {
+            return Err(PayloadError::new(
+                "iteration",
+                "must be between 1 and max_iterations",
             ));
         }
         if let Some(b) = self.budget_usd {
@@ -112,7 +155,19 @@ mod tests {
         assert_eq!(e.path, "budget_usd");
         let e = GenerationPayload::from_json(&json!({"prompt": "x", "preference": "cheap"})).unwrap_err();
         assert_eq!(e.path, "preference");
+        let e = GenerationPayload::from_json(&json!({"prompt": "x", "max_iterations": 2, "iteration": 3}))
+            .unwrap_err();
+        assert_eq!(e.path, "iteration");
         let p = GenerationPayload::from_json(&json!({"prompt": "x"})).unwrap();
-        assert_eq!((p.max_iterations, p.preference), (5, Preference::Balanced));
+        assert_eq!(
+            (p.max_iterations, p.preference, p.iteration),
+            (5, Preference::Balanced, 1)
+        );
+        assert_eq!("auto".parse::<Preference>().unwrap(), Preference::Auto);
+        assert!("smart"
+            .parse::<Preference>()
+            .unwrap_err()
+            .to_string()
+            .contains("\"smart\""));
     }
 }

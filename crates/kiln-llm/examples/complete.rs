@@ -3,7 +3,9 @@
 //!
 //! `cargo run -p kiln-llm --example complete -- workers.toml balanced "Write hello.py"`
 
-use kiln_llm::{Budgets, CallFor, ChatRequest, Complexity, Llm, LlmConfig, Message, Options, Preference};
+use kiln_llm::{
+    Budgets, CallFor, ChatRequest, Complexity, Llm, LlmConfig, Message, Options, Preference, RouteOf,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

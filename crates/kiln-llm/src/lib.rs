@@ -9,7 +9,7 @@
 //!
 //! ```no_run
 //! # async fn run(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
-//! use kiln_llm::{CallFor, ChatRequest, Complexity, Llm, LlmConfig, Message, Options, Preference};
+//! use kiln_llm::{CallFor, ChatRequest, Complexity, Llm, LlmConfig, Message, Options, Preference, RouteOf};
 //! let cfg = LlmConfig::from_workers_toml(&std::fs::read_to_string("workers.toml")?)?;
 //! let llm = Llm::new(cfg, pool, Options::default()).await?;
 //! let tier = Preference::Auto.tier(&Complexity::default().with_prompt("add a REST endpoint"));
@@ -50,6 +50,6 @@ pub use ledger::{
 pub use llm::{Completion, FailedTry, Llm, LlmError, Options};
 pub use ratelimit::{Backend, Limits, RateLimiter};
 pub use retry::RetryPolicy;
-pub use route::{Complexity, Preference, Tier};
+pub use route::{Complexity, Preference, RouteOf, Tier};
 pub use secret::ApiKey;
 pub use wire::{ChatRequest, ChatResponse, FinishReason, Message, Role, ToolCall, ToolResult, Usage};

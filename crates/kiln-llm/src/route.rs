@@ -1,22 +1,8 @@
 //! Preferences and the `auto` rule: a request's complexity score picks the tier.
 
-use serde::{Deserialize, Serialize};
-use std::str::FromStr;
-
-/// What a request asks for; `auto` picks a [`Tier`] from the request's complexity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Preference {
-    /// The fast route.
-    Fast,
-    /// The balanced route (the default).
-    #[default]
-    Balanced,
-    /// The quality route.
-    Quality,
-    /// Chosen by [`complexity_score`].
-    Auto,
-}
+/// What a request asks for; `auto` picks a [`Tier`] from the request's complexity. The one
+/// definition lives with the generation payload in `kiln-kinds`.
+pub use kiln_kinds::generation::{BadPreference, Preference};
 
 /// A concrete route name in `[llm.routes]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,24 +22,6 @@ impl Tier {
             Tier::Fast => "fast",
             Tier::Balanced => "balanced",
             Tier::Quality => "quality",
-        }
-    }
-}
-
-/// An unknown preference name.
-#[derive(Debug, thiserror::Error)]
-#[error("preference must be one of fast, balanced, quality, auto (got {0:?})")]
-pub struct BadPreference(pub String);
-
-impl FromStr for Preference {
-    type Err = BadPreference;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "fast" => Ok(Preference::Fast),
-            "balanced" => Ok(Preference::Balanced),
-            "quality" => Ok(Preference::Quality),
-            "auto" => Ok(Preference::Auto),
-            other => Err(BadPreference(other.to_string())),
         }
     }
 }
@@ -134,9 +102,14 @@ pub fn tier_for_score(score: u32) -> Tier {
     }
 }
 
-impl Preference {
+/// The route a [`Preference`] takes.
+pub trait RouteOf {
     /// The tier this preference routes to (`auto` scores `complexity`).
-    pub fn tier(self, complexity: &Complexity) -> Tier {
+    fn tier(self, complexity: &Complexity) -> Tier;
+}
+
+impl RouteOf for Preference {
+    fn tier(self, complexity: &Complexity) -> Tier {
         match self {
             Preference::Fast => Tier::Fast,
             Preference::Balanced => Tier::Balanced,

@@ -11,44 +11,29 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::PipelineError;
-use crate::score::{quality_score, verdict, Verdict};
-use crate::view::{read, read_on, PipelineView};
+use crate::score::{quality_score, Verdict};
+use crate::view::{read, read_on, JobSummary, PipelineView};
 
 const FINISH_SQL: &str = include_str!("sql/finish.sql");
 const READY_SQL: &str = include_str!("sql/ready.sql");
 const LOCK_SQL: &str = include_str!("sql/lock.sql");
 
-/// True when the pipeline is running and every one of its jobs is final.
-fn ready(view: &PipelineView) -> bool {
-    !view.is_finished()
-        && !view.jobs.is_empty()
-        && view
-            .jobs
-            .iter()
-            .all(|j| matches!(j.state.as_str(), "succeeded" | "failed" | "cancelled"))
+/// A validation's outcome, merged from its `test`, `lint` and `security-scan` jobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Merged {
+    /// `passed`, `failed`, or `error` when a job could not run or its result has the wrong shape.
+    pub verdict: Verdict,
+    /// 1..=10 unless the verdict is `error`.
+    pub quality_score: Option<i16>,
+    /// `{"test", "lint", "security"}` (null where a job could not run), with `errors` naming
+    /// each job that could not run.
+    pub result: serde_json::Value,
 }
 
-/// Settles pipeline `id` if all its jobs are final and it is still running; returns its view.
-///
-/// The settling transaction holds the pipeline's row lock while it reads the jobs, and a job
-/// retried by hand takes the same lock to reopen its pipeline (migration 0009): a retry and a
-/// settle are ordered one way or the other, so a pipeline never ends `finished` with a live job.
-pub async fn settle(pool: &PgPool, id: i64) -> Result<PipelineView, PipelineError> {
-    let view = read(pool, id).await?;
-    if !ready(&view) {
-        return Ok(view);
-    }
-    let mut tx = pool.begin().await.map_err(PipelineError::db("settle pipeline"))?;
-    sqlx::query(LOCK_SQL)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(PipelineError::db("lock pipeline"))?;
-    let view = read_on(&mut tx, id).await?;
-    if !ready(&view) {
-        return Ok(view);
-    }
-    let job = |kind: &str| view.jobs.iter().rev().find(|j| j.kind == kind);
+/// Merges the final jobs of one validation (the last job of each kind counts) into its
+/// verdict, score and result.
+pub fn merge(jobs: &[JobSummary]) -> Merged {
+    let job = |kind: &str| jobs.iter().rev().find(|j| j.kind == kind);
     let mut errors = serde_json::Map::new();
     let mut part = |kind: &str, key: &str| -> serde_json::Value {
         match job(kind) {
@@ -80,8 +65,11 @@ pub async fn settle(pool: &PgPool, id: i64) -> Result<PipelineView, PipelineErro
         serde_json::from_value::<Findings>(lint_v.clone()),
         serde_json::from_value::<Findings>(sec_v.clone()),
     );
-    let (v, score) = match (errors.is_empty(), parsed) {
-        (true, (Ok(t), Ok(l), Ok(s))) => (verdict(&t, &l, &s), Some(quality_score(&t, &l, &s) as i16)),
+    let (verdict, quality_score) = match (errors.is_empty(), parsed) {
+        (true, (Ok(t), Ok(l), Ok(s))) => (
+            crate::score::verdict(&t, &l, &s),
+            Some(quality_score(&t, &l, &s) as i16),
+        ),
         (true, _) => {
             errors.insert(
                 "result".into(),
@@ -95,6 +83,50 @@ pub async fn settle(pool: &PgPool, id: i64) -> Result<PipelineView, PipelineErro
     if !errors.is_empty() {
         result["errors"] = serde_json::Value::Object(errors);
     }
+    Merged {
+        verdict,
+        quality_score,
+        result,
+    }
+}
+
+/// True when the validation pipeline is running and every one of its jobs is final
+/// (generation pipelines are moved on by their own module).
+fn ready(view: &PipelineView) -> bool {
+    view.kind == "validation"
+        && !view.is_finished()
+        && !view.jobs.is_empty()
+        && view
+            .jobs
+            .iter()
+            .all(|j| matches!(j.state.as_str(), "succeeded" | "failed" | "cancelled"))
+}
+
+/// Settles pipeline `id` if all its jobs are final and it is still running; returns its view.
+///
+/// The settling transaction holds the pipeline's row lock while it reads the jobs, and a job
+/// retried by hand takes the same lock to reopen its pipeline (migration 0009): a retry and a
+/// settle are ordered one way or the other, so a pipeline never ends `finished` with a live job.
+pub async fn settle(pool: &PgPool, id: i64) -> Result<PipelineView, PipelineError> {
+    let view = read(pool, id).await?;
+    if !ready(&view) {
+        return Ok(view);
+    }
+    let mut tx = pool.begin().await.map_err(PipelineError::db("settle pipeline"))?;
+    sqlx::query(LOCK_SQL)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(PipelineError::db("lock pipeline"))?;
+    let view = read_on(&mut tx, id).await?;
+    if !ready(&view) {
+        return Ok(view);
+    }
+    let Merged {
+        verdict: v,
+        quality_score: score,
+        result,
+    } = merge(&view.jobs);
     let settled = sqlx::query(FINISH_SQL)
         .bind(id)
         .bind(v.as_str())

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kiln_artifacts::{CheckoutOptions, GitAccess, Packed, Tree};
+use kiln_queue::Enqueued;
 use kiln_queue::{JobKind, NewJob};
 use kiln_validate::{language, Language, ValidateError, ValidationPayload, KINDS};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::error::PipelineError;
 
@@ -89,12 +90,57 @@ pub struct Submitted {
     pub jobs: Vec<i64>,
 }
 
-/// Packs (if needed) and stores the workspace, checks that it holds a language to validate,
-/// and creates the pipeline with its three jobs. Nothing is written when the workspace is
-/// refused (too large, no recognised language).
-pub async fn submit(pool: &PgPool, source: Source, opts: &SubmitOptions) -> Result<Submitted, PipelineError> {
+/// Enqueues the `test`, `lint` and `security-scan` jobs of one validation of `workspace` in
+/// pipeline `pipeline` on the caller's transaction; returns the jobs and what the queue
+/// answered (call `kiln_queue::count_committed` with them after the commit). With an
+/// `iteration` (generation pipelines), the jobs carry the tag `iteration:N` and the
+/// idempotency key `pipeline:P:iteration:N:KIND`, so enqueueing it twice enqueues once.
+pub async fn enqueue_validation(
+    tx: &mut PgConnection,
+    pipeline: i64,
+    workspace: &str,
+    languages: &[Language],
+    opts: &SubmitOptions,
+    iteration: Option<u32>,
+) -> Result<(Vec<NewJob>, Vec<Enqueued>), PipelineError> {
+    let payload = serde_json::to_value(ValidationPayload {
+        workspace: workspace.to_owned(),
+        languages: languages.to_vec(),
+        honour_suppressions: false,
+    })
+    .expect("payload serialises");
+    let jobs: Vec<NewJob> = KINDS
+        .iter()
+        .map(|&kind: &JobKind| {
+            let mut job = NewJob::new(kind.as_str(), kind, payload.clone())
+                .pipeline(pipeline)
+                .timeout(match kind {
+                    JobKind::Test => opts.test_timeout.unwrap_or(opts.timeout),
+                    _ => opts.timeout,
+                })
+                .max_attempts(opts.max_attempts)
+                .priority(opts.priority)
+                .tag(format!("pipeline:{pipeline}"));
+            if let Some(n) = iteration {
+                job = job
+                    .tag(format!("iteration:{n}"))
+                    .idempotency_key(format!("pipeline:{pipeline}:iteration:{n}:{}", kind.as_str()));
+            }
+            for t in &opts.tags {
+                job = job.tag(t.clone());
+            }
+            job
+        })
+        .collect();
+    let enqueued = kiln_queue::enqueue_many_on(&mut *tx, &jobs).await?;
+    Ok((jobs, enqueued))
+}
+
+/// Packs a source into a workspace artifact (not stored yet), within `opts`' cap, git
+/// access and deadline.
+pub async fn prepare(source: Source, opts: &SubmitOptions) -> Result<Packed, PipelineError> {
     let cap = opts.max_workspace_bytes;
-    let packed = match source {
+    Ok(match source {
         Source::Packed(p) => p,
         Source::TarGz(bytes) => tokio::task::spawn_blocking(move || {
             let mut p = Tree::from_tar_gz(&bytes, cap)?.pack(cap)?;
@@ -115,7 +161,15 @@ pub async fn submit(pool: &PgPool, source: Source, opts: &SubmitOptions) -> Resu
             .await
             .expect("checkout task")?
         }
-    };
+    })
+}
+
+/// Packs (if needed) and stores the workspace, checks that it holds a language to validate,
+/// and creates the pipeline with its three jobs. Nothing is written when the workspace is
+/// refused (too large, no recognised language).
+pub async fn submit(pool: &PgPool, source: Source, opts: &SubmitOptions) -> Result<Submitted, PipelineError> {
+    let cap = opts.max_workspace_bytes;
+    let packed = prepare(source, opts).await?;
     let tree = Tree::from_tar_gz(&packed.data, cap)?;
     let projects = language::select(&tree, &opts.languages);
     if projects.is_empty() {
@@ -134,31 +188,7 @@ pub async fn submit(pool: &PgPool, source: Source, opts: &SubmitOptions) -> Resu
         .fetch_one(&mut *tx)
         .await
         .map_err(PipelineError::db("insert pipeline"))?;
-    let payload = serde_json::to_value(ValidationPayload {
-        workspace: packed.digest.clone(),
-        languages: languages.clone(),
-        honour_suppressions: false,
-    })
-    .expect("payload serialises");
-    let jobs: Vec<NewJob> = KINDS
-        .iter()
-        .map(|&kind: &JobKind| {
-            let mut job = NewJob::new(kind.as_str(), kind, payload.clone())
-                .pipeline(id)
-                .timeout(match kind {
-                    JobKind::Test => opts.test_timeout.unwrap_or(opts.timeout),
-                    _ => opts.timeout,
-                })
-                .max_attempts(opts.max_attempts)
-                .priority(opts.priority)
-                .tag(format!("pipeline:{id}"));
-            for t in &opts.tags {
-                job = job.tag(t.clone());
-            }
-            job
-        })
-        .collect();
-    let enqueued = kiln_queue::enqueue_many_on(&mut tx, &jobs).await?;
+    let (jobs, enqueued) = enqueue_validation(&mut tx, id, &packed.digest, &languages, opts, None).await?;
     tx.commit().await.map_err(PipelineError::db("commit"))?;
     kiln_queue::count_committed(&jobs, &enqueued);
     let jobs: Vec<i64> = enqueued.iter().map(|e| e.id).collect();

@@ -33,6 +33,10 @@ pub mod types {
     pub const JOB_RETRYABLE: &str = "job.retryable";
     /// A pipeline reached its verdict.
     pub const PIPELINE_FINISHED: &str = "pipeline.finished";
+    /// A generation pipeline's iteration was validated (its verdict, score, tokens, cost).
+    pub const GENERATION_ITERATION: &str = "generation.iteration";
+    /// A budget refused an LLM call before it was made.
+    pub const BUDGET_EXCEEDED: &str = "budget.exceeded";
     /// Every type the queue and pipelines write.
     pub const ALL: &[&str] = &[
         JOB_SUCCEEDED,
@@ -40,6 +44,8 @@ pub mod types {
         JOB_CANCELLED,
         JOB_RETRYABLE,
         PIPELINE_FINISHED,
+        GENERATION_ITERATION,
+        BUDGET_EXCEEDED,
     ];
 }
 

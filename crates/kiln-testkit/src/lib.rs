@@ -6,6 +6,8 @@
 //! from a template migrated once per migration set, named `kiln_test_*`, and dropped when
 //! the [`TestDb`] is dropped.
 
+pub mod llm;
+
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use std::path::PathBuf;

@@ -66,3 +66,41 @@ pub struct SubmittedPipeline {
 
 /// Longest server-side wait of one `GET /v1/pipelines/{id}/wait`.
 pub const MAX_WAIT_SECS: u64 = 300;
+
+/// `POST /v1/pipelines`: a generation pipeline (generate → validate → regenerate). The
+/// starting workspace is at most one of `workspace` (a stored artifact's digest),
+/// `workspace_tar_gz_base64` (an upload) and `git`; with none the model starts from nothing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineRequest {
+    /// `generation` (validation pipelines are `POST /v1/pipelines/validate`).
+    pub kind: String,
+    /// What the model should do (at most 200,000 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Start from this stored artifact (`sha256:` + 64 hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// Or from this gzip-compressed tar, base64 (at most 50 MiB unpacked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_tar_gz_base64: Option<String>,
+    /// Or from a git repository checked out by Kiln (`https://` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitSource>,
+    /// `python`, `javascript`, `go` or `rust`, when the workspace does not tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Iterations allowed (1–10, default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10)]
+    pub max_iterations: Option<u32>,
+    /// The pipeline's budget in USD (default from the workers' configuration, $10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_usd: Option<f64>,
+    /// `fast`, `balanced` (default), `quality` or `auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preference: Option<String>,
+    /// Tags on the pipeline and its jobs (at most 32).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}

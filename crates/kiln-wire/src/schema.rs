@@ -273,15 +273,17 @@ pub struct PipelineJobDoc {
 #[schema(as = Pipeline)]
 pub struct PipelineDoc {
     pipeline_id: i64,
-    /// `validation`.
+    /// `validation` or `generation`.
     kind: String,
-    /// Workspace artifact digest.
-    workspace: String,
+    /// Workspace artifact digest (a generation pipeline's start; null when it started empty).
+    workspace: Option<String>,
     languages: Vec<String>,
     /// `running` or `finished`.
     state: String,
-    /// `passed`, `failed` or `error` once finished.
+    /// `passed`, `failed` or `error` once finished; generation pipelines also `partial`.
     verdict: Option<String>,
+    /// Why a `partial` generation pipeline stopped: `max_iterations` or `budget`.
+    stop_reason: Option<String>,
     /// 1..=10 once finished.
     quality_score: Option<i16>,
     /// The merged results `{"test", "lint", "security"}` once finished.
@@ -292,15 +294,56 @@ pub struct PipelineDoc {
     #[schema(format = DateTime)]
     finished_at: Option<String>,
     jobs: Vec<PipelineJobDoc>,
+    /// A generation pipeline's iterations, oldest first (absent for validation pipelines).
+    iterations: Option<Vec<PipelineIterationDoc>>,
 }
 
-/// The `kiln submit validate --json` object (mirrors `kiln_pipeline::PipelineView::summary`).
+/// One iteration of a generation pipeline (mirrors `kiln_pipeline::IterationSummary`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = PipelineIteration)]
+pub struct PipelineIterationDoc {
+    /// 1-based.
+    iteration: i32,
+    /// Its generation job.
+    job_id: i64,
+    /// `validating` or `validated`.
+    state: String,
+    /// The workspace it produced (artifact digest).
+    workspace: String,
+    /// The conversation with the model (artifact digest of `messages.json`).
+    messages: String,
+    /// A budget cut its calls short; the loop ended after it.
+    budget_stop: bool,
+    /// `passed`, `failed` or `error` once validated.
+    verdict: Option<String>,
+    /// 1..=10 once validated (−1 when more than 3 iterations were needed).
+    quality_score: Option<i16>,
+    /// Provider, model, calls, tokens, cost_usd, latency_ms, retries, diff counts.
+    record: serde_json::Value,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    validated_at: Option<String>,
+}
+
+/// The `kiln submit validate --json` object, or for a generation pipeline the `kiln submit
+/// generate --json` object (mirrors `kiln_pipeline::PipelineView::summary`).
 #[derive(Serialize, ToSchema)]
 #[schema(as = PipelineSummary)]
 pub struct PipelineSummaryDoc {
     pipeline_id: i64,
-    /// `passed`, `failed` or `error`; null while running.
+    /// `passed`, `failed`, `error` or (generation) `partial`; null while running.
     verdict: Option<String>,
+    /// Generation: `max_iterations` or `budget` when `partial`.
+    stop_reason: Option<String>,
+    /// Generation: iterations run.
+    iterations: Option<u32>,
+    /// Generation: tokens by type (`input`, `output`, `cache_read`, `cache_write`).
+    tokens: Option<serde_json::Value>,
+    /// Generation: exact cost in USD.
+    cost_usd: Option<f64>,
+    /// Generation: unified diff from the start to the resulting workspace.
+    diff: Option<String>,
     quality_score: Option<i16>,
     /// Test counts, cases and coverage; null until finished.
     test: Option<serde_json::Value>,

@@ -4,6 +4,7 @@
 pub mod artifacts;
 pub mod costs;
 pub mod events;
+pub mod generate;
 pub mod health;
 pub mod hooks;
 pub mod jobs;
@@ -25,7 +26,7 @@ pub mod tags {
     pub const TOKENS: &str = "tokens";
     /// Cron schedules.
     pub const SCHEDULES: &str = "schedules";
-    /// Validation pipelines.
+    /// Validation and generation pipelines.
     pub const PIPELINES: &str = "pipelines";
     /// What LLM calls cost.
     pub const COSTS: &str = "costs";

@@ -317,7 +317,11 @@ async fn pipeline_workspace(
     PathParam(id): PathParam<i64>,
 ) -> ApiResult<impl IntoResponse> {
     let view = kiln_pipeline::get(&state.pool, id).await?;
-    let digest = view.result_workspace().to_owned();
+    let Some(digest) = view.result_workspace().map(str::to_owned) else {
+        return Err(ApiError::not_found(format!(
+            "pipeline {id} has no workspace yet (a generation pipeline started from nothing has one once it settles)"
+        )));
+    };
     let tree = kiln_artifacts::load(&state.pool, &digest, state.config.max_workspace_bytes)
         .await
         .map_err(|e| match e {

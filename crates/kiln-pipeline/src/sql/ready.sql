@@ -1,7 +1,7 @@
--- Running pipelines none of whose jobs is still live: ready to settle.
+-- Running validation pipelines none of whose jobs is still live: ready to settle.
 SELECT p.id
 FROM kiln_pipelines p
-WHERE p.state = 'running'
+WHERE p.state = 'running' AND p.kind = 'validation'
   AND EXISTS (SELECT 1 FROM kiln_jobs j WHERE j.pipeline_id = p.id)
   AND NOT EXISTS (
       SELECT 1 FROM kiln_jobs j
