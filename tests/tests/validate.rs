@@ -1056,3 +1056,92 @@ async fn test_reports_cannot_be_forged_by_the_code_under_test() {
     }
     assert!(left.is_empty(), "left on the engine: {left:?}");
 }
+
+/// Runs a pipeline on a one-project workspace whose failing test suite also runs `hostile`
+/// (Python, in `conftest.py`), then shows the worker survived (it runs a lint job of the same
+/// workspace) and nothing of it is left on the engine. Returns the summary and the test job.
+async fn hostile_pipeline(name: &str, hostile: &str) -> (Value, kiln_queue::JobRecord, TestDb) {
+    hostile_pipeline_with(name, hostile, |_| {}).await
+}
+
+/// [`hostile_pipeline`] with `more` adding files to the project first.
+async fn hostile_pipeline_with(
+    name: &str,
+    hostile: &str,
+    more: impl FnOnce(&std::path::Path),
+) -> (Value, kiln_queue::JobRecord, TestDb) {
+    let db = TestDb::new().await;
+    let top = tempfile::tempdir().unwrap();
+    failing_python_with(top.path(), name, hostile);
+    more(top.path());
+    let rig = Rig::start(&db.pool, &format!("val-{name}")).await;
+    let (s, _, view) = validate(&db, Source::Dir(top.path().into()), SubmitOptions::default()).await;
+    let test = view.jobs.iter().find(|j| j.kind == "test").unwrap();
+    let test = kiln_queue::admin::get_job(&db.pool, test.id).await.unwrap();
+    let lint = kiln_queue::NewJob::new("lint", kiln_queue::JobKind::Lint, test.payload.clone());
+    let id = kiln_queue::enqueue(&db.pool, &lint).await.unwrap().id;
+    let after = kiln_tests::wait_final(&db.pool, id, Duration::from_secs(300)).await;
+    assert_eq!(
+        after.state,
+        kiln_queue::JobState::Succeeded,
+        "the worker runs on: {after:?}"
+    );
+    let docker = rig.sandbox.docker().clone();
+    let worker = rig.worker_id.clone();
+    rig.stop().await;
+    let mut left = kiln_sandbox::reaper::containers_of(&docker, &worker)
+        .await
+        .unwrap();
+    left.extend(kiln_sandbox::reaper::volumes_of(&docker, &worker).await.unwrap());
+    assert!(left.is_empty(), "left on the engine: {left:?}");
+    assert_ne!(s["verdict"], "passed", "{s}");
+    (s, test, db)
+}
+
+/// The test job ended `disk_quota`: failed at once (not retried), saying so.
+async fn ended_disk_quota(db: &TestDb, test: &kiln_queue::JobRecord) {
+    assert_eq!(test.state, kiln_queue::JobState::Failed, "{test:?}");
+    let attempts = kiln_queue::admin::attempts(&db.pool, test.id).await.unwrap();
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    let error = attempts[0].error.clone().unwrap_or_default();
+    assert!(error.contains("workspace quota was exceeded"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_4_gib_write_in_many_files_through_a_pipeline_is_disk_quota_not_a_pass() {
+    let hostile = "for i in range(64):\n    try:\n        with open(f\"blob{i}\", \"wb\") as f:\n            f.write(b\"x\" * (64 << 20))\n    except OSError:\n        pass\n";
+    let (_, test, db) = hostile_pipeline("fourgib", hostile).await;
+    ended_disk_quota(&db, &test).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_hundred_thousand_empty_files_through_a_pipeline_are_disk_quota_not_a_pass() {
+    let hostile = "import os\n\nfor d in range(300):\n    try:\n        os.mkdir(f\"d{d}\")\n        for f in range(1000):\n            open(f\"d{d}/f{f}\", \"w\").close()\n    except OSError:\n        break\n";
+    let (_, test, db) = hostile_pipeline("manyfiles", hostile).await;
+    ended_disk_quota(&db, &test).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_300_mib_flood_from_the_code_under_test_is_capped_and_not_a_pass() {
+    // As pytest exits, the code under test writes 300 MiB to its output.
+    let hostile = "import atexit\nimport os\n\n\ndef flood():\n    chunk = b\"kiln\\n\" * (1 << 18)\n    for _ in range(300):\n        os.write(1, chunk)\n\n\natexit.register(flood)\n";
+    let (s, test, db) = hostile_pipeline("flood", hostile).await;
+    assert_eq!(counts(&s["test"]), (0, 1, 0, 0), "{}", s["test"]);
+    let drops = kiln_queue::logs::drops(&db.pool, test.id).await.unwrap();
+    assert_eq!(drops.len(), 1, "{drops:?}");
+    assert!(drops[0].dropped_bytes >= 290 << 20, "{drops:?}");
+    let mut stored = 0u64;
+    let mut after = None;
+    loop {
+        let page = kiln_queue::logs::read(&db.pool, test.id, after, 1000)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.attempt, last.seq));
+        stored += page.iter().map(|c| c.bytes().len() as u64).sum::<u64>();
+    }
+    assert!(
+        stored <= kiln_queue::logs::DEFAULT_LIVE_LOG_CAP,
+        "{stored} bytes stored"
+    );
+}
