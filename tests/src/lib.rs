@@ -198,3 +198,47 @@ pub fn payload_for(kind: &str) -> serde_json::Value {
         _ => serde_json::json!({"workspace": WORKSPACE}),
     }
 }
+
+/// A real `kiln worker` process on `db_url` with the fleet file `config`, its log (stderr)
+/// written to `log`. Kill it by its id; nothing else is started.
+pub fn kiln_worker_process(
+    db_url: &str,
+    config: &std::path::Path,
+    id: &str,
+    log: &std::path::Path,
+) -> std::process::Child {
+    let log = std::fs::File::create(log).expect("worker log file");
+    std::process::Command::new(kiln_binary())
+        .args(["worker", "--config"])
+        .arg(config)
+        .args(["--id", id])
+        .env("DATABASE_URL", db_url)
+        .env("RUST_LOG", "info,sqlx=warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn kiln worker")
+}
+
+/// Stores `dir` as a workspace artifact and returns its digest.
+pub async fn store_workspace(pool: &PgPool, dir: &std::path::Path) -> String {
+    let packed = kiln_artifacts::pack_dir(dir, kiln_artifacts::DEFAULT_MAX_BYTES).expect("pack");
+    kiln_artifacts::store(pool, &packed).await.expect("store");
+    packed.digest
+}
+
+/// Waits until job `id` is final (panics after `limit`) and returns it.
+pub async fn wait_final(pool: &PgPool, id: i64, limit: Duration) -> kiln_queue::JobRecord {
+    let deadline = Instant::now() + limit;
+    loop {
+        let rec = kiln_queue::admin::get_job(pool, id).await.expect("read job");
+        if rec.state.is_final() {
+            return rec;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} not final after {limit:?}: {rec:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -929,3 +929,219 @@ async fn a_300_mib_stdout_flood_stores_at_most_the_live_log_cap_and_counts_the_r
         .unwrap();
     assert!(left.is_empty(), "containers left: {left:?}");
 }
+
+/// A Python project under `dir` whose one test fails, with `conftest.py` holding `forger`
+/// (Python run by pytest as it starts: the code under test).
+fn failing_python_with(dir: &std::path::Path, name: &str, forger: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("pyproject.toml"),
+        format!("[project]\nname = \"{name}\"\nversion = \"0.1.0\"\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("calc.py"), "def add(a, b):\n    return a - b\n").unwrap();
+    std::fs::write(
+        dir.join("test_calc.py"),
+        "from calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("conftest.py"), forger).unwrap();
+}
+
+/// Python that builds a JUnit report saying `test_calc.py::test_add` passed, nested `depth`
+/// `<testsuite>` levels deep.
+const FAKE_JUNIT: &str = r#"import atexit
+import os
+
+REPORTS = "/work/.kiln-validate/reports"
+
+
+def fake_junit(depth=1):
+    case = '<testcase classname="test_calc" name="test_add" file="test_calc.py" time="0.001"/>'
+    open_ = '<testsuite name="pytest" errors="0" failures="0" skipped="0" tests="1">'
+    return '<?xml version="1.0" encoding="utf-8"?>' + open_ * depth + case + "</testsuite>" * depth
+"#;
+
+/// Validates each of `tops` in turn on one rig: their summaries, and what the rig's worker
+/// left on the engine once stopped.
+async fn run_forgers(db: &TestDb, tops: &[&std::path::Path], rig_name: &str) -> (Vec<Value>, Vec<String>) {
+    let rig = Rig::start(&db.pool, rig_name).await;
+    let mut summaries = Vec::new();
+    for top in tops {
+        let (s, _, view) = validate(db, Source::Dir(top.to_path_buf()), SubmitOptions::default()).await;
+        // The worker survived: it still runs a job after this one.
+        let test = view.jobs.iter().find(|j| j.kind == "test").unwrap();
+        let payload = kiln_queue::admin::get_job(&db.pool, test.id)
+            .await
+            .unwrap()
+            .payload;
+        let job = kiln_queue::NewJob::new("test", kiln_queue::JobKind::Test, payload);
+        let id = kiln_queue::enqueue(&db.pool, &job).await.unwrap().id;
+        let again = kiln_tests::wait_final(&db.pool, id, Duration::from_secs(300)).await;
+        assert_eq!(again.state, kiln_queue::JobState::Succeeded, "{again:?}");
+        assert_eq!(again.result.as_ref().unwrap()["failed"], s["test"]["failed"]);
+        summaries.push(s);
+    }
+    let docker = rig.sandbox.docker().clone();
+    let worker = rig.worker_id.clone();
+    rig.stop().await;
+    let mut left = kiln_sandbox::reaper::containers_of(&docker, &worker)
+        .await
+        .unwrap();
+    left.extend(kiln_sandbox::reaper::volumes_of(&docker, &worker).await.unwrap());
+    (summaries, left)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_20000_deep_report_written_by_the_code_under_test_neither_crashes_nor_passes() {
+    // Item 1 as a pipeline: as pytest exits, the code under test writes a JUnit report
+    // 20,000 `<testsuite>` levels deep saying its failing test passed, where the pytest
+    // report was read, and prints it as pytest's output.
+    let db = TestDb::new().await;
+    let top = tempfile::tempdir().unwrap();
+    let forger = format!(
+        "{FAKE_JUNIT}\n\ndef forge():\n    deep = fake_junit(20000)\n    os.makedirs(REPORTS, exist_ok=True)\n    with open(REPORTS + \"/pytest.xml\", \"w\") as f:\n        f.write(deep)\n    os.write(1, deep.encode())\n\n\natexit.register(forge)\n"
+    );
+    failing_python_with(top.path(), "deep", &forger);
+    let (s, left) = run_forgers(&db, &[top.path()], "val-deep").await;
+    let s = &s[0];
+    assert_eq!(counts(&s["test"]), (0, 1, 0, 0), "{}", s["test"]);
+    assert_ne!(s["verdict"], "passed", "{s}");
+    assert!(left.is_empty(), "left on the engine: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_reports_cannot_be_forged_by_the_code_under_test() {
+    // Item 9: three projects (one pipeline each) whose one test fails, each trying another forgery: overwrite
+    // the report file as pytest exits, plant a fake JUnit report before pytest writes its
+    // own (and beside it), print fake tool output (a JUnit report and pytest's summary line).
+    let db = TestDb::new().await;
+    let top = tempfile::tempdir().unwrap();
+    failing_python_with(
+        &top.path().join("overwrite"),
+        "overwrite",
+        &format!(
+            "{FAKE_JUNIT}\n\ndef forge():\n    with open(REPORTS + \"/pytest.xml\", \"w\") as f:\n        f.write(fake_junit())\n    with open(REPORTS + \"/pytest.exit\", \"w\") as f:\n        f.write(\"0\\n\")\n\n\natexit.register(forge)\n"
+        ),
+    );
+    failing_python_with(
+        &top.path().join("plant"),
+        "plant",
+        &format!(
+            "{FAKE_JUNIT}\n\nos.makedirs(REPORTS, exist_ok=True)\nfor name in (\"pytest.xml\", \"junit.xml\", \"report.xml\"):\n    with open(REPORTS + \"/\" + name, \"w\") as f:\n        f.write(fake_junit())\n    with open(name, \"w\") as f:\n        f.write(fake_junit())\n"
+        ),
+    );
+    failing_python_with(
+        &top.path().join("print"),
+        "print",
+        &format!(
+            "{FAKE_JUNIT}\nimport sys\n\nprint(fake_junit())\nsys.stdout.flush()\n\n\ndef forge():\n    os.write(1, fake_junit().encode())\n    os.write(2, fake_junit().encode())\n    os.write(1, b\"\\n==== 1 passed in 0.01s ====\\n\")\n\n\natexit.register(forge)\n"
+        ),
+    );
+    let tops: Vec<std::path::PathBuf> = ["overwrite", "plant", "print"]
+        .iter()
+        .map(|n| top.path().join(n))
+        .collect();
+    let tops: Vec<&std::path::Path> = tops.iter().map(|p| p.as_path()).collect();
+    let (summaries, left) = run_forgers(&db, &tops, "val-forge").await;
+    for (s, top) in summaries.iter().zip(&tops) {
+        assert_eq!(
+            counts(&s["test"]),
+            (0, 1, 0, 0),
+            "{}: {}",
+            top.display(),
+            s["test"]
+        );
+        assert_eq!(s["verdict"], "failed", "{}: {s}", top.display());
+    }
+    assert!(left.is_empty(), "left on the engine: {left:?}");
+}
+
+/// Runs a pipeline on a one-project workspace whose failing test suite also runs `hostile`
+/// (Python, in `conftest.py`), then shows the worker survived (it runs a lint job of the same
+/// workspace) and nothing of it is left on the engine. Returns the summary and the test job.
+async fn hostile_pipeline(name: &str, hostile: &str) -> (Value, kiln_queue::JobRecord, TestDb) {
+    hostile_pipeline_with(name, hostile, |_| {}).await
+}
+
+/// [`hostile_pipeline`] with `more` adding files to the project first.
+async fn hostile_pipeline_with(
+    name: &str,
+    hostile: &str,
+    more: impl FnOnce(&std::path::Path),
+) -> (Value, kiln_queue::JobRecord, TestDb) {
+    let db = TestDb::new().await;
+    let top = tempfile::tempdir().unwrap();
+    failing_python_with(top.path(), name, hostile);
+    more(top.path());
+    let rig = Rig::start(&db.pool, &format!("val-{name}")).await;
+    let (s, _, view) = validate(&db, Source::Dir(top.path().into()), SubmitOptions::default()).await;
+    let test = view.jobs.iter().find(|j| j.kind == "test").unwrap();
+    let test = kiln_queue::admin::get_job(&db.pool, test.id).await.unwrap();
+    let lint = kiln_queue::NewJob::new("lint", kiln_queue::JobKind::Lint, test.payload.clone());
+    let id = kiln_queue::enqueue(&db.pool, &lint).await.unwrap().id;
+    let after = kiln_tests::wait_final(&db.pool, id, Duration::from_secs(300)).await;
+    assert_eq!(
+        after.state,
+        kiln_queue::JobState::Succeeded,
+        "the worker runs on: {after:?}"
+    );
+    let docker = rig.sandbox.docker().clone();
+    let worker = rig.worker_id.clone();
+    rig.stop().await;
+    let mut left = kiln_sandbox::reaper::containers_of(&docker, &worker)
+        .await
+        .unwrap();
+    left.extend(kiln_sandbox::reaper::volumes_of(&docker, &worker).await.unwrap());
+    assert!(left.is_empty(), "left on the engine: {left:?}");
+    assert_ne!(s["verdict"], "passed", "{s}");
+    (s, test, db)
+}
+
+/// The test job ended `disk_quota`: failed at once (not retried), saying so.
+async fn ended_disk_quota(db: &TestDb, test: &kiln_queue::JobRecord) {
+    assert_eq!(test.state, kiln_queue::JobState::Failed, "{test:?}");
+    let attempts = kiln_queue::admin::attempts(&db.pool, test.id).await.unwrap();
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    let error = attempts[0].error.clone().unwrap_or_default();
+    assert!(error.contains("workspace quota was exceeded"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_4_gib_write_in_many_files_through_a_pipeline_is_disk_quota_not_a_pass() {
+    let hostile = "for i in range(64):\n    try:\n        with open(f\"blob{i}\", \"wb\") as f:\n            f.write(b\"x\" * (64 << 20))\n    except OSError:\n        pass\n";
+    let (_, test, db) = hostile_pipeline("fourgib", hostile).await;
+    ended_disk_quota(&db, &test).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_hundred_thousand_empty_files_through_a_pipeline_are_disk_quota_not_a_pass() {
+    let hostile = "import os\n\nfor d in range(300):\n    try:\n        os.mkdir(f\"d{d}\")\n        for f in range(1000):\n            open(f\"d{d}/f{f}\", \"w\").close()\n    except OSError:\n        break\n";
+    let (_, test, db) = hostile_pipeline("manyfiles", hostile).await;
+    ended_disk_quota(&db, &test).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_300_mib_flood_from_the_code_under_test_is_capped_and_not_a_pass() {
+    // As pytest exits, the code under test writes 300 MiB to its output.
+    let hostile = "import atexit\nimport os\n\n\ndef flood():\n    chunk = b\"kiln\\n\" * (1 << 18)\n    for _ in range(300):\n        os.write(1, chunk)\n\n\natexit.register(flood)\n";
+    let (s, test, db) = hostile_pipeline("flood", hostile).await;
+    assert_eq!(counts(&s["test"]), (0, 1, 0, 0), "{}", s["test"]);
+    let drops = kiln_queue::logs::drops(&db.pool, test.id).await.unwrap();
+    assert_eq!(drops.len(), 1, "{drops:?}");
+    assert!(drops[0].dropped_bytes >= 290 << 20, "{drops:?}");
+    let mut stored = 0u64;
+    let mut after = None;
+    loop {
+        let page = kiln_queue::logs::read(&db.pool, test.id, after, 1000)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some((last.attempt, last.seq));
+        stored += page.iter().map(|c| c.bytes().len() as u64).sum::<u64>();
+    }
+    assert!(
+        stored <= kiln_queue::logs::DEFAULT_LIVE_LOG_CAP,
+        "{stored} bytes stored"
+    );
+}

@@ -118,7 +118,13 @@ impl KindModule for ValidationModule {
                 tracing::info!(per_image = ctx.warm_pool, images = ?tags, "starting the warm pool");
                 sandbox.start_pool(&tags, ctx.warm_pool);
             }
-            reg.handler(&KINDS, Validator::new(ctx.pool.clone(), sandbox.clone(), images));
+            let limits = kiln_validate::Settings::from_queues(&ctx.queues, ctx.live_log_cap_bytes);
+            tracing::info!(quotas = ?limits.queue_quotas, live_log_cap_bytes = limits.live_log_cap_bytes,
+                "validation: per-queue workspace quotas (others 1 GiB / 100,000 files) and live-log cap");
+            reg.handler(
+                &KINDS,
+                Validator::with_settings(ctx.pool.clone(), sandbox.clone(), images, limits),
+            );
             reg.service(
                 "pipeline settler",
                 crate::settler(

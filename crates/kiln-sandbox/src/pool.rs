@@ -40,9 +40,10 @@ impl WarmPool {
         })
     }
 
-    /// Takes a ready container for `image` if one matches `limits`; wakes the refiller.
+    /// Takes a ready container for `image` if one was made with `limits` (see
+    /// [`Limits::same_container`]); wakes the refiller.
     pub fn take(&self, image: &str, limits: &Limits) -> Option<Started> {
-        if *limits != self.limits {
+        if !self.limits.same_container(limits) {
             return None;
         }
         let taken = self.ready.lock().ok()?.get_mut(image)?.pop_front();

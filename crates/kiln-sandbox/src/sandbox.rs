@@ -184,6 +184,31 @@ impl Sandbox {
         }
     }
 
+    /// Creates and starts a container for `spec` in a task of its own: a caller that gives up
+    /// meanwhile (a cancelled or fenced attempt) cannot leave it behind, since the task
+    /// removes what it started when nobody is left to take it.
+    async fn start_detached(&self, spec: &JobSpec) -> Result<Started> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let docker = self.docker.clone();
+        let (image, limits) = (spec.image.clone(), spec.limits.clone());
+        let labels = self.owner.labels(Some(&spec.labels));
+        let security = self.isolation.security_opts();
+        let leftovers = self.leftovers.clone();
+        self.removals.spawn(async move {
+            let started = start_container(&docker, &image, &limits, labels, &security).await;
+            if let Err(Ok(orphan)) = tx.send(started) {
+                tracing::info!(container = %orphan.id, "job abandoned while its container started: removing it");
+                if !remove_container(&docker, &orphan).await {
+                    if let Ok(mut l) = leftovers.lock() {
+                        l.push(orphan);
+                    }
+                }
+            }
+        });
+        rx.await
+            .map_err(|_| SandboxError::Docker("the container start task ended without an answer".into()))?
+    }
+
     /// Runs one job in a newly created container, bypassing the warm pool.
     pub async fn run_cold(&self, spec: &JobSpec, logs: Option<mpsc::Sender<LogChunk>>) -> Result<JobReport> {
         self.run_in(spec, logs, None).await
@@ -205,11 +230,7 @@ impl Sandbox {
         let asked = std::time::Instant::now();
         let container = match warm {
             Some(c) => c,
-            None => {
-                let labels = self.owner.labels(Some(&spec.labels));
-                let security = self.isolation.security_opts();
-                start_container(&self.docker, &spec.image, &spec.limits, labels, &security).await?
-            }
+            None => self.start_detached(spec).await?,
         };
         let acquired = asked.elapsed();
         tracing::info!(parent: &span, container = %container.id, warm = is_warm, "job starting");

@@ -44,6 +44,25 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// True when a container created with `self` enforces what `other` asks: the limits set
+    /// on the container and its `/work` volume are equal (the caps Kiln applies as it reads
+    /// the job's output and files may differ).
+    pub fn same_container(&self, other: &Limits) -> bool {
+        let key = |l: &Limits| {
+            (
+                l.memory_bytes,
+                l.nano_cpus,
+                l.pids,
+                l.nofile,
+                l.file_size_bytes,
+                l.tmp_bytes,
+                l.disk_bytes,
+                l.disk_files,
+            )
+        };
+        key(self) == key(other)
+    }
+
     /// The container's memory cgroup limit: the job's memory plus its workspace quota, since
     /// the workspace's tmpfs pages are charged to the job's cgroup.
     pub fn cgroup_memory_bytes(&self) -> i64 {
@@ -108,5 +127,32 @@ impl JobSpec {
             labels,
             diff_ignore: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_side_caps_do_not_change_the_container() {
+        let base = Limits::default();
+        let more_log = Limits {
+            log_cap_bytes: 8 << 20,
+            output_bytes: 1,
+            workspace_bytes: 2,
+            ..Limits::default()
+        };
+        assert!(base.same_container(&more_log));
+        let smaller_quota = Limits {
+            disk_bytes: 8 << 20,
+            ..Limits::default()
+        };
+        assert!(!base.same_container(&smaller_quota));
+        let fewer_files = Limits {
+            disk_files: 10,
+            ..Limits::default()
+        };
+        assert!(!base.same_container(&fewer_files));
     }
 }

@@ -158,3 +158,24 @@ async fn an_abandoned_job_leaves_nothing_behind() {
     drop(run);
     finish(sb).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_abandoned_while_its_container_starts_leaves_nothing() {
+    // A caller that gives up (a fenced or cancelled attempt) while the container is being
+    // created or started: the container must not be left behind, running its idle command.
+    let sb = common::sandbox("abandon-start").await;
+    for ms in [5u64, 20, 40, 60, 80, 100, 130, 160, 200, 250, 300, 400] {
+        let spec = common::job(&sb, "sleep 30");
+        let _ = tokio::time::timeout(Duration::from_millis(ms), sb.run(&spec, None)).await;
+    }
+    sb.removals_done().await;
+    let worker = sb.owner().worker_id.clone();
+    let running = kiln_sandbox::reaper::containers_of(sb.docker(), &worker)
+        .await
+        .unwrap();
+    assert!(
+        running.is_empty(),
+        "containers left after abandoned starts: {running:?}"
+    );
+    common::finish(sb).await;
+}

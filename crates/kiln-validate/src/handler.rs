@@ -1,10 +1,11 @@
 //! The worker handlers of `test`, `lint` and `security-scan`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_queue::{ClaimedJob, JobKind};
-use kiln_sandbox::{JobLabels, Sandbox};
+use kiln_sandbox::{JobLabels, Limits, Sandbox};
 use kiln_worker::{Finished, Job, JobContext, JobError, JobHandler, KindError, WorkerBuilderKiln};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -30,6 +31,59 @@ struct Inner {
     sandbox: Sandbox,
     images: Images,
     max_workspace_bytes: u64,
+    settings: Settings,
+}
+
+/// Per-fleet settings of the validation kinds, from `workers.toml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Workspace quota (bytes, files) per queue; queues not named get the sandbox's default
+    /// (1 GiB, 100,000 files).
+    pub queue_quotas: HashMap<String, (u64, u64)>,
+    /// Bytes of live log stored per attempt (`[worker] live_log_cap_bytes`).
+    pub live_log_cap_bytes: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            queue_quotas: HashMap::new(),
+            live_log_cap_bytes: kiln_queue::logs::DEFAULT_LIVE_LOG_CAP,
+        }
+    }
+}
+
+impl Settings {
+    /// The settings a worker's queues and `[worker] live_log_cap_bytes` give: each queue's
+    /// quota, its unset half defaulted.
+    pub fn from_queues(queues: &[kiln_worker::QueueConfig], live_log_cap_bytes: u64) -> Self {
+        let d = Limits::default();
+        let queue_quotas = queues
+            .iter()
+            .filter(|q| q.workspace_quota_bytes.is_some() || q.workspace_quota_files.is_some())
+            .map(|q| {
+                let quota = (
+                    q.workspace_quota_bytes.unwrap_or(d.disk_bytes),
+                    q.workspace_quota_files.unwrap_or(d.disk_files),
+                );
+                (q.name.clone(), quota)
+            })
+            .collect();
+        Settings {
+            queue_quotas,
+            live_log_cap_bytes,
+        }
+    }
+
+    /// The sandbox limits of a job claimed from `queue`.
+    pub fn limits_for(&self, queue: &str) -> Limits {
+        let mut limits = Limits::default();
+        if let Some(&(bytes, files)) = self.queue_quotas.get(queue) {
+            limits.disk_bytes = bytes;
+            limits.disk_files = files;
+        }
+        limits
+    }
 }
 
 /// The kinds a [`Validator`] handles.
@@ -80,12 +134,18 @@ pub fn tool_budget(job_timeout: Duration) -> Duration {
 impl Validator {
     /// A validator over `pool` and `sandbox` with the image tags `images`.
     pub fn new(pool: PgPool, sandbox: Sandbox, images: Images) -> Self {
+        Self::with_settings(pool, sandbox, images, Settings::default())
+    }
+
+    /// Like [`Validator::new`], with per-queue workspace quotas and a live-log cap.
+    pub fn with_settings(pool: PgPool, sandbox: Sandbox, images: Images, settings: Settings) -> Self {
         Validator {
             inner: Arc::new(Inner {
                 pool,
                 sandbox,
                 images,
                 max_workspace_bytes: kiln_artifacts::DEFAULT_MAX_BYTES,
+                settings,
             }),
         }
     }
@@ -109,7 +169,12 @@ impl Validator {
         ctx: JobContext,
     ) -> Finished<ValidationOutput, ValidateError> {
         let kind = job.kind;
-        let logs = LogForwarder::start(self.inner.pool.clone(), job.id, job.attempt);
+        let logs = LogForwarder::with_cap(
+            self.inner.pool.clone(),
+            job.id,
+            job.attempt,
+            self.inner.settings.live_log_cap_bytes,
+        );
         let mut record = Record::default();
         let work = self.run(&job, &payload, &ctx, &logs, &mut record);
         let out = tokio::select! {
@@ -194,6 +259,7 @@ impl Validator {
             },
             deadline,
             logs: Some(logs),
+            limits: self.inner.settings.limits_for(&job.queue),
         };
         let out = run_tools(
             &at,
@@ -260,6 +326,26 @@ async fn run_tools(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queue_gets_its_own_quota_and_others_the_default() {
+        let queues = [
+            kiln_worker::QueueConfig::new("small").workspace_quota(16 << 20, 500),
+            kiln_worker::QueueConfig {
+                workspace_quota_files: Some(50),
+                ..kiln_worker::QueueConfig::new("few-files")
+            },
+            kiln_worker::QueueConfig::new("test"),
+        ];
+        let s = Settings::from_queues(&queues, 1 << 16);
+        assert_eq!(s.live_log_cap_bytes, 1 << 16);
+        let small = s.limits_for("small");
+        assert_eq!((small.disk_bytes, small.disk_files), (16 << 20, 500));
+        let few = s.limits_for("few-files");
+        assert_eq!((few.disk_bytes, few.disk_files), (1 << 30, 50));
+        assert_eq!(s.limits_for("test"), Limits::default());
+        assert_eq!(s.limits_for("unknown"), Limits::default());
+    }
 
     #[test]
     fn the_tools_get_most_of_the_timeout() {

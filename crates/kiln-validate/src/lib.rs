@@ -22,7 +22,7 @@ pub mod testcode;
 pub mod tools;
 
 pub use error::ValidateError;
-pub use handler::{Images, ValidationOutput, Validator, KINDS};
+pub use handler::{Images, Settings, ValidationOutput, Validator, KINDS};
 
 pub use language::{detect, Language, Project};
 pub use payload::ValidationPayload;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kiln_artifacts::{Tree, TreeEntry};
 use kiln_queue::JobKind;
-use kiln_sandbox::{Entry, JobLabels, JobReport, JobSpec, Outcome, Sandbox, Workspace};
+use kiln_sandbox::{Entry, JobLabels, JobReport, JobSpec, Limits, Outcome, Sandbox, Workspace};
 use tokio::time::Instant;
 
 use crate::details::Run;
@@ -42,6 +42,9 @@ impl Images {
     }
 }
 
+/// Most bytes of a run's stdout kept, so a test report written there is read whole.
+pub const REPORT_ON_STDOUT_BYTES: usize = 8 << 20;
+
 /// A linter report parser (bytes, project root).
 type LintParser = fn(&[u8], &str) -> Result<Findings, ParseError>;
 /// A scanner report parser (paths are workspace-relative already).
@@ -59,6 +62,8 @@ pub struct Attempt<'a> {
     pub deadline: Instant,
     /// Live logs, when the attempt has a job row to attach them to.
     pub logs: Option<&'a LogForwarder>,
+    /// The sandbox limits of the attempt's runs (the workspace quota of its queue).
+    pub limits: Limits,
 }
 
 /// The workspace as the sandbox takes it, with Kiln's scratch files added (a workspace's own
@@ -109,6 +114,22 @@ struct Done {
 impl Done {
     fn file(&self, name: &str) -> Option<&[u8]> {
         self.report.outputs.file(&format!("{REPORTS}/{name}"))
+    }
+
+    /// The report a tool wrote to the run's stdout (pytest's, see [`tools::test_script`]):
+    /// a report cut at the stdout cap is unreadable, not partly read.
+    fn stdout_report(&self, what: &'static str) -> Result<&[u8], Option<ParseError>> {
+        let out = &self.report.stdout;
+        if out.truncated() {
+            return Err(Some(ParseError::new(
+                what,
+                format!("the report is larger than {} bytes", out.kept.len()),
+            )));
+        }
+        if out.kept.is_empty() {
+            return Err(None);
+        }
+        Ok(&out.kept)
     }
 
     fn exit_of(&self, tool: &str) -> Option<i32> {
@@ -180,6 +201,9 @@ async fn run_script(
     let mut argv: Vec<&str> = vec!["sh", "-c", &script, "kiln"];
     argv.extend(args.iter().map(String::as_str));
     let mut spec = JobSpec::new(image.clone(), &argv, at.labels.clone());
+    spec.limits = at.limits.clone();
+    // Room for a test report on stdout (pytest's JUnit XML).
+    spec.limits.log_cap_bytes = spec.limits.log_cap_bytes.max(REPORT_ON_STDOUT_BYTES);
     spec.env = tools::ENV
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -236,6 +260,10 @@ fn refuse_disk_quota(label: &str, report: &JobReport) -> Result<(), ValidateErro
 /// tool output the parser tests read).
 fn keep_reports(dir: &std::path::Path, label: &str, report: &JobReport) {
     let dest = dir.join(label.replace(' ', "-"));
+    if !report.stdout.kept.is_empty() {
+        let _ = std::fs::create_dir_all(&dest);
+        let _ = std::fs::write(dest.join("stdout"), &report.stdout.kept);
+    }
     for (path, entry) in &report.outputs.files {
         if let kiln_sandbox::OutputEntry::File { data, .. } = entry {
             let name = path.rsplit('/').next().unwrap_or(path);
@@ -340,7 +368,7 @@ fn parse_test(done: &Done, lang: Language, root: &str) -> Result<(TestResult, Co
     };
     match lang {
         Language::Python => Ok((
-            parse::tests::junit(need("pytest.xml")?, root).map_err(Some)?,
+            parse::tests::junit(done.stdout_report("junit")?, root).map_err(Some)?,
             coverage("coverage.json", parse::tests::coverage_py),
         )),
         Language::Javascript => parse::tests::node(need("node-test.jsonl")?, root).map_err(Some),

@@ -50,7 +50,10 @@ cd "/work/$1" || { echo "kiln: project root /work/$1 is missing" >&2; exit 90; }
 pub fn test_script(lang: Language) -> String {
     let body = match lang {
         Language::Python => {
-            r#"python3 -m coverage run -m pytest -p no:cacheprovider -o junit_family=xunit1 --junitxml="$R/pytest.xml"
+            // The JUnit report goes to fd 3, which is the run's stdout; pytest's own output
+            // (and anything the code under test prints) goes to stderr. No file in /work is
+            // read as the report, so the code under test cannot overwrite or plant one.
+            r#"python3 -m coverage run -m pytest -p no:cacheprovider -o junit_family=xunit1 --junitxml=/dev/fd/3 3>&1 1>&2
 echo $? > "$R/pytest.exit"
 python3 -m coverage json -q -o "$R/coverage.json" >&2
 echo $? > "$R/coverage.exit"
@@ -234,7 +237,8 @@ mod tests {
 
     #[test]
     fn scripts_name_their_reports() {
-        assert!(test_script(Language::Python).contains("pytest.xml"));
+        assert!(test_script(Language::Python).contains("--junitxml=/dev/fd/3 3>&1 1>&2"));
+        assert!(!test_script(Language::Python).contains("pytest.xml"));
         assert!(lint_script(Language::Rust).contains("--message-format=json"));
         let s = scanner_script(Scanner::Semgrep, &[Language::Go, Language::Python], false);
         assert!(s.contains("semgrep/go.yml") && s.contains("semgrep/python.yml"));

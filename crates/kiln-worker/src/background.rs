@@ -71,9 +71,15 @@ pub(crate) async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken,
             }
             Err(e) => tracing::warn!(error = %e, held = ids.len(), "heartbeat failed"),
         }
+        // Bounded like the heartbeat: while the database is away, waiting here for a pool
+        // connection (up to the pool's acquire timeout) would hold back the next fencing
+        // check past the lease.
         let pid = std::process::id();
-        if let Err(e) = lease::register_worker(&shared.pool, &shared.worker_id, &host, pid, &queues).await {
-            tracing::debug!(error = %e, "worker registry refresh failed");
+        let refresh = lease::register_worker(&shared.pool, &shared.worker_id, &host, pid, &queues);
+        match tokio::time::timeout(every, refresh).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "worker registry refresh failed"),
+            Err(_) => tracing::debug!("worker registry refresh timed out"),
         }
     }
 }

@@ -57,6 +57,10 @@ pub struct ModuleContext {
     pub images: Vec<String>,
     /// The top-level `warm_pool` of `workers.toml`.
     pub warm_pool: usize,
+    /// The queues this worker serves, with their per-queue settings (workspace quotas).
+    pub queues: Vec<QueueConfig>,
+    /// `[worker] live_log_cap_bytes`: bytes of live log stored per attempt.
+    pub live_log_cap_bytes: u64,
 }
 
 /// Collects what a module registers.
@@ -231,6 +235,8 @@ impl Registry {
                 stop: stop.clone(),
                 images: context.images,
                 warm_pool: context.warm_pool,
+                queues: config.queues.clone(),
+                live_log_cap_bytes: config.live_log_cap_bytes,
             },
             handlers: HashMap::new(),
             services: Vec::new(),
