@@ -281,6 +281,10 @@ async fn kiln_workers_ride_out_a_database_outage_longer_than_the_lease_for_every
         expected.push(verdict_of(&rec));
     }
 
+    // The same code under another digest: the validation cache (keyed by the workspace's
+    // digest) must not answer the outage run's jobs without running them.
+    std::fs::write(dir.path().join("ws/NOTES.txt"), "the outage run\n").unwrap();
+    let ws = store_workspace(&pool, &dir.path().join("ws")).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watcher = watch_attempts(stop.clone());
     let ids = kiln_tests::enqueue_ids(&pool, &jobs(&ws)).await;
