@@ -161,9 +161,14 @@ pub async fn enqueue_ids(pool: &PgPool, jobs: &[kiln_queue::NewJob]) -> Vec<i64>
 
 /// The `kiln` binary, built (or found up to date) by cargo for tests that run the real CLI.
 pub fn kiln_binary() -> std::path::PathBuf {
+    built_binary("kiln-cli", "kiln")
+}
+
+/// Binary `bin` of workspace package `package`, built (or found up to date) by cargo.
+pub fn built_binary(package: &str, bin: &str) -> std::path::PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "kiln-cli", "--bin", "kiln"])
+    cmd.args(["build", "--quiet", "-p", package, "--bin", bin])
         .env("SQLX_OFFLINE", "true");
     // The test runner sets the test crate's CARGO_MANIFEST_DIR, CARGO_PKG_* and OUT_DIR;
     // build scripts (ring's) rerun when those differ, so a build from here would rebuild what
@@ -179,8 +184,8 @@ pub fn kiln_binary() -> std::path::PathBuf {
         }
     }
     let status = cmd.status().expect("run cargo build");
-    assert!(status.success(), "cargo build -p kiln-cli failed");
-    binary("kiln")
+    assert!(status.success(), "cargo build -p {package} --bin {bin} failed");
+    binary(bin)
 }
 
 /// A workspace digest that is well-formed (payloads are checked at enqueue; no job in these

@@ -239,19 +239,24 @@ impl LocalCluster {
 
     /// Stops the server (fast shutdown: sessions are disconnected, data is kept).
     pub fn stop(&self) -> Result<()> {
-        tracing::info!(port = self.port, "stopping local postgres");
-        run_pg(
-            "pg_ctl",
-            &[
-                "stop",
-                "-w",
-                "-m",
-                "fast",
-                "-D",
-                &self.layout.data_dir.to_string_lossy(),
-            ],
-        )
-        .map(|_| ())
+        self.stop_with("fast")
+    }
+
+    /// Stops the server at once, as a crash would (immediate shutdown: no checkpoint; the
+    /// next start recovers from the WAL). For fault-injection runs.
+    pub fn stop_immediately(&self) -> Result<()> {
+        self.stop_with("immediate")
+    }
+
+    fn stop_with(&self, mode: &str) -> Result<()> {
+        tracing::info!(port = self.port, mode, "stopping local postgres");
+        let data = self.layout.data_dir.to_string_lossy();
+        run_pg("pg_ctl", &["stop", "-w", "-m", mode, "-D", &data]).map(|_| ())
+    }
+
+    /// Starts the server of this cluster again after [`LocalCluster::stop`], on the same port.
+    pub fn restart(&self) -> Result<()> {
+        self.run_server()
     }
 
     /// Stops the server if it runs and deletes the cluster: its data, and Kiln's files for it
