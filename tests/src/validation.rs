@@ -45,7 +45,9 @@ impl Rig {
     /// Like [`Rig::start`], with a warm pool of `warm` containers per job image.
     pub async fn start_with_pool(pool: &PgPool, name: &str, warm: usize) -> Rig {
         let worker_id = format!("{name}-{}", std::process::id());
-        let sandbox = Sandbox::connect(&worker_id).await.expect("docker engine");
+        let fleet = kiln_queue::fleet_id(pool).await.expect("the fleet's identity");
+        let owner = kiln_sandbox::policy::Owner::current(&worker_id).in_fleet(fleet);
+        let sandbox = Sandbox::connect_as(owner).await.expect("docker engine");
         let warm_pool = (warm > 0).then(|| {
             let imgs = images();
             let tags: Vec<String> = kiln_images::JOB_IMAGES

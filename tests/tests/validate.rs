@@ -869,7 +869,9 @@ async fn a_300_mib_stdout_flood_stores_at_most_the_live_log_cap_and_counts_the_r
     .await
     .unwrap();
     let worker = format!("flood-{}", std::process::id());
-    let sb = kiln_sandbox::Sandbox::connect(&worker)
+    let fleet = kiln_queue::fleet_id(&db.pool).await.unwrap();
+    let owner = kiln_sandbox::policy::Owner::current(&worker).in_fleet(fleet);
+    let sb = kiln_sandbox::Sandbox::connect_as(owner)
         .await
         .expect("docker engine");
     let fwd = kiln_validate::logs::LogForwarder::start(db.pool.clone(), job.id, 1);

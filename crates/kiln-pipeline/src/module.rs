@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use kiln_queue::JobKind;
+use kiln_sandbox::policy::Owner;
 use kiln_sandbox::{LiveWorkers, Sandbox};
 use kiln_validate::{Images, Validator, KINDS};
 use kiln_worker::{KindModule, ModuleError, Registration};
@@ -102,7 +103,10 @@ impl KindModule for ValidationModule {
             let ctx = reg.context().clone();
             let images = Images::from_dir(&kiln_images::default_images_dir())
                 .map_err(|e| start(format!("job image tags: {e}")))?;
-            let sandbox = Sandbox::connect(&ctx.worker_id)
+            let fleet = kiln_queue::fleet_id(&ctx.pool)
+                .await
+                .map_err(|e| start(format!("read the fleet's identity: {e}")))?;
+            let sandbox = Sandbox::connect_as(Owner::current(&ctx.worker_id).in_fleet(fleet))
                 .await
                 .map_err(|e| start(format!("connect to the Docker engine: {e}")))?;
             sandbox.start_reaper(

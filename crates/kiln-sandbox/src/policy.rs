@@ -25,6 +25,9 @@ pub const LABEL_HOST: &str = "kiln.host";
 pub const LABEL_PID: &str = "kiln.pid";
 /// Label: start time of the worker process (guards against pid reuse).
 pub const LABEL_PID_START: &str = "kiln.pid_start";
+/// Label: the fleet (database) the worker serves, `kiln_queue::fleet_id`; absent when the
+/// sandbox runs without a database. The reaper judges by registry only its own fleet's objects.
+pub const LABEL_FLEET: &str = "kiln.fleet";
 
 /// Who is creating containers: the worker id plus this process's identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +40,8 @@ pub struct Owner {
     pub pid: u32,
     /// This process's start time (clock ticks since boot, from /proc).
     pub pid_start: u64,
+    /// The fleet this worker belongs to (None: no database, no `kiln.fleet` label).
+    pub fleet: Option<String>,
 }
 
 impl Owner {
@@ -48,7 +53,14 @@ impl Owner {
             host: host_name(),
             pid,
             pid_start: process_start(pid).unwrap_or(0),
+            fleet: None,
         }
+    }
+
+    /// This owner as a worker of `fleet` (its objects get the `kiln.fleet` label).
+    pub fn in_fleet(mut self, fleet: impl Into<String>) -> Owner {
+        self.fleet = Some(fleet.into());
+        self
     }
 
     /// Labels for a container or volume of this owner, for `job` (None: a warm-pool container).
@@ -57,7 +69,7 @@ impl Owner {
             Some(j) => (j.job_id.to_string(), j.attempt.to_string()),
             None => ("pool".to_string(), "0".to_string()),
         };
-        HashMap::from([
+        let mut labels = HashMap::from([
             (LABEL_MANAGED.to_string(), "true".to_string()),
             (LABEL_JOB.to_string(), job_id),
             (LABEL_ATTEMPT.to_string(), attempt),
@@ -65,7 +77,11 @@ impl Owner {
             (LABEL_HOST.to_string(), self.host.clone()),
             (LABEL_PID.to_string(), self.pid.to_string()),
             (LABEL_PID_START.to_string(), self.pid_start.to_string()),
-        ])
+        ]);
+        if let Some(fleet) = &self.fleet {
+            labels.insert(LABEL_FLEET.to_string(), fleet.clone());
+        }
+        labels
     }
 }
 

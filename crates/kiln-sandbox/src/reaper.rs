@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::containers::is_not_found;
 use crate::error::{Result, SandboxError};
 use crate::policy::{
-    process_start, Owner, LABEL_HOST, LABEL_MANAGED, LABEL_PID, LABEL_PID_START, LABEL_WORKER,
+    process_start, Owner, LABEL_FLEET, LABEL_HOST, LABEL_MANAGED, LABEL_PID, LABEL_PID_START, LABEL_WORKER,
 };
 
 /// What one pass removed.
@@ -38,9 +38,12 @@ pub struct Liveness<'a> {
 pub const REGISTRY_GRACE: Duration = Duration::from_secs(60);
 
 /// True when the labels name a worker that is gone. This process's own objects never are.
-/// With the registry (`live`), a worker absent from it is gone whatever host label its
-/// objects carry, once they are older than `min_age`; an object labelled with this host whose
-/// pid is not running (or is another process now) is gone at once.
+/// An object labelled with this host whose pid is not running (or is another process now) is
+/// gone at once, whatever its fleet: a dead process is dead in every fleet. With the registry
+/// (`live`), a worker absent from it is gone whatever host label its objects carry, once they
+/// are older than `min_age`, but only when the object is of this reaper's fleet or carries no
+/// fleet label (a worker from before the label, a sandbox without a database): another
+/// fleet's workers are in another database's registry, which this one cannot see.
 fn owner_dead(
     labels: &HashMap<String, String>,
     me: &Owner,
@@ -59,9 +62,14 @@ fn owner_dead(
             return true;
         }
     }
+    let foreign = labels
+        .get(LABEL_FLEET)
+        .is_some_and(|f| me.fleet.as_ref() != Some(f));
     match live {
-        Some(l) => !l.live_workers.iter().any(|w| w == worker) && age.is_some_and(|a| a >= l.min_age),
-        None => false,
+        Some(l) if !foreign => {
+            !l.live_workers.iter().any(|w| w == worker) && age.is_some_and(|a| a >= l.min_age)
+        }
+        _ => false,
     }
 }
 
@@ -222,5 +230,45 @@ mod tests {
         same_host.pid_start = process_start(1).unwrap_or(0);
         assert!(!owner_dead(&same_host.labels(None), &me, None, old));
         assert!(owner_dead(&same_host.labels(None), &me, Some(&live2), old));
+    }
+
+    #[test]
+    fn the_registry_judges_only_its_own_fleet() {
+        let me = Owner::current("w1").in_fleet("1/a");
+        let none: Vec<String> = Vec::new();
+        let live = Liveness {
+            live_workers: &none,
+            min_age: Duration::ZERO,
+        };
+        let old = Some(Duration::from_secs(120));
+        let mut other = Owner::current("w2");
+        other.host = "elsewhere".into();
+        // Another fleet's worker, absent from this fleet's registry: not this reaper's call.
+        assert!(!owner_dead(
+            &other.clone().in_fleet("1/b").labels(None),
+            &me,
+            Some(&live),
+            old
+        ));
+        // This fleet's, or with no fleet label (today's rule): gone.
+        assert!(owner_dead(
+            &other.clone().in_fleet("1/a").labels(None),
+            &me,
+            Some(&live),
+            old
+        ));
+        assert!(owner_dead(&other.labels(None), &me, Some(&live), old));
+        // A reaper without a fleet does not judge a fleet's objects by any registry.
+        let bare = Owner::current("w1");
+        assert!(!owner_dead(
+            &other.clone().in_fleet("1/a").labels(None),
+            &bare,
+            Some(&live),
+            old
+        ));
+        // A dead process on this host is dead in every fleet.
+        let mut dead = Owner::current("w3").in_fleet("1/b");
+        dead.pid_start += 1;
+        assert!(owner_dead(&dead.labels(None), &me, None, old));
     }
 }

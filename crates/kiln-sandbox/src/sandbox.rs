@@ -48,24 +48,39 @@ impl Sandbox {
     /// Connects (`DOCKER_HOST` or the local socket), logs the isolation in force, and reaps
     /// what dead workers left behind.
     pub async fn connect(worker_id: &str) -> Result<Sandbox> {
+        Self::connect_as(Owner::current(worker_id)).await
+    }
+
+    /// Like [`Sandbox::connect`] as `owner` (a worker of a fleet: [`Owner::in_fleet`]).
+    pub async fn connect_as(owner: Owner) -> Result<Sandbox> {
         let docker =
             Docker::connect_with_defaults().map_err(|e| SandboxError::DaemonUnavailable(e.to_string()))?;
-        Self::with_docker(docker, worker_id).await
+        Self::with_docker_as(docker, owner).await
     }
 
     /// Like [`Sandbox::connect`] with a given client.
     pub async fn with_docker(docker: Docker, worker_id: &str) -> Result<Sandbox> {
+        Self::with_docker_as(docker, Owner::current(worker_id)).await
+    }
+
+    /// Like [`Sandbox::connect_as`] with a given client.
+    pub async fn with_docker_as(docker: Docker, owner: Owner) -> Result<Sandbox> {
         let isolation = read_isolation(&docker).await?;
-        Self::with_isolation(docker, worker_id, isolation).await
+        Self::with_isolation_as(docker, owner, isolation).await
     }
 
     /// Like [`Sandbox::with_docker`] with the engine's facts given (an engine that misreports,
     /// or an operator who wants Kiln's seccomp profile: set `isolation.seccomp = false`).
     pub async fn with_isolation(docker: Docker, worker_id: &str, isolation: Isolation) -> Result<Sandbox> {
+        Self::with_isolation_as(docker, Owner::current(worker_id), isolation).await
+    }
+
+    /// Like [`Sandbox::with_isolation`] as `owner`.
+    pub async fn with_isolation_as(docker: Docker, owner: Owner, isolation: Isolation) -> Result<Sandbox> {
         log_in_force(&isolation);
         let sandbox = Sandbox {
             docker,
-            owner: Owner::current(worker_id),
+            owner,
             isolation,
             pool: Arc::new(Mutex::new(None)),
             image_ids: Arc::new(Mutex::new(HashMap::new())),

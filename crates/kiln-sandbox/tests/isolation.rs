@@ -30,7 +30,9 @@ async fn kiln_applies_its_seccomp_profile_where_the_engine_reports_none() {
     iso.seccomp = false;
     let worker = format!("test-seccomp-{}", uuid::Uuid::new_v4().simple());
     let docker = bollard::Docker::connect_with_defaults().unwrap();
-    let sb = Sandbox::with_isolation(docker, &worker, iso).await.unwrap();
+    let sb = Sandbox::with_isolation_as(docker, common::owner(&worker), iso)
+        .await
+        .unwrap();
     assert_eq!(sb.isolation().in_force().seccomp, SeccompSource::Kiln);
     let image = python_image();
     let pool = sb.start_pool(std::slice::from_ref(&image), 1);

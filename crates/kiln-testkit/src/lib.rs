@@ -6,6 +6,7 @@
 //! from a template migrated once per migration set, named `kiln_test_*`, and dropped when
 //! the [`TestDb`] is dropped.
 
+pub mod engine;
 pub mod llm;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

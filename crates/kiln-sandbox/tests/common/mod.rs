@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use kiln_sandbox::policy::Owner;
 use kiln_sandbox::reaper::{containers_of, volumes_of};
 use kiln_sandbox::{JobLabels, JobSpec, Sandbox};
 
@@ -32,7 +33,15 @@ pub async fn sandbox(test: &str) -> Sandbox {
         .with_test_writer()
         .try_init();
     let worker = format!("test-{test}-{}", uuid::Uuid::new_v4().simple());
-    Sandbox::connect(&worker).await.expect("docker engine reachable")
+    Sandbox::connect_as(owner(&worker))
+        .await
+        .expect("docker engine reachable")
+}
+
+/// `worker` of a fleet of its own (this test process): the registries of other tests' fleets
+/// on the same engine never judge its containers.
+pub fn owner(worker: &str) -> Owner {
+    Owner::current(worker).in_fleet(format!("test-sandbox-{}", std::process::id()))
 }
 
 /// `sh -c SCRIPT` in the python image, 30 s timeout.
