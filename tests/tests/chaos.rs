@@ -20,8 +20,8 @@ fn a_fleet_under_faults_loses_and_duplicates_nothing() {
         .unwrap_or_else(|e| panic!("chaos printed no JSON ({e}): {stdout}\n{stderr}"));
     let n = |k: &str| report[k].as_i64().unwrap_or_else(|| panic!("no {k} in {report}"));
     assert_eq!(
-        (n("lost"), n("duplicated"), n("inconsistent")),
-        (0, 0, 0),
+        (n("lost"), n("duplicated"), n("inconsistent"), n("failed")),
+        (0, 0, 0, 0),
         "{report}"
     );
     assert_eq!(report["leftovers"], serde_json::json!([]), "{report}");

@@ -88,9 +88,18 @@ async fn objects(docker: &bollard::Docker, prefix: &str) -> Result<Vec<(String, 
         .await
         .context("list containers")?;
     for c in containers {
-        let worker = c.labels.as_ref().and_then(|l| l.get("kiln.worker")).cloned();
-        if let Some(w) = worker.filter(|w| w.starts_with(prefix)) {
-            found.push((format!("container {}", c.id.unwrap_or_default()), w));
+        let labels = c.labels.unwrap_or_default();
+        let label = |k: &str| labels.get(k).cloned().unwrap_or_default();
+        let worker = label("kiln.worker");
+        if worker.starts_with(prefix) {
+            let id: String = c.id.unwrap_or_default().chars().take(12).collect();
+            let what = format!(
+                "container {id} of {worker} (job {}, attempt {}; {})",
+                label("kiln.job"),
+                label("kiln.attempt"),
+                c.status.unwrap_or_default()
+            );
+            found.push((what, worker));
         }
     }
     let volumes = docker
@@ -99,7 +108,7 @@ async fn objects(docker: &bollard::Docker, prefix: &str) -> Result<Vec<(String, 
         .context("list volumes")?;
     for v in volumes.volumes.unwrap_or_default() {
         if let Some(w) = v.labels.get("kiln.worker").filter(|w| w.starts_with(prefix)) {
-            found.push((format!("volume {}", v.name), w.clone()));
+            found.push((format!("volume {} of {w}", v.name), w.clone()));
         }
     }
     Ok(found)

@@ -8,13 +8,8 @@ use serde::Serialize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::engine::SecondHost;
 use crate::fleet::Fleet;
-
-/// A Docker engine the run may restart (the second host).
-pub trait Engine: Send + Sync {
-    /// Stops the engine's daemon and starts it again (its containers die with it).
-    fn restart(&self) -> Result<()>;
-}
 
 /// One injected fault, when it began, and how long the action took.
 #[derive(Debug, Clone, Serialize)]
@@ -49,7 +44,7 @@ const ONE_OFFS: [(f64, OneOff); 4] = [
 pub struct Injector {
     pub fleet: Arc<Mutex<Fleet>>,
     pub cluster: kiln_pg::LocalCluster,
-    pub engine: Option<Arc<dyn Engine>>,
+    pub engine: Option<Arc<SecondHost>>,
     pub pool: sqlx::PgPool,
     pub started: Instant,
     /// Seconds Postgres stays down in each restart.
@@ -152,8 +147,8 @@ impl Injector {
                 )
             }
             OneOff::DockerEngine => {
-                let engine = self.engine.clone().context("no second engine")?;
-                tokio::task::spawn_blocking(move || engine.restart()).await??;
+                let engine = self.engine.as_ref().context("no second engine")?;
+                engine.restart().await?;
                 "second docker engine restarted".to_string()
             }
         };

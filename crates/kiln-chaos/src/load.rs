@@ -29,7 +29,7 @@ pub struct Plan {
 
 impl Plan {
     fn job(&self, i: usize) -> Value {
-        let workspace = if i % self.container_every == 0 {
+        let workspace = if i.is_multiple_of(self.container_every) {
             &self.fresh[(i / self.container_every) % self.fresh.len()]
         } else {
             &self.cached

@@ -182,7 +182,7 @@ async fn run(args: Args) -> Result<bool> {
         None
     } else {
         tracing::info!("starting a second Docker engine");
-        Some(Arc::new(engine::SecondEngine::start(tmp.path()).await?))
+        Some(Arc::new(engine::SecondHost::start().await?))
     };
 
     let config = tmp.path().join("workers.toml");
@@ -258,7 +258,7 @@ async fn run(args: Args) -> Result<bool> {
     let injector = Arc::new(faults::Injector {
         fleet: fleet.clone(),
         cluster: cluster.clone(),
-        engine: second.clone().map(|e| e as Arc<dyn faults::Engine>),
+        engine: second.clone(),
         pool: pool.clone(),
         started,
         pg_down: Duration::from_secs(args.pg_down_secs),
@@ -310,7 +310,7 @@ async fn run(args: Args) -> Result<bool> {
         bollard::Docker::connect_with_local_defaults()?,
     )];
     if let Some(e) = &second {
-        engines.push(("second".to_string(), e.client()?));
+        engines.push(("second".to_string(), e.client().await));
     }
     let live = fleet.lock().expect("fleet lock").live_worker_ids();
     wait_reaped(&engines, &run_id, &live, Duration::from_secs(120)).await?;
@@ -325,14 +325,26 @@ async fn run(args: Args) -> Result<bool> {
     let ledger = check::ledger(&pool, &accepted.ids(), SCHEDULE).await?;
     let faults = faults.lock().expect("faults lock").clone();
     let samples = progress.samples.lock().expect("samples lock").clone();
-    let summary = report::Summary::new(&ledger, &faults, &samples, left, elapsed, &plan);
+    let mut summary = report::Summary::new(&ledger, &faults, &samples, left, elapsed, &plan);
+    summary.second_engine_ready_s = second
+        .as_ref()
+        .map(|e| (e.ready_in.as_secs_f64() * 10.0).round() / 10.0);
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         report::print_table(&summary, &faults);
     }
     drop(second);
-    Ok(summary.clean() && settled.is_ok())
+    let clean = summary.clean() && settled.is_ok();
+    if !clean {
+        drop(_pg_guard);
+        let kept = tmp.keep();
+        eprintln!(
+            "chaos: the run's logs and database are kept in {}",
+            kept.display()
+        );
+    }
+    Ok(clean)
 }
 
 /// Every accepted id plus the ids of the jobs the schedule fired.

@@ -30,6 +30,8 @@ pub struct Summary {
     pub interrupted_attempts: i64,
     pub duplicated_ticks: i64,
     pub seconds: f64,
+    /// Seconds to start the second engine and copy the job image into it (None: one engine).
+    pub second_engine_ready_s: Option<f64>,
 }
 
 impl Summary {
@@ -64,12 +66,18 @@ impl Summary {
             interrupted_attempts: ledger.interrupted_attempts,
             duplicated_ticks: ledger.duplicated_ticks,
             seconds: round2(seconds),
+            second_engine_ready_s: None,
         }
     }
 
-    /// Nothing lost, run twice, inconsistent or left behind.
+    /// Nothing lost, run twice, inconsistent or left behind, and no job failed: every job of
+    /// the plan passes when it runs, so a failed one was failed by a fault.
     pub fn clean(&self) -> bool {
-        self.lost == 0 && self.duplicated == 0 && self.inconsistent == 0 && self.leftovers.is_empty()
+        self.lost == 0
+            && self.duplicated == 0
+            && self.inconsistent == 0
+            && self.failed == 0
+            && self.leftovers.is_empty()
     }
 }
 

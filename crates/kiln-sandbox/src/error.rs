@@ -11,6 +11,10 @@ pub enum SandboxError {
     /// The Docker engine could not be reached or failed on its side: retryable.
     #[error("docker daemon unavailable: {0}")]
     DaemonUnavailable(String),
+    /// The job's container was removed or stopped under it (its engine restarted, or something
+    /// outside Kiln removed it): the run says nothing about the job's code, retryable.
+    #[error("the job's container went away under it: {0}")]
+    ContainerGone(String),
     /// Docker refused a request for a reason a retry will not fix.
     #[error("docker error: {0}")]
     Docker(String),
@@ -23,9 +27,13 @@ pub enum SandboxError {
 }
 
 impl SandboxError {
-    /// True when the same attempt may succeed later (the daemon was unavailable).
+    /// True when the same attempt may succeed later (the daemon was unavailable, or the
+    /// container went away under the job).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, SandboxError::DaemonUnavailable(_))
+        matches!(
+            self,
+            SandboxError::DaemonUnavailable(_) | SandboxError::ContainerGone(_)
+        )
     }
 
     /// Classifies a bollard error: 404 on an image → `ImageMissing`; connection problems and

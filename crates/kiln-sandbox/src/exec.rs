@@ -165,7 +165,37 @@ pub async fn run_command(
         None => docker.inspect_exec(&exec.id).await.ok().and_then(|i| i.exit_code),
     };
     ran.oom_killed = !ran.timed_out && ran.exit_code == Some(137) && usage.oom_kills > 0;
+    // A process killed by a signal, or whose end could not be read: was it the job, or did the
+    // container go away under it? Only an exec in a container still running is the job's.
+    if !ran.timed_out && ran.exit_code.is_none_or(|code| code >= 128) {
+        if let Some(why) = container_gone(docker, &c.id).await {
+            return Err(SandboxError::ContainerGone(why));
+        }
+    }
     Ok(ran)
+}
+
+/// Why container `id` is no longer running (removed, being removed, stopped, its engine
+/// unreachable), or None while it runs. Kiln's containers run until Kiln removes them. The
+/// engine marks a container stopped a moment after its processes die, so a running one is
+/// looked at again for up to 300 ms (only runs that ended by a signal pay this).
+async fn container_gone(docker: &Docker, id: &str) -> Option<String> {
+    use bollard::models::ContainerStateStatusEnum as S;
+    for _ in 0..4 {
+        match docker.inspect_container(id, None).await {
+            Err(e) => return Some(format!("container {id}: {e}")),
+            Ok(info) => {
+                let state = info.state.unwrap_or_default();
+                let status = state.status.unwrap_or(S::EMPTY);
+                let running = state.running == Some(true) && matches!(status, S::RUNNING | S::PAUSED);
+                if !running {
+                    return Some(format!("container {id} is {status}"));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
 }
 
 /// Polls the exec until it is no longer running: `Some(exit code)` (the code itself may be

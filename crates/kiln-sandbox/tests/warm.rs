@@ -26,3 +26,42 @@ async fn a_vanished_warm_container_falls_back_to_a_cold_start() {
     assert_ne!(r.container_id, ids[0]);
     finish(sb).await;
 }
+
+/// A container removed while its job runs (its engine restarted, or another fleet's reaper
+/// took it) is an error the job can be retried for, never a tool that "exited non-zero with no
+/// exit code": that reading failed validation jobs permanently in the chaos run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_removed_under_its_job_is_a_retryable_error() {
+    let sb = sandbox("run-gone").await;
+    let spec = job(&sb, "echo started; sleep 30");
+    let running = {
+        let sb = sb.clone();
+        tokio::spawn(async move { sb.run(&spec, None).await })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let id = loop {
+        let ids = containers_of(sb.docker(), &sb.owner().worker_id).await.unwrap();
+        if let Some(id) = ids.first() {
+            let running = sb.docker().inspect_container(id, None).await.ok();
+            if running.and_then(|c| c.state).and_then(|s| s.running) == Some(true) {
+                break id.clone();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job's container never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let rm = RemoveContainerOptionsBuilder::new().force(true).build();
+    sb.docker().remove_container(&id, Some(rm)).await.unwrap();
+    match running.await.unwrap() {
+        Err(e) => assert!(e.is_retryable(), "not retryable: {e}"),
+        Ok(r) => panic!(
+            "a removed container read as a finished run: {:?}, exit {:?}",
+            r.outcome, r.exit_code
+        ),
+    }
+    finish(sb).await;
+}
