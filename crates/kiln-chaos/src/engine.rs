@@ -5,13 +5,37 @@
 use anyhow::{Context, Result};
 use std::time::Duration;
 
-/// Stops the private Postgres when the run ends, however it ends.
-pub struct StopOnDrop(pub kiln_pg::LocalCluster);
+/// Stops the private Postgres when the run ends, however it ends, and deletes it (its data
+/// lives outside the run's directory, under the postgres user's home, when run as root) unless
+/// [`StopOnDrop::keep`] was called.
+pub struct StopOnDrop {
+    cluster: kiln_pg::LocalCluster,
+    keep: bool,
+}
+
+impl StopOnDrop {
+    /// Guards `cluster`.
+    pub fn new(cluster: kiln_pg::LocalCluster) -> Self {
+        Self { cluster, keep: false }
+    }
+
+    /// Keeps the cluster's data for a look after the run (it is still stopped).
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+}
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        if self.0.is_running() {
-            let _ = self.0.stop();
+        let done = if !self.keep {
+            self.cluster.remove()
+        } else if self.cluster.is_running() {
+            self.cluster.stop()
+        } else {
+            Ok(())
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "the run's Postgres was not cleaned up");
         }
     }
 }

@@ -175,7 +175,7 @@ async fn run(args: Args) -> Result<bool> {
     tracing::info!(dir = %tmp.path().display(), run = %run_id, "starting a private Postgres");
     let pg_dir = tmp.path().join("pg");
     let cluster = tokio::task::spawn_blocking(move || kiln_pg::LocalCluster::start(&pg_dir)).await??;
-    let _pg_guard = engine::StopOnDrop(cluster.clone());
+    let mut pg_guard = engine::StopOnDrop::new(cluster.clone());
     let db_url = cluster.url();
 
     let second = if args.one_engine {
@@ -337,11 +337,13 @@ async fn run(args: Args) -> Result<bool> {
     drop(second);
     let clean = summary.clean() && settled.is_ok();
     if !clean {
-        drop(_pg_guard);
+        pg_guard.keep();
+        drop(pg_guard);
         let kept = tmp.keep();
         eprintln!(
-            "chaos: the run's logs and database are kept in {}",
-            kept.display()
+            "chaos: the run's logs are kept in {}, its Postgres data (stopped) in {}",
+            kept.display(),
+            cluster.data_dir().display()
         );
     }
     Ok(clean)

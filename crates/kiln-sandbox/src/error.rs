@@ -36,13 +36,18 @@ impl SandboxError {
         )
     }
 
-    /// Classifies a bollard error: 404 on an image → `ImageMissing`; connection problems and
-    /// 5xx → `DaemonUnavailable`; other refusals → `Docker`.
+    /// Classifies a bollard error: 404 on an image → `ImageMissing`; 404 on a container, or
+    /// 409 "is not running" → `ContainerGone`; connection problems and 5xx →
+    /// `DaemonUnavailable`; other refusals → `Docker`.
     pub(crate) fn from_docker(err: DockerError, image: &str) -> Self {
         match err {
             DockerError::DockerResponseServerError { status_code, message } => {
                 if status_code == 404 && message.contains("image") {
                     SandboxError::ImageMissing(image.to_string())
+                } else if (status_code == 404 && message.contains("No such container"))
+                    || (status_code == 409 && message.contains("is not running"))
+                {
+                    SandboxError::ContainerGone(format!("{status_code}: {message}"))
                 } else if status_code >= 500 {
                     SandboxError::DaemonUnavailable(format!("{status_code}: {message}"))
                 } else {

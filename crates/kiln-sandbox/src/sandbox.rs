@@ -192,7 +192,7 @@ impl Sandbox {
         let id = warm.id.clone();
         match self.run_in(spec, logs.clone(), Some(warm)).await {
             Err(e) if is_gone(&e) => {
-                tracing::warn!(container = %id, error = %e, "warm container vanished before its job; starting a cold one");
+                tracing::warn!(container = %id, error = %e, "warm container gone or stopped before its job; starting a cold one");
                 self.run_in(spec, logs, None).await
             }
             other => other,
@@ -400,9 +400,9 @@ impl Sandbox {
     }
 }
 
-/// True for the engine's "no such container": the container was removed under the job.
+/// True when the container was removed or stopped under the job (see [`SandboxError::from_docker`]).
 fn is_gone(e: &SandboxError) -> bool {
-    matches!(e, SandboxError::Docker(m) if m.starts_with("404") && m.contains("No such container"))
+    matches!(e, SandboxError::ContainerGone(_))
 }
 
 /// Schedules a container's removal when dropped.

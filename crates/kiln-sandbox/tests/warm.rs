@@ -65,3 +65,22 @@ async fn a_container_removed_under_its_job_is_a_retryable_error() {
     }
     finish(sb).await;
 }
+
+/// A warm container stopped behind the pool's back (its engine restarted: the engine stops
+/// every container) costs a cold start, never the job: the chaos run's lint job failed with
+/// "409: Container … is not running" before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_warm_container_falls_back_to_a_cold_start() {
+    let sb = sandbox("warm-stopped").await;
+    let image = python_image();
+    let pool = sb.start_pool(std::slice::from_ref(&image), 1);
+    assert!(pool.wait_full(std::time::Duration::from_secs(60)).await);
+    let ids = containers_of(sb.docker(), &sb.owner().worker_id).await.unwrap();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    sb.docker().kill_container(&ids[0], None).await.unwrap();
+    let r = sb.run(&job(&sb, "echo ran"), None).await.expect("the job runs");
+    assert_eq!(r.outcome, Outcome::Success, "stderr: {}", r.stderr.text());
+    assert_eq!(r.stdout.text(), "ran\n");
+    assert!(!r.warm, "it ran in a cold container");
+    finish(sb).await;
+}
