@@ -1,11 +1,12 @@
 //! A second Docker engine on this machine: another worker host for tests.
 //!
 //! [`SecondEngine::start`] runs `dockerd` with everything of its own under
-//! `$TMPDIR/kiln-engine-<pid>-<n>/` (data root, exec root, pidfile, socket, log), no bridge and
-//! no iptables rules (Kiln's containers have no network), a cgroup parent named like the
-//! directory, and the first storage driver that works here: overlay2, then fuse-overlayfs, then
-//! vfs. Its `dockerd` dies with the test process (`PR_SET_PDEATHSIG`); a directory whose test
-//! process is gone is a leftover, removed (processes, mounts, cgroups, files) by the next start.
+//! `$TMPDIR/kiln-engine-<pid>-<n>/` (data root, exec root, pidfile, socket, log), a bridge of
+//! its own (a `dockerd` given `--bridge=none` deletes the host's `docker0`), no iptables
+//! rules (Kiln's containers have no network), a cgroup parent named like the directory, and
+//! the first storage driver that works here: overlay2, then fuse-overlayfs, then vfs. Its
+//! `dockerd` dies with the test process (`PR_SET_PDEATHSIG`); a directory whose test process
+//! is gone is a leftover, removed (processes, mounts, cgroups, bridge, files) by the next start.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -134,6 +135,11 @@ impl SecondEngine {
         format!("unix://{}", socket(&self.dir).display())
     }
 
+    /// The name of the engine's own bridge (removed with the engine).
+    pub fn bridge(&self) -> String {
+        bridge_name(&self.dir)
+    }
+
     /// The storage driver in use.
     pub fn storage_driver(&self) -> &'static str {
         self.driver
@@ -246,6 +252,57 @@ fn cgroup_parent(dir: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// The engine's own bridge: `kb` and a hash of its directory's name (at most 15 bytes).
+fn bridge_name(dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    cgroup_parent(dir).hash(&mut h);
+    format!("kb{:012x}", h.finish() & 0xffff_ffff_ffff)
+}
+
+/// Creates the engine's own bridge (with an address in 10.200.0.0/13 picked by its name) if
+/// it does not exist, and returns its name. With `--bridge=none` a second `dockerd` deletes
+/// the host's `docker0` — the main engine's default bridge — so it is given a bridge of its
+/// own instead; its containers never use it (Kiln's have no network).
+fn ensure_bridge(dir: &Path) -> Result<String, EngineError> {
+    let name = bridge_name(dir);
+    let ip = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map_err(io("run ip"))
+    };
+    if ip(&["link", "show", &name])?.success() {
+        return Ok(name);
+    }
+    let n = u64::from_str_radix(&name[2..], 16).unwrap_or(0);
+    let addr = format!("10.{}.{}.1/24", 200 + n % 8, (n >> 8) % 256);
+    for args in [
+        vec!["link", "add", name.as_str(), "type", "bridge"],
+        vec!["addr", "add", addr.as_str(), "dev", name.as_str()],
+        vec!["link", "set", name.as_str(), "up"],
+    ] {
+        if !ip(&args)?.success() {
+            return Err(EngineError::Io {
+                what: format!("ip {}", args.join(" ")),
+                source: std::io::Error::other("failed"),
+            });
+        }
+    }
+    Ok(name)
+}
+
+/// Deletes the engine's bridge, if any.
+fn remove_bridge(dir: &Path) {
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", &bridge_name(dir)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
 /// A new directory `kiln-engine-<pid>-<n>` with an `owner` file naming this process.
 fn new_dir() -> Result<PathBuf, EngineError> {
     let pid = std::process::id();
@@ -285,7 +342,8 @@ fn launch(dir: &Path, driver: &str) -> Result<(u32, mpsc::Receiver<()>), EngineE
         .arg(dir.join("daemon.json"))
         .arg("-H")
         .arg(format!("unix://{}", socket(dir).display()))
-        .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+        .arg(format!("--bridge={}", ensure_bridge(dir)?))
+        .args(["--iptables=false", "--ip6tables=false"])
         .arg(format!("--storage-driver={driver}"))
         .arg(format!("--cgroup-parent={}", cgroup_parent(dir)))
         .stdin(std::process::Stdio::null())
@@ -465,6 +523,7 @@ fn clean_runtime(dir: &Path) {
     for cg in cgroups {
         let _ = std::fs::remove_dir(cg);
     }
+    remove_bridge(dir);
 }
 
 /// `/sys/fs/cgroup/[controller/]<parent>` and every cgroup below it.
