@@ -212,11 +212,24 @@ pub fn kiln_worker_process(
     id: &str,
     log: &std::path::Path,
 ) -> std::process::Child {
+    kiln_worker_process_env(db_url, config, id, log, &[])
+}
+
+/// [`kiln_worker_process`] with extra environment (e.g. `DOCKER_HOST`: a worker on another
+/// engine).
+pub fn kiln_worker_process_env(
+    db_url: &str,
+    config: &std::path::Path,
+    id: &str,
+    log: &std::path::Path,
+    env: &[(&str, &str)],
+) -> std::process::Child {
     let log = std::fs::File::create(log).expect("worker log file");
     std::process::Command::new(kiln_binary())
         .args(["worker", "--config"])
         .arg(config)
         .args(["--id", id])
+        .envs(env.iter().copied())
         .env("DATABASE_URL", db_url)
         .env("RUST_LOG", "info,sqlx=warn")
         .stdout(std::process::Stdio::null())

@@ -24,6 +24,8 @@ pub const DOCKERD: &str = "/usr/sbin/dockerd";
 pub const DRIVERS: [&str; 3] = ["overlay2", "fuse-overlayfs", "vfs"];
 /// How long `dockerd` may take to answer its socket.
 const READY_WITHIN: Duration = Duration::from_secs(60);
+/// How long copying images into the engine may take.
+const LOAD_WITHIN: Duration = Duration::from_secs(900);
 /// How long a stopping `dockerd` may take before it is killed.
 const STOP_WITHIN: Duration = Duration::from_secs(60);
 
@@ -164,10 +166,15 @@ impl SecondEngine {
         if missing.is_empty() {
             return Ok(began.elapsed());
         }
-        let main = Docker::connect_with_defaults().map_err(api("connect to the main engine"))?;
+        // An image is hundreds of MB through two engines on a loaded machine: past bollard's
+        // default two-minute timeout.
+        let main = Docker::connect_with_defaults()
+            .map_err(api("connect to the main engine"))?
+            .with_timeout(LOAD_WITHIN);
+        let second = self.docker.clone().with_timeout(LOAD_WITHIN);
         let tar = main.export_images(&missing);
         let opts = ImportImageOptionsBuilder::new().quiet(true).build();
-        let mut load = self.docker.import_image_stream(opts, tar, None);
+        let mut load = second.import_image_stream(opts, tar, None);
         let failed = |message: String| EngineError::Load {
             images: missing.iter().map(|s| s.to_string()).collect(),
             message,

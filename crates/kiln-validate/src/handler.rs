@@ -100,8 +100,17 @@ pub enum ValidationOutput {
     Findings(crate::Findings),
 }
 
+/// How long a worker whose Docker engine did not answer claims no validation job.
+pub const ENGINE_DOWN_PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl KindError for ValidateError {
     fn to_job_error(&self) -> JobError {
+        if let ValidateError::Sandbox(e @ kiln_sandbox::SandboxError::DaemonUnavailable(_)) = self {
+            return JobError::Unavailable {
+                message: e.to_string(),
+                pause: ENGINE_DOWN_PAUSE,
+            };
+        }
         if self.is_retryable() {
             JobError::retryable(self.to_string())
         } else {

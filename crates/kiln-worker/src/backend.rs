@@ -88,6 +88,16 @@ pub(crate) async fn fetch_loop(shared: Arc<Shared>, queue: QueueConfig, tx: mpsc
             p = permits.clone().acquire_many_owned(low) => p.expect("semaphore open"),
             _ = shared.stopping.cancelled() => return,
         };
+        // A handler found this worker unable to run jobs (its engine is down): claim nothing
+        // until the pause ends, so the queue's other workers take the jobs.
+        let paused = shared.claim_paused_until.lock().ok().and_then(|u| *u);
+        if let Some(until) = paused.filter(|u| *u > tokio::time::Instant::now()) {
+            drop(first);
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => continue,
+                _ = shared.stopping.cancelled() => return,
+            }
+        }
         first.forget();
         let mut room = low as usize;
         while room < queue.batch {

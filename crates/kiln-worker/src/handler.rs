@@ -45,6 +45,15 @@ pub enum JobError {
     /// No retry can fix it (bad input, image missing…): the job fails now.
     #[error("{0}")]
     Permanent(String),
+    /// This worker cannot run jobs now (its Docker engine is unreachable): the job is handed
+    /// back without spending an attempt, and the worker claims nothing for `pause`.
+    #[error("{message}")]
+    Unavailable {
+        /// What is unavailable.
+        message: String,
+        /// How long the worker stops claiming.
+        pause: Duration,
+    },
 }
 
 impl JobError {

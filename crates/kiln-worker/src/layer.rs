@@ -129,6 +129,20 @@ where
                     })
                 };
                 let report = match ended {
+                    Ended::Returned(Finished {
+                        result: Err(JobError::Unavailable { message, pause }),
+                        ..
+                    }) => {
+                        tracing::warn!(error = %message, pause_ms = pause.as_millis() as u64,
+                            "worker unavailable: handing the job back and pausing claims");
+                        if let Ok(mut until) = shared.claim_paused_until.lock() {
+                            *until = Some(tokio::time::Instant::now() + pause);
+                        }
+                        Report::HandBack(HandBack {
+                            id: job_id,
+                            started_at: Some(started_at),
+                        })
+                    }
                     Ended::Returned(Finished { result: Ok(value), details }) => {
                         done(AttemptOutcome::Succeeded, Some(value), None, None, details)
                     }
@@ -138,6 +152,7 @@ where
                             JobError::Retryable(_) => retry_at(),
                             JobError::RetryAfter { after, .. } => retry_in(*after),
                             JobError::Permanent(_) => None,
+                            JobError::Unavailable { .. } => None,
                         };
                         done(AttemptOutcome::Failed, None, Some(e.to_string()), next, details)
                     }

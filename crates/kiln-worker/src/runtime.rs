@@ -144,6 +144,7 @@ impl Worker {
             reports: reports_tx,
             stopping: CancellationToken::new(),
             backlogged: Default::default(),
+            claim_paused_until: Mutex::new(None),
         });
         let host = hostname();
         let queue_names: Vec<String> = self.config.queues.iter().map(|q| q.name.clone()).collect();

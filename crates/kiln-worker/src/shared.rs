@@ -90,6 +90,8 @@ pub(crate) struct Shared {
     /// Set by a fetcher whenever a claim comes back full (more work is waiting); the
     /// maintenance pass clears it, so a pass that finds it clear knows no backlog was seen.
     pub backlogged: std::sync::atomic::AtomicBool,
+    /// Set when a handler reported this worker unavailable: fetchers claim nothing before it.
+    pub claim_paused_until: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Shared {
