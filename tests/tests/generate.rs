@@ -302,22 +302,24 @@ fn kiln(db: &TestDb) -> std::process::Command {
     cmd
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_worker_killed_mid_iteration_loses_nothing_and_repeats_only_that_call() {
-    let db = TestDb::new().await;
-    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let n = calls.clone();
-    // The very first call hangs (the worker is killed while waiting for it); then the script.
-    let model = FakeModel::start(move |seen| {
-        if n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-            kiln_testkit::llm::Reply::Delay(Duration::from_secs(120), Box::new(scripted(seen)))
+/// The scripted model whose first request is answered through `hold` (the others at once).
+async fn first_call_held(
+    hold: impl Fn(kiln_testkit::llm::Reply) -> kiln_testkit::llm::Reply + Send + Sync + 'static,
+) -> FakeModel {
+    let first = std::sync::atomic::AtomicBool::new(true);
+    FakeModel::start(move |seen| {
+        if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            hold(scripted(seen))
         } else {
             scripted(seen)
         }
     })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    calc_project(dir.path());
+    .await
+}
+
+/// A fleet file for a generation-only worker process (one slot, a 3 s lease) calling the model
+/// at `model_url`; the directory holds it.
+fn one_slot_fleet(model_url: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let fleet = tempfile::tempdir().unwrap();
     let config = fleet.path().join("workers.toml");
     std::fs::write(
@@ -325,60 +327,87 @@ async fn a_worker_killed_mid_iteration_loses_nothing_and_repeats_only_that_call(
         format!(
             "[worker]\nkinds = [\"generation\"]\nlease = 3\nheartbeat_every = 1\npoll_every = 0.2\nmaintenance_every = 0.5\n\
              [[worker.queues]]\nname = \"generation\"\nconcurrency = 1\nbatch = 1\n{}",
-            openai_section(&model.url(), "")
+            openai_section(model_url, "")
         ),
     )
     .unwrap();
-    let rig = Rig::start(&db.pool, "gen-kill").await;
-    let s = submit_generation(&db.pool, request(dir.path(), None), &SubmitOptions::default())
-        .await
-        .unwrap();
-    let spawn = || {
-        kiln(&db)
-            .args(["worker", "--config", config.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn kiln worker")
-    };
-    let mut first = spawn();
-    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    (fleet, config)
+}
+
+/// `kiln worker --config CONFIG` on the database at `url`, its output discarded.
+fn spawn_worker(db: &TestDb, config: &std::path::Path, url: &str) -> std::process::Child {
+    kiln(db)
+        .env("DATABASE_URL", url)
+        .args(["worker", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn kiln worker")
+}
+
+/// Waits (up to `deadline`) until the model has received a request.
+async fn wait_for_a_call(model: &FakeModel, deadline: std::time::Instant) {
     while model.hits() == 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "the worker never called the model"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// What both kill tests show: the pipeline passed at iteration 2, four calls were paid for,
+/// and the first generation job has one `lost` and one `succeeded` attempt.
+async fn assert_recovered(db: &TestDb, view: &kiln_pipeline::PipelineView, pid: i64, job: i64) {
+    assert_eq!(view.verdict.as_deref(), Some("passed"), "{:#?}", view.result);
+    assert_eq!(view.iterations.len(), 2);
+    let ledger: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_llm_calls WHERE pipeline_id = $1")
+        .bind(pid)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(ledger, 4);
+    let outcomes: Vec<String> =
+        sqlx::query_scalar("SELECT outcome::text FROM kiln_attempts WHERE job_id = $1 ORDER BY attempt")
+            .bind(job)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(outcomes, ["lost", "succeeded"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_mid_iteration_loses_nothing_and_repeats_only_that_call() {
+    let db = TestDb::new().await;
+    // The very first call hangs (the worker is killed while waiting for it); then the script.
+    let model =
+        first_call_held(|r| kiln_testkit::llm::Reply::Delay(Duration::from_secs(120), Box::new(r))).await;
+    let dir = tempfile::tempdir().unwrap();
+    calc_project(dir.path());
+    let (_fleet, config) = one_slot_fleet(&model.url());
+    let rig = Rig::start(&db.pool, "gen-kill").await;
+    let s = submit_generation(&db.pool, request(dir.path(), None), &SubmitOptions::default())
+        .await
+        .unwrap();
+    let mut first = spawn_worker(&db, &config, &db.url);
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    wait_for_a_call(&model, deadline).await;
     std::process::Command::new("kill")
         .args(["-KILL", &first.id().to_string()])
         .status()
         .unwrap();
     first.wait().unwrap();
-    let mut second = spawn();
+    let mut second = spawn_worker(&db, &config, &db.url);
     let view = kiln_pipeline::wait(&db.pool, None, s.pipeline_id, Duration::from_secs(600))
         .await
         .unwrap();
     kiln_tests::terminate(&mut second);
     rig.stop().await;
 
-    assert_eq!(view.verdict.as_deref(), Some("passed"), "{:#?}", view.result);
-    assert_eq!(view.iterations.len(), 2);
-    // The killed call was made again, once; nothing else was repeated.
+    // The killed call was made again, once; nothing else was repeated. The unanswered call
+    // cost nothing.
+    assert_recovered(&db, &view, s.pipeline_id, s.job).await;
     assert_eq!(model.hits(), 5);
-    let ledger: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_llm_calls WHERE pipeline_id = $1")
-        .bind(s.pipeline_id)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(ledger, 4, "the unanswered call cost nothing");
-    let outcomes: Vec<String> =
-        sqlx::query_scalar("SELECT outcome::text FROM kiln_attempts WHERE job_id = $1 ORDER BY attempt")
-            .bind(view.iterations[0].job_id)
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(outcomes, ["lost", "succeeded"]);
     let generation_jobs: i64 =
         sqlx::query_scalar("SELECT count(*) FROM kiln_jobs WHERE pipeline_id = $1 AND kind = 'generation'")
             .bind(s.pipeline_id)
@@ -687,29 +716,11 @@ async fn a_worker_killed_after_the_iteration_commits_but_before_its_job_complete
     .unwrap();
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
     let g = gate.clone();
-    let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    // The first call is held until the test has locked the job's row.
-    let model = FakeModel::start(move |seen| {
-        if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            kiln_testkit::llm::Reply::Gate(g.clone(), Box::new(scripted(seen)))
-        } else {
-            scripted(seen)
-        }
-    })
-    .await;
+    // The first call is held until the test has taken the lock.
+    let model = first_call_held(move |r| kiln_testkit::llm::Reply::Gate(g.clone(), Box::new(r))).await;
     let dir = tempfile::tempdir().unwrap();
     calc_project(dir.path());
-    let fleet = tempfile::tempdir().unwrap();
-    let config = fleet.path().join("workers.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[worker]\nkinds = [\"generation\"]\nlease = 3\nheartbeat_every = 1\npoll_every = 0.2\nmaintenance_every = 0.5\n\
-             [[worker.queues]]\nname = \"generation\"\nconcurrency = 1\nbatch = 1\n{}",
-            openai_section(&model.url(), "")
-        ),
-    )
-    .unwrap();
+    let (_fleet, config) = one_slot_fleet(&model.url());
     let rig = Rig::start(&db.pool, "gen-kill-commit").await;
     let s = submit_generation(&db.pool, request(dir.path(), None), &SubmitOptions::default())
         .await
@@ -717,24 +728,9 @@ async fn a_worker_killed_after_the_iteration_commits_but_before_its_job_complete
     // The first worker's sessions are named, so the test can tell when they are all gone.
     let sep = if db.url.contains('?') { '&' } else { '?' };
     let victim_url = format!("{}{sep}application_name=kiln-killed-worker", db.url);
-    let spawn = |url: &str| {
-        kiln(&db)
-            .env("DATABASE_URL", url)
-            .args(["worker", "--config", config.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn kiln worker")
-    };
-    let mut worker = spawn(&victim_url);
+    let mut worker = spawn_worker(&db, &config, &victim_url);
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    while model.hits() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the worker never called the model"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_a_call(&model, deadline).await;
     // The job is running, its first call held. Lock the event counter: the iteration's
     // transaction does not need it (it emits no event), the job's completion does (its
     // `job.succeeded` event), and heartbeats do not.
@@ -796,49 +792,36 @@ async fn a_worker_killed_after_the_iteration_commits_but_before_its_job_complete
         .status()
         .unwrap();
     worker.wait().unwrap();
-    // Wait until none of the dead worker's statements still waits on the lock, then let go.
+    // Wait until the dead worker has no session left (its statement waiting on the lock is
+    // given up once its client is found gone), then let go. Other sessions (this test's
+    // validation worker) may wait on the lock too.
     loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))",
+        let sessions: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kiln-killed-worker'",
         )
-        .bind(holder)
         .fetch_one(&db.pool)
         .await
         .unwrap();
-        if waiting == 0 {
+        if sessions == 0 {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "a dead worker's statement still waits"
+            "the dead worker still has {sessions} sessions"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     lock.rollback().await.unwrap();
-    let mut second = spawn(&db.url);
+    let mut second = spawn_worker(&db, &config, &db.url);
     let view = kiln_pipeline::wait(&db.pool, None, s.pipeline_id, Duration::from_secs(600))
         .await
         .unwrap();
     kiln_tests::terminate(&mut second);
     rig.stop().await;
 
-    assert_eq!(view.verdict.as_deref(), Some("passed"), "{:#?}", view.result);
-    assert_eq!(view.iterations.len(), 2);
     // No call was made again: the next attempt found its iteration on record.
+    assert_recovered(&db, &view, s.pipeline_id, job_id).await;
     assert_eq!(model.hits(), 4);
-    let ledger: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_llm_calls WHERE pipeline_id = $1")
-        .bind(s.pipeline_id)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(ledger, 4);
-    let outcomes: Vec<String> =
-        sqlx::query_scalar("SELECT outcome::text FROM kiln_attempts WHERE job_id = $1 ORDER BY attempt")
-            .bind(job_id)
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(outcomes, ["lost", "succeeded"]);
     // The iteration is recorded once and validated once.
     let rows: i64 =
         sqlx::query_scalar("SELECT count(*) FROM kiln_generation_iterations WHERE pipeline_id = $1")
