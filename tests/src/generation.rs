@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use kiln_generate::GenerationModule;
 use kiln_queue::JobKind;
+use kiln_testkit::llm::Tokens;
 use kiln_worker::{FleetContext, QueueConfig, Registry, Services, WorkerConfig};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
@@ -132,14 +133,70 @@ pub const FIXED: &str = "def add(a, b):\n    return a + b\n";
 /// message without feedback, the fix (1200 in / 80 out) when the feedback names
 /// `test_add` as failing, and a final "Done." (50 in / 5 out) after tool results.
 pub fn scripted(seen: &kiln_testkit::llm::Seen) -> kiln_testkit::llm::Reply {
+    scripted_with((1000, 60, 0, 0), (1200, 80, 0, 0), (50, 5, 0, 0))(seen)
+}
+
+/// The scripted model with the token counts of its buggy write, its fix and its "Done.".
+pub fn scripted_with(
+    buggy: Tokens,
+    fixed: Tokens,
+    done: Tokens,
+) -> impl Fn(&kiln_testkit::llm::Seen) -> kiln_testkit::llm::Reply + Send + Sync + 'static {
     use kiln_testkit::llm::{text, write_file};
-    if seen.answers_tools() {
-        return text(seen, "Done.", (50, 5, 0, 0));
+    move |seen| {
+        if seen.answers_tools() {
+            return text(seen, "Done.", done);
+        }
+        if names_the_failing_test(seen) {
+            write_file(seen, "calc.py", FIXED, fixed)
+        } else {
+            write_file(seen, "calc.py", BUGGY, buggy)
+        }
     }
+}
+
+/// True when the first message carries the feedback naming `test_add` as failing.
+pub fn names_the_failing_test(seen: &kiln_testkit::llm::Seen) -> bool {
     let first = seen.first_text();
-    if first.contains("Failing tests:") && first.contains("test_add") {
-        write_file(seen, "calc.py", FIXED, (1200, 80, 0, 0))
+    first.contains("Failing tests:") && first.contains("test_add")
+}
+
+/// The same model configured with `tools = false`: it answers once per iteration, with the
+/// file as a `File: calc.py` line and a fenced block.
+pub fn scripted_without_tools(seen: &kiln_testkit::llm::Seen) -> kiln_testkit::llm::Reply {
+    let body = if names_the_failing_test(seen) {
+        FIXED
     } else {
-        write_file(seen, "calc.py", BUGGY, (1000, 60, 0, 0))
-    }
+        BUGGY
+    };
+    let reply = format!("Here is calc.py.\n\nFile: calc.py\n```python\n{body}```\n");
+    kiln_testkit::llm::text(seen, &reply, (900, 40, 0, 0))
+}
+
+/// An `[llm]` section with one Anthropic provider `a` (model `claude-test`: $3 in, $15 out,
+/// $3.75 cache write, $0.30 cache read per million tokens, key from `KILN_TEST_ANTHROPIC_KEY`)
+/// at `url`, routed for `balanced`.
+pub fn anthropic_section(url: &str) -> String {
+    format!(
+        r#"
+[[llm.providers]]
+name = "a"
+api = "anthropic"
+base_url = "{url}"
+api_key_env = "KILN_TEST_ANTHROPIC_KEY"
+timeout_secs = 10
+[[llm.providers.models]]
+name = "claude-test"
+input_per_mtok = 3.0
+output_per_mtok = 15.0
+cache_write_per_mtok = 3.75
+cache_read_per_mtok = 0.3
+
+[llm.routes]
+balanced = ["a/claude-test"]
+
+[llm.generation]
+poll_secs = 0.2
+"#
+    )
 }

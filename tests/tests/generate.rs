@@ -7,7 +7,10 @@ use kiln_generate::{submit_generation, GenerateRequest, Start};
 use kiln_pipeline::{Source, SubmitOptions};
 use kiln_testkit::llm::{overloaded, text, write_file, FakeModel};
 use kiln_testkit::TestDb;
-use kiln_tests::generation::{calc_project, openai_section, scripted, GenRig, FIXED};
+use kiln_tests::generation::{
+    anthropic_section, calc_project, names_the_failing_test, openai_section, scripted, scripted_with,
+    scripted_without_tools, GenRig, FIXED,
+};
 use kiln_tests::validation::Rig;
 use serde_json::Value;
 
@@ -299,22 +302,24 @@ fn kiln(db: &TestDb) -> std::process::Command {
     cmd
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_worker_killed_mid_iteration_loses_nothing_and_repeats_only_that_call() {
-    let db = TestDb::new().await;
-    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let n = calls.clone();
-    // The very first call hangs (the worker is killed while waiting for it); then the script.
-    let model = FakeModel::start(move |seen| {
-        if n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-            kiln_testkit::llm::Reply::Delay(Duration::from_secs(120), Box::new(scripted(seen)))
+/// The scripted model whose first request is answered through `hold` (the others at once).
+async fn first_call_held(
+    hold: impl Fn(kiln_testkit::llm::Reply) -> kiln_testkit::llm::Reply + Send + Sync + 'static,
+) -> FakeModel {
+    let first = std::sync::atomic::AtomicBool::new(true);
+    FakeModel::start(move |seen| {
+        if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            hold(scripted(seen))
         } else {
             scripted(seen)
         }
     })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    calc_project(dir.path());
+    .await
+}
+
+/// A fleet file for a generation-only worker process (one slot, a 3 s lease) calling the model
+/// at `model_url`; the directory holds it.
+fn one_slot_fleet(model_url: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let fleet = tempfile::tempdir().unwrap();
     let config = fleet.path().join("workers.toml");
     std::fs::write(
@@ -322,60 +327,87 @@ async fn a_worker_killed_mid_iteration_loses_nothing_and_repeats_only_that_call(
         format!(
             "[worker]\nkinds = [\"generation\"]\nlease = 3\nheartbeat_every = 1\npoll_every = 0.2\nmaintenance_every = 0.5\n\
              [[worker.queues]]\nname = \"generation\"\nconcurrency = 1\nbatch = 1\n{}",
-            openai_section(&model.url(), "")
+            openai_section(model_url, "")
         ),
     )
     .unwrap();
-    let rig = Rig::start(&db.pool, "gen-kill").await;
-    let s = submit_generation(&db.pool, request(dir.path(), None), &SubmitOptions::default())
-        .await
-        .unwrap();
-    let spawn = || {
-        kiln(&db)
-            .args(["worker", "--config", config.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn kiln worker")
-    };
-    let mut first = spawn();
-    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    (fleet, config)
+}
+
+/// `kiln worker --config CONFIG` on the database at `url`, its output discarded.
+fn spawn_worker(db: &TestDb, config: &std::path::Path, url: &str) -> std::process::Child {
+    kiln(db)
+        .env("DATABASE_URL", url)
+        .args(["worker", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn kiln worker")
+}
+
+/// Waits (up to `deadline`) until the model has received a request.
+async fn wait_for_a_call(model: &FakeModel, deadline: std::time::Instant) {
     while model.hits() == 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "the worker never called the model"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// What both kill tests show: the pipeline passed at iteration 2, four calls were paid for,
+/// and the first generation job has one `lost` and one `succeeded` attempt.
+async fn assert_recovered(db: &TestDb, view: &kiln_pipeline::PipelineView, pid: i64, job: i64) {
+    assert_eq!(view.verdict.as_deref(), Some("passed"), "{:#?}", view.result);
+    assert_eq!(view.iterations.len(), 2);
+    let ledger: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_llm_calls WHERE pipeline_id = $1")
+        .bind(pid)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(ledger, 4);
+    let outcomes: Vec<String> =
+        sqlx::query_scalar("SELECT outcome::text FROM kiln_attempts WHERE job_id = $1 ORDER BY attempt")
+            .bind(job)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(outcomes, ["lost", "succeeded"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_mid_iteration_loses_nothing_and_repeats_only_that_call() {
+    let db = TestDb::new().await;
+    // The very first call hangs (the worker is killed while waiting for it); then the script.
+    let model =
+        first_call_held(|r| kiln_testkit::llm::Reply::Delay(Duration::from_secs(120), Box::new(r))).await;
+    let dir = tempfile::tempdir().unwrap();
+    calc_project(dir.path());
+    let (_fleet, config) = one_slot_fleet(&model.url());
+    let rig = Rig::start(&db.pool, "gen-kill").await;
+    let s = submit_generation(&db.pool, request(dir.path(), None), &SubmitOptions::default())
+        .await
+        .unwrap();
+    let mut first = spawn_worker(&db, &config, &db.url);
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    wait_for_a_call(&model, deadline).await;
     std::process::Command::new("kill")
         .args(["-KILL", &first.id().to_string()])
         .status()
         .unwrap();
     first.wait().unwrap();
-    let mut second = spawn();
+    let mut second = spawn_worker(&db, &config, &db.url);
     let view = kiln_pipeline::wait(&db.pool, None, s.pipeline_id, Duration::from_secs(600))
         .await
         .unwrap();
     kiln_tests::terminate(&mut second);
     rig.stop().await;
 
-    assert_eq!(view.verdict.as_deref(), Some("passed"), "{:#?}", view.result);
-    assert_eq!(view.iterations.len(), 2);
-    // The killed call was made again, once; nothing else was repeated.
+    // The killed call was made again, once; nothing else was repeated. The unanswered call
+    // cost nothing.
+    assert_recovered(&db, &view, s.pipeline_id, s.job).await;
     assert_eq!(model.hits(), 5);
-    let ledger: i64 = sqlx::query_scalar("SELECT count(*) FROM kiln_llm_calls WHERE pipeline_id = $1")
-        .bind(s.pipeline_id)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(ledger, 4, "the unanswered call cost nothing");
-    let outcomes: Vec<String> =
-        sqlx::query_scalar("SELECT outcome::text FROM kiln_attempts WHERE job_id = $1 ORDER BY attempt")
-            .bind(view.iterations[0].job_id)
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(outcomes, ["lost", "succeeded"]);
     let generation_jobs: i64 =
         sqlx::query_scalar("SELECT count(*) FROM kiln_jobs WHERE pipeline_id = $1 AND kind = 'generation'")
             .bind(s.pipeline_id)
@@ -459,4 +491,359 @@ async fn kiln_submit_generate_wait_json_prints_the_issue_object_and_a_line_per_i
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(flag), "{args:?}: {err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_loop_through_the_anthropic_protocol_passes_at_iteration_two_with_exact_tokens_and_cost() {
+    let db = TestDb::new().await;
+    std::env::set_var("KILN_TEST_ANTHROPIC_KEY", "sk-ant-test-LOOP-SECRET");
+    // Cache tokens too: the first write creates a 500-token cache entry, the fix reads 1000.
+    let model = FakeModel::start(scripted_with(
+        (1000, 60, 0, 500),
+        (200, 80, 1000, 0),
+        (50, 5, 0, 0),
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    calc_project(dir.path());
+    let rig = Rig::start(&db.pool, "gen-anthropic").await;
+    let gen = GenRig::start(&db.pool, &anthropic_section(&model.url())).await;
+    let s = submit_generation(&db.pool, request(dir.path(), None), &SubmitOptions::default())
+        .await
+        .unwrap();
+    let view = kiln_pipeline::wait(&db.pool, None, s.pipeline_id, Duration::from_secs(600))
+        .await
+        .unwrap();
+    gen.stop().await;
+    rig.stop().await;
+
+    assert_eq!(view.verdict.as_deref(), Some("passed"), "{:#?}", view.result);
+    let result = view.result.clone().unwrap();
+    assert_eq!(result["iterations"], 2);
+    assert_eq!(
+        result["tokens"],
+        serde_json::json!({"input": 1000 + 50 + 200 + 50, "output": 60 + 5 + 80 + 5,
+                           "cache_read": 1000, "cache_write": 500})
+    );
+    // 1300 × $3 + 150 × $15 + 1000 × $0.30 + 500 × $3.75 per million = $0.008325, exactly.
+    assert_eq!(result["cost_usd"].as_f64(), Some(0.008325));
+    let pico: i64 =
+        sqlx::query_scalar("SELECT sum(cost_pico)::bigint FROM kiln_llm_calls WHERE pipeline_id = $1")
+            .bind(s.pipeline_id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(pico, 8_325_000_000);
+    assert_eq!(model.hits(), 4);
+    for seen in model.seen() {
+        assert_eq!(seen.path, "/v1/messages");
+        assert_eq!(seen.headers["x-api-key"], "sk-ant-test-LOOP-SECRET");
+        assert!(seen.headers.contains_key("anthropic-version"));
+        assert_eq!(
+            seen.body["tools"].as_array().map(Vec::len),
+            Some(2),
+            "write_file and delete_file"
+        );
+    }
+    // The tool result answers the tool_use in Anthropic's shape.
+    let second = &model.seen()[1];
+    let last = second.body["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["content"][0]["type"], "tool_result");
+    assert_eq!(last["content"][0]["tool_use_id"], "toolu_01A09q90qw90lq917835lq9");
+    assert!(model.seen()[2].first_text().contains("test_add"));
+    let first = &view.iterations[0].record;
+    assert_eq!(
+        (first["provider"].as_str(), first["model"].as_str()),
+        (Some("a"), Some("claude-test"))
+    );
+    // The key is nowhere in the database.
+    let leaked: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM kiln_llm_calls c WHERE c::text LIKE '%LOOP-SECRET%')
+             OR EXISTS (SELECT 1 FROM kiln_events e WHERE e::text LIKE '%LOOP-SECRET%')
+             OR EXISTS (SELECT 1 FROM kiln_generation_iterations i WHERE i::text LIKE '%LOOP-SECRET%')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(!leaked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_model_without_tools_edits_through_file_blocks_and_the_loop_passes() {
+    let db = TestDb::new().await;
+    let model = FakeModel::start(scripted_without_tools).await;
+    let dir = tempfile::tempdir().unwrap();
+    calc_project(dir.path());
+    let section = openai_section(&model.url(), "").replace(
+        "cache_read_per_mtok = 1.25",
+        "cache_read_per_mtok = 1.25\ntools = false",
+    );
+    let rig = Rig::start(&db.pool, "gen-notools").await;
+    let gen = GenRig::start(&db.pool, &section).await;
+    let s = submit_generation(&db.pool, request(dir.path(), None), &SubmitOptions::default())
+        .await
+        .unwrap();
+    let view = kiln_pipeline::wait(&db.pool, None, s.pipeline_id, Duration::from_secs(600))
+        .await
+        .unwrap();
+    gen.stop().await;
+    rig.stop().await;
+
+    assert_eq!(view.verdict.as_deref(), Some("passed"), "{:#?}", view.result);
+    // One answer per iteration: no tools offered, so no tool turns.
+    assert_eq!(model.hits(), 2);
+    for seen in model.seen() {
+        assert!(seen.body.get("tools").is_none(), "{}", seen.body);
+        assert!(seen.body["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("File: PATH"));
+    }
+    assert!(names_the_failing_test(&model.seen()[1]));
+    let result = view.result.clone().unwrap();
+    assert_eq!(result["iterations"], 2);
+    assert_eq!(
+        result["tokens"],
+        serde_json::json!({"input": 1800, "output": 80, "cache_read": 0, "cache_write": 0})
+    );
+    // 1800 × $2.50 + 80 × $10 per million = $0.0053.
+    assert_eq!(result["cost_usd"].as_f64(), Some(0.0053));
+    assert_eq!(view.iterations[0].verdict.as_deref(), Some("failed"));
+    assert_eq!(view.iterations[0].record["edits"], 1);
+    let out = kiln_artifacts::load(&db.pool, &view.iterations[1].workspace, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(
+        out.entries["calc.py"],
+        kiln_artifacts::TreeEntry::File {
+            data: FIXED.as_bytes().to_vec(),
+            executable: false
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kiln_submit_generate_through_the_api_waits_and_prints_the_issue_object() {
+    let db = TestDb::new().await;
+    let model = FakeModel::start(scripted).await;
+    let dir = tempfile::tempdir().unwrap();
+    calc_project(dir.path());
+    let api = kiln_tests::api::ApiServer::start(&db.pool).await;
+    let rig = Rig::start(&db.pool, "gen-api").await;
+    let gen = GenRig::start(&db.pool, &openai_section(&model.url(), "")).await;
+    let out = tokio::process::Command::new(kiln_tests::kiln_binary())
+        .args(["--api", &api.base, "submit", "generate"])
+        .arg(dir.path())
+        .args(["--prompt", "Write calc.py with add(a, b) so that the tests pass."])
+        .args(["--max-iterations", "3", "--wait", "--json"])
+        .env("KILN_TOKEN", &api.admin)
+        .env_remove("DATABASE_URL")
+        .env_remove("KILN_API_URL")
+        .output()
+        .await
+        .expect("run kiln");
+    gen.stop().await;
+    rig.stop().await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("iteration 1: failed"), "{stderr}");
+    assert!(stderr.contains("iteration 2: passed"), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.trim().lines().count(), 1, "{stdout}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let id = v["pipeline_id"].as_i64().unwrap();
+    // The same object the embedded path prints, from the same pipeline.
+    let lib = kiln_pipeline::get(&db.pool, id).await.unwrap();
+    assert_eq!(v, lib.summary());
+    assert_eq!(v["verdict"], "passed");
+    assert_eq!(v["iterations"], 2);
+    assert_eq!(
+        v["tokens"],
+        serde_json::json!({"input": 2300, "output": 150, "cache_read": 0, "cache_write": 0})
+    );
+    assert_eq!(v["cost_usd"].as_f64(), Some(0.00725));
+    assert!(v["diff"].as_str().unwrap().contains("+    return a + b"));
+    // The request went over the API with the flags: the pipeline's request says so, and the
+    // ledger charges the API token that submitted it.
+    let request: Value = sqlx::query_scalar("SELECT request FROM kiln_pipelines WHERE id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(request["max_iterations"], 3);
+    let tokens: Vec<Option<i64>> =
+        sqlx::query_scalar("SELECT DISTINCT api_token_id FROM kiln_llm_calls WHERE pipeline_id = $1")
+            .bind(id)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(tokens.len(), 1);
+    assert!(tokens[0].is_some(), "the ledger names the submitting token");
+
+    // A refused flag comes back from the API naming it.
+    let out = tokio::process::Command::new(kiln_tests::kiln_binary())
+        .args(["--api", &api.base, "submit", "generate", "--prompt", "x"])
+        .args(["--max-iterations", "11"])
+        .env("KILN_TOKEN", &api.admin)
+        .env_remove("DATABASE_URL")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("max_iterations") || err.contains("--max-iterations"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_after_the_iteration_commits_but_before_its_job_completes_repeats_nothing() {
+    let db = TestDb::new().await;
+    // The worker's connections give up a statement whose client is gone (Linux), as a killed
+    // worker's blocked completion must.
+    sqlx::query(
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET client_connection_check_interval = %L', \
+         current_database(), '100ms'); END $$",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    // The first call is held until the test has taken the lock.
+    let model = first_call_held(move |r| kiln_testkit::llm::Reply::Gate(g.clone(), Box::new(r))).await;
+    let dir = tempfile::tempdir().unwrap();
+    calc_project(dir.path());
+    let (_fleet, config) = one_slot_fleet(&model.url());
+    let rig = Rig::start(&db.pool, "gen-kill-commit").await;
+    let s = submit_generation(&db.pool, request(dir.path(), None), &SubmitOptions::default())
+        .await
+        .unwrap();
+    // The first worker's sessions are named, so the test can tell when they are all gone.
+    let sep = if db.url.contains('?') { '&' } else { '?' };
+    let victim_url = format!("{}{sep}application_name=kiln-killed-worker", db.url);
+    let mut worker = spawn_worker(&db, &config, &victim_url);
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    wait_for_a_call(&model, deadline).await;
+    // The job is running, its first call held. Lock the event counter: the iteration's
+    // transaction does not need it (it emits no event), the job's completion does (its
+    // `job.succeeded` event), and heartbeats do not.
+    let job_id = s.job;
+    let mut lock = db.pool.begin().await.unwrap();
+    let holder: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *lock)
+        .await
+        .unwrap();
+    sqlx::query("SELECT 1 FROM kiln_event_counter FOR UPDATE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    gate.add_permits(1);
+    // The iteration's transaction commits; the job cannot complete.
+    let recorded = loop {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM kiln_generation_iterations WHERE pipeline_id = $1 AND iteration = 1",
+        )
+        .bind(s.pipeline_id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if n == 1 {
+            break n;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the iteration was never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(recorded, 1);
+    let state: String = sqlx::query_scalar("SELECT state::text FROM kiln_jobs WHERE id = $1")
+        .bind(job_id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "running");
+    // The handler has returned: its completion (the worker's only statement that needs the
+    // counter) waits on the lock.
+    loop {
+        let completing: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kiln-killed-worker'
+               AND $1 = ANY (pg_blocking_pids(pid))",
+        )
+        .bind(holder)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if completing == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the completion never came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::process::Command::new("kill")
+        .args(["-KILL", &worker.id().to_string()])
+        .status()
+        .unwrap();
+    worker.wait().unwrap();
+    // Wait until the dead worker has no session left (its statement waiting on the lock is
+    // given up once its client is found gone), then let go. Other sessions (this test's
+    // validation worker) may wait on the lock too.
+    loop {
+        let sessions: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kiln-killed-worker'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if sessions == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead worker still has {sessions} sessions"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    lock.rollback().await.unwrap();
+    let mut second = spawn_worker(&db, &config, &db.url);
+    let view = kiln_pipeline::wait(&db.pool, None, s.pipeline_id, Duration::from_secs(600))
+        .await
+        .unwrap();
+    kiln_tests::terminate(&mut second);
+    rig.stop().await;
+
+    // No call was made again: the next attempt found its iteration on record.
+    assert_recovered(&db, &view, s.pipeline_id, job_id).await;
+    assert_eq!(model.hits(), 4);
+    // The iteration is recorded once and validated once.
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM kiln_generation_iterations WHERE pipeline_id = $1")
+            .bind(s.pipeline_id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, 2);
+    let validation_jobs: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM kiln_jobs WHERE pipeline_id = $1 AND kind <> 'generation' AND 'iteration:1' = ANY (tags)",
+    )
+    .bind(s.pipeline_id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(validation_jobs, 3);
+    assert_eq!(
+        event_types(&db.pool, s.pipeline_id).await,
+        [
+            "generation.iteration",
+            "generation.iteration",
+            "pipeline.finished"
+        ]
+    );
 }

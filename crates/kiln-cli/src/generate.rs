@@ -13,7 +13,6 @@ use kiln_kinds::generation::Preference;
 use kiln_kinds::Language;
 use kiln_pipeline::{PipelineView, Source, SubmitOptions};
 use kiln_queue::JobKind;
-use kiln_worker::{QueueConfig, WorkerConfig};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -241,22 +240,6 @@ fn progress_line(d: &serde_json::Value) -> String {
     )
 }
 
-/// Queues of the loop no live worker serves.
-async fn unserved(pool: &PgPool, kinds: &[JobKind]) -> anyhow::Result<Vec<JobKind>> {
-    let served: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT unnest(queues) FROM kiln_workers \
-         WHERE stopped_at IS NULL AND last_heartbeat_at > now() - interval '30 seconds'",
-    )
-    .fetch_all(pool)
-    .await
-    .context("read the worker registry")?;
-    Ok(kinds
-        .iter()
-        .copied()
-        .filter(|k| !served.iter().any(|q| q == k.as_str()))
-        .collect())
-}
-
 /// Waits for the pipeline, running the loop's kinds in this process when no live worker
 /// serves them.
 async fn with_worker(
@@ -274,46 +257,22 @@ async fn with_worker(
     };
     let mut kinds = vec![JobKind::Generation];
     kinds.extend(kiln_validate::KINDS);
-    let missing = unserved(pool, &kinds).await?;
+    let missing = validation::unserved(pool, &kinds).await?;
     if missing.is_empty() {
         return until_done(pool.clone()).await;
     }
     tracing::info!(pipeline = id, kinds = ?missing, "no live worker serves these kinds: running one in this process");
     if missing.iter().any(|k| *k != JobKind::Generation) {
-        tokio::task::spawn_blocking(|| {
-            kiln_images::build(&kiln_images::BuildOptions {
-                images_dir: kiln_images::default_images_dir(),
-                only: None,
-                force: false,
-            })
-        })
-        .await??;
+        validation::build_images(None).await?;
     }
-    let config = WorkerConfig {
-        id: Some(validation::worker_id("kiln-generate-")),
-        kinds: Some(missing.clone()),
-        queues: missing
-            .iter()
-            .map(|k| QueueConfig::new(k.as_str()).concurrency(1).batch(1))
-            .collect(),
-        poll_every: Duration::from_millis(500),
-        ..WorkerConfig::default()
-    };
-    let stop = CancellationToken::new();
-    let listener = kiln_queue::Listener::start(pool.clone(), stop.clone());
-    let fleet = kiln_worker::FleetContext {
-        listener,
-        images: Vec::new(),
-        warm_pool: 0,
-    };
-    let (worker, services) = validation::build_worker(pool.clone(), config, sections, fleet).await?;
-    let s = stop.clone();
-    let handle = tokio::spawn(async move { worker.run(s.cancelled_owned()).await });
-    let view = until_done(pool.clone()).await;
-    stop.cancel();
-    handle.await.context("worker task")??;
-    services.shutdown().await;
-    view
+    validation::with_local_worker(
+        pool,
+        "kiln-generate-",
+        &missing,
+        sections,
+        until_done(pool.clone()),
+    )
+    .await
 }
 
 fn print_human(s: &serde_json::Value) {
@@ -342,7 +301,6 @@ fn print_human(s: &serde_json::Value) {
 /// `kiln submit generate --api URL`: pack DIR here and POST the request to `/v1/pipelines`;
 /// with `--wait`, long-poll `/v1/pipelines/{id}/wait`, printing each new iteration.
 async fn run_api(client: &crate::client::ApiClient, args: &GenerateArgs) -> anyhow::Result<()> {
-    use base64::Engine;
     let mut req = serde_json::json!({"kind": "generation", "prompt": args.prompt});
     if let Some(l) = &args.language {
         req["language"] = l.clone().into();
@@ -357,17 +315,7 @@ async fn run_api(client: &crate::client::ApiClient, args: &GenerateArgs) -> anyh
         req["preference"] = p.clone().into();
     }
     match (&args.dir, &args.git) {
-        (Some(dir), _) => {
-            let d = dir.clone();
-            let packed = tokio::task::spawn_blocking(move || {
-                kiln_artifacts::pack_dir(&d, kiln_artifacts::DEFAULT_MAX_BYTES)
-            })
-            .await?
-            .map_err(|e| anyhow::anyhow!("DIR: {e}"))?;
-            req["workspace_tar_gz_base64"] = base64::engine::general_purpose::STANDARD
-                .encode(&packed.data)
-                .into();
-        }
+        (Some(dir), _) => req["workspace_tar_gz_base64"] = validation::pack_for_api(dir).await?.into(),
         (None, Some(g)) => req["git"] = serde_json::json!({"source": g, "ref": args.git_ref}),
         (None, None) => {}
     }

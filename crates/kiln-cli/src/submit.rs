@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use kiln_pipeline::{PipelineView, Source, SubmitOptions};
 use kiln_validate::Language;
-use kiln_worker::{QueueConfig, WorkerConfig};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -243,7 +242,6 @@ fn is_outage(e: &(dyn std::error::Error + 'static)) -> bool {
 /// `kiln submit validate --api URL`: pack DIR here (or name the git source), POST it to
 /// `/v1/pipelines/validate` and with `--wait` long-poll `/v1/pipelines/{id}/wait`.
 async fn run_api(client: &crate::client::ApiClient, args: &ValidateArgs) -> anyhow::Result<()> {
-    use base64::Engine;
     use kiln_wire::pipelines::{GitSource, ValidateRequest};
     for l in &args.languages {
         l.parse::<Language>()
@@ -256,20 +254,7 @@ async fn run_api(client: &crate::client::ApiClient, args: &ValidateArgs) -> anyh
         ..ValidateRequest::default()
     };
     match (&args.dir, &args.git) {
-        (Some(dir), _) => {
-            if !dir.is_dir() {
-                bail!("DIR: {} is not a directory", dir.display());
-            }
-            let d = dir.clone();
-            let packed = tokio::task::spawn_blocking(move || {
-                kiln_artifacts::pack_dir(&d, kiln_artifacts::DEFAULT_MAX_BYTES)
-            })
-            .await?
-            .map_err(|e| anyhow::anyhow!("DIR: {e}"))?;
-            tracing::info!(dir = %dir.display(), bytes = packed.data.len(), files = packed.files, "workspace packed for the API");
-            req.workspace_tar_gz_base64 =
-                Some(base64::engine::general_purpose::STANDARD.encode(&packed.data));
-        }
+        (Some(dir), _) => req.workspace_tar_gz_base64 = Some(validation::pack_for_api(dir).await?),
         (None, Some(g)) => {
             req.git = Some(GitSource {
                 source: g.clone(),
@@ -328,22 +313,6 @@ async fn run_api(client: &crate::client::ApiClient, args: &ValidateArgs) -> anyh
     Ok(())
 }
 
-/// Validation queues without a live worker (heartbeat in the last 30 s).
-async fn unserved_queues(pool: &PgPool) -> anyhow::Result<Vec<String>> {
-    let served: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT unnest(queues) FROM kiln_workers \
-         WHERE stopped_at IS NULL AND last_heartbeat_at > now() - interval '30 seconds'",
-    )
-    .fetch_all(pool)
-    .await
-    .context("read the worker registry")?;
-    Ok(kiln_validate::KINDS
-        .iter()
-        .map(|k| k.as_str().to_string())
-        .filter(|q| !served.contains(q))
-        .collect())
-}
-
 /// Waits for the pipeline, running an in-process worker for the queues no live worker
 /// serves; on `interrupted` (Ctrl-C, SIGTERM) the worker hands its jobs back and it fails.
 async fn wait_with_worker(
@@ -359,7 +328,7 @@ async fn wait_with_worker(
             _ = interrupted.cancelled() => bail!("interrupted: pipeline {id} is not finished (its jobs stay queued)"),
         }
     };
-    let missing = unserved_queues(pool).await?;
+    let missing = validation::unserved(pool, &kiln_validate::KINDS).await?;
     if missing.is_empty() {
         tracing::info!(pipeline = id, "live workers serve the validation queues; waiting");
         return until_done(pool.clone()).await;
@@ -368,43 +337,15 @@ async fn wait_with_worker(
     let mut needed: Vec<String> = vec!["python".into()];
     needed.extend(languages.iter().map(|l| l.image().to_string()));
     needed.dedup();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        for name in needed {
-            kiln_images::build(&kiln_images::BuildOptions {
-                images_dir: kiln_images::default_images_dir(),
-                only: Some(name),
-                force: false,
-            })?;
-        }
-        Ok(())
-    })
-    .await??;
-    let config = WorkerConfig {
-        id: Some(validation::worker_id("kiln-submit-")),
-        kinds: Some(kiln_validate::KINDS.to_vec()),
-        queues: missing
-            .iter()
-            .map(|q| QueueConfig::new(q.clone()).concurrency(1).batch(1))
-            .collect(),
-        poll_every: Duration::from_millis(500),
-        ..WorkerConfig::default()
-    };
-    let stop = CancellationToken::new();
-    let listener = kiln_queue::Listener::start(pool.clone(), stop.clone());
-    let fleet = kiln_worker::FleetContext {
-        listener: listener.clone(),
-        images: Vec::new(),
-        warm_pool: 0,
-    };
-    let (worker, services) =
-        validation::build_worker(pool.clone(), config, &toml::Table::new(), fleet).await?;
-    let s = stop.clone();
-    let handle = tokio::spawn(async move { worker.run(s.cancelled_owned()).await });
-    let view = until_done(pool.clone()).await;
-    stop.cancel();
-    handle.await.context("worker task")??;
-    services.shutdown().await;
-    view
+    validation::build_images(Some(needed)).await?;
+    validation::with_local_worker(
+        pool,
+        "kiln-submit-",
+        &missing,
+        &toml::Table::new(),
+        until_done(pool.clone()),
+    )
+    .await
 }
 
 fn print_human(view: &PipelineView) {

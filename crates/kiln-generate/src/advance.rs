@@ -8,12 +8,11 @@
 use std::time::Duration;
 
 use kiln_kinds::GenerationPayload;
-use kiln_pipeline::merge;
-use kiln_queue::events::{self, types, EventFilter, NewEvent};
-use kiln_queue::{JobKind, Listener, NewJob, Signal};
+use kiln_pipeline::{follower, merge, PipelineStep};
+use kiln_queue::events::{self, types, NewEvent};
+use kiln_queue::{JobKind, Listener, NewJob};
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool, Row};
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::GenerateError;
@@ -369,76 +368,30 @@ pub async fn advance_ready(pool: &PgPool, limit: i64) -> Result<usize, GenerateE
     Ok(n)
 }
 
-/// Follows final job events after `cursor` and advances their pipelines.
-async fn follow(pool: &PgPool, cursor: &mut i64) -> Result<usize, GenerateError> {
-    let mut moved = 0;
-    loop {
-        let filter = EventFilter {
-            after: *cursor,
-            limit: 1000,
-            types: Some(vec![
-                types::JOB_SUCCEEDED.into(),
-                types::JOB_FAILED.into(),
-                types::JOB_CANCELLED.into(),
-            ]),
-            ..EventFilter::default()
-        };
-        let batch = events::list(pool, &filter).await?;
-        let Some(last) = batch.last() else {
-            return Ok(moved);
-        };
-        let last_id = last.id;
-        let mut ids: Vec<i64> = batch.iter().filter_map(|e| e.pipeline_id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        for id in ids {
-            moved += advance(pool, id).await? as usize;
-        }
-        *cursor = last_id;
-        if batch.len() < 1000 {
-            return Ok(moved);
-        }
+/// The generation loop's step for the outbox [`follower`]: [`advance`] and [`advance_ready`].
+struct Advancer;
+
+impl PipelineStep for Advancer {
+    type Error = GenerateError;
+
+    fn name(&self) -> &'static str {
+        "generation loop"
+    }
+
+    async fn step(&mut self, pool: &PgPool, id: i64) -> Result<bool, GenerateError> {
+        advance(pool, id).await
+    }
+
+    async fn ready(&mut self, pool: &PgPool) -> Result<usize, GenerateError> {
+        advance_ready(pool, 100).await
     }
 }
 
-/// Moves generation pipelines on as their jobs finish, until `stop` fires: follows the
-/// outbox (woken through the process's [`Listener`]) and, every `poll`, advances whatever is
-/// ready in case it fell behind. Any number may run.
+/// Moves generation pipelines on as their jobs finish, until `stop` fires: kiln-pipeline's
+/// outbox [`follower`] (woken through the process's [`Listener`]) with [`advance`] as its step
+/// and, every `poll`, [`advance_ready`] in case it fell behind. Any number may run.
 pub async fn advancer(pool: PgPool, listener: Listener, poll: Duration, stop: CancellationToken) {
-    let mut wakeups = listener.subscribe(events::CHANNEL);
-    let mut cursor = loop {
-        match events::last_id(&pool).await {
-            Ok(id) => break id,
-            Err(e) => tracing::warn!(error = %e, "generation loop cannot read the event cursor; retrying"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(poll) => {}
-            _ = stop.cancelled() => return,
-        }
-    };
-    let mut next_poll = tokio::time::Instant::now();
-    loop {
-        match follow(&pool, &mut cursor).await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(moved = n, "generation pipelines moved on from job events"),
-            Err(e) => tracing::warn!(error = %e, "following job events for generation pipelines failed"),
-        }
-        tokio::select! {
-            signal = wakeups.recv() => match signal {
-                Ok(Signal::Notified(_)) => continue,
-                Ok(Signal::Reconnected) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => tokio::time::sleep(poll).await,
-            },
-            _ = tokio::time::sleep_until(next_poll) => {}
-            _ = stop.cancelled() => return,
-        }
-        next_poll = tokio::time::Instant::now() + poll;
-        match advance_ready(&pool, 100).await {
-            Ok(n) if n > 0 => tracing::info!(moved = n, "generation pipelines moved on by polling"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "moving generation pipelines on failed"),
-        }
-    }
+    follower(Advancer, pool, listener, poll, stop).await
 }
 
 #[cfg(test)]

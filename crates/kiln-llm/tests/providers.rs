@@ -21,14 +21,12 @@ fn who() -> CallFor {
 #[tokio::test]
 async fn anthropic_call_sends_its_headers_and_accounts_tokens_and_cost_exactly() {
     let db = TestDb::new().await;
-    let (a, o) = (Fake::start().await, Fake::start().await);
-    a.push(Reply::Json(anthropic_write(
+    let (a, o) = (FakeModel::replay().await, FakeModel::replay().await);
+    a.push(Reply::Json(anthropic_tool_use(
+        "claude-test",
         "hello.py",
         "print('hi')\n",
-        1_234,
-        567,
-        2_000,
-        10_000,
+        (1_234, 567, 10_000, 2_000),
     )));
     let llm = Llm::new(config(&a.url(), &o.url(), ""), db.pool.clone(), options())
         .await
@@ -108,8 +106,13 @@ async fn anthropic_call_sends_its_headers_and_accounts_tokens_and_cost_exactly()
 #[tokio::test]
 async fn openai_call_sends_bearer_key_and_splits_cached_tokens() {
     let db = TestDb::new().await;
-    let (a, o) = (Fake::start().await, Fake::start().await);
-    o.push(Reply::Json(openai_write("a.py", "x = 1\n", (1_500, 300, 1_000))));
+    let (a, o) = (FakeModel::replay().await, FakeModel::replay().await);
+    o.push(Reply::Json(openai_tool_call(
+        "gpt-test",
+        "a.py",
+        "x = 1\n",
+        (500, 300, 1_000, 0),
+    )));
     let llm = Llm::new(config(&a.url(), &o.url(), ""), db.pool.clone(), options())
         .await
         .unwrap();
@@ -139,7 +142,7 @@ async fn openai_call_sends_bearer_key_and_splits_cached_tokens() {
 #[tokio::test]
 async fn lenient_answers_without_usage_cost_nothing_and_are_recorded() {
     let db = TestDb::new().await;
-    let (a, o) = (Fake::start().await, Fake::start().await);
+    let (a, o) = (FakeModel::replay().await, FakeModel::replay().await);
     o.push(Reply::Json(serde_json::json!({
         "choices": [{"message": {"role": "assistant", "content": "done"}, "finish_reason": null}],
         "x_groq": {"id": "req_1"}
@@ -159,7 +162,7 @@ async fn lenient_answers_without_usage_cost_nothing_and_are_recorded() {
 #[tokio::test]
 async fn a_429_waits_for_retry_after_then_succeeds_on_the_same_model() {
     let db = TestDb::new().await;
-    let (a, o) = (Fake::start().await, Fake::start().await);
+    let (a, o) = (FakeModel::replay().await, FakeModel::replay().await);
     a.push(anthropic_error(
         429,
         "rate_limit_error",
@@ -169,7 +172,12 @@ async fn a_429_waits_for_retry_after_then_succeeds_on_the_same_model() {
             ("anthropic-ratelimit-requests-remaining", "0".into()),
         ],
     ));
-    a.push(Reply::Json(anthropic_write("a.py", "x", 10, 5, 0, 0)));
+    a.push(Reply::Json(anthropic_tool_use(
+        "claude-test",
+        "a.py",
+        "x",
+        (10, 5, 0, 0),
+    )));
     let llm = Llm::new(config(&a.url(), &o.url(), ""), db.pool.clone(), options())
         .await
         .unwrap();
@@ -213,11 +221,11 @@ async fn transient_failures_retry_three_times_then_fail_over_to_the_second_provi
             vec![Reply::Delay(Duration::from_secs(3), Box::new(overloaded())); 3],
         ),
     ] {
-        let (a, o) = (Fake::start().await, Fake::start().await);
+        let (a, o) = (FakeModel::replay().await, FakeModel::replay().await);
         for r in replies {
             a.push(r);
         }
-        o.push(Reply::Json(openai_text("fallback")));
+        o.push(Reply::Json(openai_text("gpt-test", "fallback", (10, 5, 0, 0))));
         // Each case starts with a closed breaker.
         let llm = Llm::new(config(&a.url(), &o.url(), ""), db.pool.clone(), options())
             .await
@@ -252,7 +260,7 @@ async fn transient_failures_retry_three_times_then_fail_over_to_the_second_provi
 #[tokio::test]
 async fn refusals_are_not_retried_and_carry_the_providers_message() {
     let db = TestDb::new().await;
-    let (a, o) = (Fake::start().await, Fake::start().await);
+    let (a, o) = (FakeModel::replay().await, FakeModel::replay().await);
     a.push(anthropic_error(
         401,
         "authentication_error",
@@ -289,7 +297,7 @@ async fn refusals_are_not_retried_and_carry_the_providers_message() {
 #[tokio::test]
 async fn spend_limit_and_insufficient_quota_are_permanent_even_as_429() {
     let db = TestDb::new().await;
-    let (a, o) = (Fake::start().await, Fake::start().await);
+    let (a, o) = (FakeModel::replay().await, FakeModel::replay().await);
     a.push(anthropic_error(
         429,
         "rate_limit_error",
@@ -327,8 +335,8 @@ async fn spend_limit_and_insufficient_quota_are_permanent_even_as_429() {
 #[tokio::test]
 async fn breaker_opens_after_five_failures_half_opens_after_cooldown_and_closes_after_two_successes() {
     let db = TestDb::new().await;
-    let (a, o) = (Fake::start().await, Fake::start().await);
-    o.always(Reply::Json(openai_text("fallback")));
+    let (a, o) = (FakeModel::replay().await, FakeModel::replay().await);
+    o.always(Reply::Json(openai_text("gpt-test", "fallback", (10, 5, 0, 0))));
     for _ in 0..5 {
         a.push(server_error());
     }
@@ -350,7 +358,12 @@ async fn breaker_opens_after_five_failures_half_opens_after_cooldown_and_closes_
     assert!(kiln_metrics::render().contains(r#"kiln_llm_circuit_state{model="claude-test",provider="a"} 2"#));
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    a.always(Reply::Json(anthropic_write("a.py", "x", 10, 5, 0, 0)));
+    a.always(Reply::Json(anthropic_tool_use(
+        "claude-test",
+        "a.py",
+        "x",
+        (10, 5, 0, 0),
+    )));
     let done = call().await.unwrap(); // half-open trial succeeds
     assert_eq!(done.provider, "a");
     assert_eq!(
@@ -377,8 +390,13 @@ async fn breaker_opens_after_five_failures_half_opens_after_cooldown_and_closes_
 #[tokio::test]
 async fn budgets_refuse_the_call_whose_worst_case_would_exceed_them() {
     let db = TestDb::new().await;
-    let (a, o) = (Fake::start().await, Fake::start().await);
-    a.always(Reply::Json(anthropic_write("a.py", "x", 1_000, 1_000, 0, 0)));
+    let (a, o) = (FakeModel::replay().await, FakeModel::replay().await);
+    a.always(Reply::Json(anthropic_tool_use(
+        "claude-test",
+        "a.py",
+        "x",
+        (1_000, 1_000, 0, 0),
+    )));
     let llm = Llm::new(config(&a.url(), &o.url(), ""), db.pool.clone(), options())
         .await
         .unwrap();
@@ -441,9 +459,19 @@ async fn budgets_refuse_the_call_whose_worst_case_would_exceed_them() {
 #[tokio::test]
 async fn costs_group_by_provider_model_token_and_day() {
     let db = TestDb::new().await;
-    let (a, o) = (Fake::start().await, Fake::start().await);
-    a.always(Reply::Json(anthropic_write("a.py", "x", 100, 10, 0, 0)));
-    o.always(Reply::Json(openai_write("a.py", "x", (200, 20, 0))));
+    let (a, o) = (FakeModel::replay().await, FakeModel::replay().await);
+    a.always(Reply::Json(anthropic_tool_use(
+        "claude-test",
+        "a.py",
+        "x",
+        (100, 10, 0, 0),
+    )));
+    o.always(Reply::Json(openai_tool_call(
+        "gpt-test",
+        "a.py",
+        "x",
+        (200, 20, 0, 0),
+    )));
     let llm = Llm::new(config(&a.url(), &o.url(), ""), db.pool.clone(), options())
         .await
         .unwrap();
@@ -514,8 +542,8 @@ async fn a_provider_that_is_down_fails_over_to_the_next_after_its_tries() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
     }; // closed again: connections are refused
-    let (a, o) = (Fake::start().await, Fake::start().await);
-    o.push(Reply::Json(openai_text("up")));
+    let (a, o) = (FakeModel::replay().await, FakeModel::replay().await);
+    o.push(Reply::Json(openai_text("gpt-test", "up", (10, 5, 0, 0))));
     let llm = Llm::new(config(&down, &o.url(), ""), db.pool.clone(), options())
         .await
         .unwrap();
@@ -539,9 +567,9 @@ async fn a_provider_that_is_down_fails_over_to_the_next_after_its_tries() {
 #[tokio::test]
 async fn the_breaker_is_shared_by_every_worker_on_the_database() {
     let db = TestDb::new().await;
-    let (a, o) = (Fake::start().await, Fake::start().await);
+    let (a, o) = (FakeModel::replay().await, FakeModel::replay().await);
     a.always(overloaded());
-    o.always(Reply::Json(openai_text("fallback")));
+    o.always(Reply::Json(openai_text("gpt-test", "fallback", (10, 5, 0, 0))));
     let worker1 = Llm::new(config(&a.url(), &o.url(), ""), db.pool.clone(), options())
         .await
         .unwrap();
@@ -571,8 +599,12 @@ async fn the_breaker_is_shared_by_every_worker_on_the_database() {
 #[tokio::test]
 async fn a_model_configured_without_tools_is_not_offered_them_and_keys_stay_out_of_the_database() {
     let db = TestDb::new().await;
-    let o = Fake::start().await;
-    o.always(Reply::Json(openai_text("File: a.py\n```python\nx = 1\n```\n")));
+    let o = FakeModel::replay().await;
+    o.always(Reply::Json(openai_text(
+        "gpt-test",
+        "File: a.py\n```python\nx = 1\n```\n",
+        (10, 5, 0, 0),
+    )));
     std::env::set_var("KILN_LLM_TEST_PLAIN_KEY", "sk-plain-SECRET-3");
     let cfg = kiln_llm::LlmConfig::from_workers_toml(&format!(
         "[[llm.providers]]\nname = \"plain\"\napi = \"openai\"\nbase_url = \"{}/v1\"\n\

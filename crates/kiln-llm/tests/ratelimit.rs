@@ -104,7 +104,7 @@ async fn fleet_worker() {
 }
 
 /// Runs three worker processes against `fake` and returns each one's answered calls.
-fn run_fleet(db: &TestDb, fake: &Fake, redis_url: Option<&str>) -> Vec<usize> {
+fn run_fleet(db: &TestDb, fake: &FakeModel, redis_url: Option<&str>) -> Vec<usize> {
     let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..3)
         .map(|_| {
@@ -152,8 +152,13 @@ fn fleet_allowance(elapsed: Duration) -> usize {
 async fn fleet_holds_the_limit(redis: Option<&RedisServer>) -> TestDb {
     let redis_url = redis.map(RedisServer::url);
     let db = TestDb::new().await;
-    let fake = Fake::start().await;
-    fake.always(Reply::Json(anthropic_write("a.py", "x", 10, 5, 0, 0)));
+    let fake = FakeModel::replay().await;
+    fake.always(Reply::Json(anthropic_tool_use(
+        "claude-test",
+        "a.py",
+        "x",
+        (10, 5, 0, 0),
+    )));
     let started = Instant::now();
     let (db, fake, counts) = tokio::task::spawn_blocking(move || {
         let counts = run_fleet(&db, &fake, redis_url.as_deref());
@@ -209,8 +214,13 @@ async fn three_worker_processes_share_a_requests_per_minute_limit_through_postgr
 async fn redis_going_away_mid_run_falls_back_to_postgres_without_losing_or_doubling_calls() {
     let db = TestDb::new().await;
     let mut redis = RedisServer::start();
-    let fake = Fake::start().await;
-    fake.always(Reply::Json(anthropic_write("a.py", "x", 10, 5, 0, 0)));
+    let fake = FakeModel::replay().await;
+    fake.always(Reply::Json(anthropic_tool_use(
+        "claude-test",
+        "a.py",
+        "x",
+        (10, 5, 0, 0),
+    )));
     let cfg = config(&fake.url(), &fake.url(), "requests_per_minute = 1000");
     let opts = Options {
         redis_url: Some(redis.url()),

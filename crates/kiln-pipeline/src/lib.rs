@@ -9,6 +9,7 @@
 //! finished pipelines and unreferenced artifacts by age.
 
 pub mod error;
+pub mod follow;
 pub mod module;
 pub mod prune;
 pub mod score;
@@ -17,6 +18,7 @@ pub mod submit;
 pub mod view;
 
 pub use error::PipelineError;
+pub use follow::{follow_once, follower, PipelineStep};
 pub use module::{ValidationModule, ValidationSection};
 pub use prune::{creator, prune, PipelineRetention, Pruned};
 pub use score::{quality_score, verdict, Verdict};

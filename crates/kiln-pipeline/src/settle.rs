@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use kiln_queue::events::{self, types, EventFilter, NewEvent};
-use kiln_queue::{Listener, Signal};
+use kiln_queue::events::{self, types, NewEvent};
+use kiln_queue::Listener;
 use kiln_validate::{Findings, TestResult};
 use sqlx::PgPool;
-use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::PipelineError;
+use crate::follow::{follower, PipelineStep};
 use crate::score::{quality_score, Verdict};
 use crate::view::{read, read_on, JobSummary, PipelineView};
 
@@ -166,49 +166,29 @@ pub async fn settle_ready(pool: &PgPool, limit: i64) -> Result<usize, PipelineEr
     Ok(ids.len())
 }
 
-/// Settles pipelines as their jobs finish until `stop` fires: it follows the job-event outbox
-/// (woken by the process's [`Listener`]) and settles the pipelines of final `job.*` events, and
-/// every `poll` settles whatever is ready in case it fell behind (any number of settlers may
-/// run; settling is idempotent). Also prunes, hourly, pipelines finished more than a week
-/// ago and workspace artifacts unreferenced for a day ([`crate::prune`]).
-pub async fn settler(pool: PgPool, listener: Listener, poll: Duration, stop: CancellationToken) {
-    let mut wakeups = listener.subscribe(events::CHANNEL);
-    let mut cursor = loop {
-        match events::last_id(&pool).await {
-            Ok(id) => break id,
-            Err(e) => tracing::warn!(error = %e, "settler cannot read the event cursor; retrying"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(poll) => {}
-            _ = stop.cancelled() => return,
-        }
-    };
-    let mut last_prune = tokio::time::Instant::now();
-    let mut next_poll = tokio::time::Instant::now();
-    loop {
-        match follow(&pool, &mut cursor).await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(settled = n, "settled pipelines from job events"),
-            Err(e) => tracing::warn!(error = %e, "following job events failed"),
-        }
-        tokio::select! {
-            signal = wakeups.recv() => match signal {
-                Ok(Signal::Notified(_)) => continue,
-                Ok(Signal::Reconnected) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => tokio::time::sleep(poll).await,
-            },
-            _ = tokio::time::sleep_until(next_poll) => {}
-            _ = stop.cancelled() => return,
-        }
-        next_poll = tokio::time::Instant::now() + poll;
-        match settle_ready(&pool, 100).await {
-            Ok(n) if n > 0 => tracing::info!(settled = n, "settled pipelines found by polling"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "settling pipelines failed"),
-        }
-        if last_prune.elapsed() >= Duration::from_secs(3600) {
-            last_prune = tokio::time::Instant::now();
-            match crate::prune(&pool, &crate::PipelineRetention::default()).await {
+/// The validation settler's step: settles a pipeline whose jobs are all final, and hourly
+/// prunes pipelines finished more than a week ago and workspace artifacts unreferenced for a
+/// day ([`crate::prune`]).
+struct Settler {
+    last_prune: tokio::time::Instant,
+}
+
+impl PipelineStep for Settler {
+    type Error = PipelineError;
+
+    fn name(&self) -> &'static str {
+        "validation settler"
+    }
+
+    async fn step(&mut self, pool: &PgPool, id: i64) -> Result<bool, PipelineError> {
+        settle(pool, id).await.map(|_| true)
+    }
+
+    async fn ready(&mut self, pool: &PgPool) -> Result<usize, PipelineError> {
+        let n = settle_ready(pool, 100).await?;
+        if self.last_prune.elapsed() >= Duration::from_secs(3600) {
+            self.last_prune = tokio::time::Instant::now();
+            match crate::prune(pool, &crate::PipelineRetention::default()).await {
                 Ok(p) if p.pipelines + p.artifacts > 0 => tracing::info!(
                     pipelines = p.pipelines,
                     artifacts = p.artifacts,
@@ -218,39 +198,16 @@ pub async fn settler(pool: PgPool, listener: Listener, poll: Duration, stop: Can
                 Err(e) => tracing::warn!(error = %e, "pruning pipelines and artifacts failed"),
             }
         }
+        Ok(n)
     }
 }
 
-/// Settles the pipelines of final job events after `cursor`, moving it; returns how many
-/// pipelines it looked at.
-async fn follow(pool: &PgPool, cursor: &mut i64) -> Result<usize, PipelineError> {
-    let mut seen = 0;
-    loop {
-        let filter = EventFilter {
-            after: *cursor,
-            limit: 1000,
-            types: Some(vec![
-                types::JOB_SUCCEEDED.into(),
-                types::JOB_FAILED.into(),
-                types::JOB_CANCELLED.into(),
-            ]),
-            ..EventFilter::default()
-        };
-        let batch = events::list(pool, &filter).await?;
-        let Some(last) = batch.last() else {
-            return Ok(seen);
-        };
-        let last_id = last.id;
-        let mut ids: Vec<i64> = batch.iter().filter_map(|e| e.pipeline_id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        for id in ids {
-            settle(pool, id).await?;
-            seen += 1;
-        }
-        *cursor = last_id;
-        if batch.len() < 1000 {
-            return Ok(seen);
-        }
-    }
+/// Settles validation pipelines as their jobs finish until `stop` fires: a [`follower`] of the
+/// job-event outbox whose step is [`settle`] and whose ready-poll is [`settle_ready`], and
+/// which hourly prunes old pipelines and unreferenced artifacts.
+pub async fn settler(pool: PgPool, listener: Listener, poll: Duration, stop: CancellationToken) {
+    let step = Settler {
+        last_prune: tokio::time::Instant::now(),
+    };
+    follower(step, pool, listener, poll, stop).await
 }

@@ -50,24 +50,53 @@ async fn submit(pool: &PgPool, iterations: u32) -> i64 {
         .pipeline_id
 }
 
-/// Per iteration of pipeline `pid`: (end to end, model, validation) in milliseconds.
-async fn split(pool: &PgPool, pid: i64) -> Vec<(f64, f64, f64)> {
-    let rows: Vec<(i32, f64, f64, f64)> = sqlx::query_as(
-        "SELECT i.iteration,
-                (extract(epoch FROM i.validated_at - g.created_at) * 1000)::float8,
+/// One iteration's times in milliseconds: end to end (generation job enqueued → iteration
+/// validated), model, validation (iteration recorded → its last validation job final), and
+/// the parts of Kiln's overhead: claim (enqueued → handler started), generate (handler
+/// started → iteration's transaction, model time excluded) and settle (last validation job
+/// final → iteration validated and the next iteration enqueued).
+#[derive(Clone, Copy)]
+struct Split {
+    e2e: f64,
+    model: f64,
+    validation: f64,
+    claim: f64,
+    generate: f64,
+    settle: f64,
+}
+
+/// Per iteration of pipeline `pid`.
+async fn split(pool: &PgPool, pid: i64) -> Vec<Split> {
+    let rows: Vec<(f64, f64, f64, f64, f64, f64)> = sqlx::query_as(
+        "SELECT (extract(epoch FROM i.validated_at - g.created_at) * 1000)::float8,
                 (i.record ->> 'latency_ms')::float8,
-                (extract(epoch FROM (SELECT max(v.finalized_at) FROM kiln_jobs v
-                                    WHERE v.pipeline_id = i.pipeline_id AND v.kind <> 'generation'
-                                      AND ('iteration:' || i.iteration) = ANY (v.tags))
-                                   - i.created_at) * 1000)::float8
+                (extract(epoch FROM v.last_final - i.created_at) * 1000)::float8,
+                (extract(epoch FROM a.started_at - g.created_at) * 1000)::float8,
+                (extract(epoch FROM i.created_at - a.started_at) * 1000)::float8
+                    - (i.record ->> 'latency_ms')::float8,
+                (extract(epoch FROM i.validated_at - v.last_final) * 1000)::float8
          FROM kiln_generation_iterations i JOIN kiln_jobs g ON g.id = i.job_id
+         JOIN LATERAL (SELECT min(started_at) AS started_at FROM kiln_attempts
+                       WHERE job_id = g.id) a ON true
+         JOIN LATERAL (SELECT max(j.finalized_at) AS last_final FROM kiln_jobs j
+                       WHERE j.pipeline_id = i.pipeline_id AND j.kind <> 'generation'
+                         AND ('iteration:' || i.iteration) = ANY (j.tags)) v ON true
          WHERE i.pipeline_id = $1 ORDER BY i.iteration",
     )
     .bind(pid)
     .fetch_all(pool)
     .await
     .expect("iterations");
-    rows.into_iter().map(|(_, e, m, v)| (e, m, v)).collect()
+    rows.into_iter()
+        .map(|(e2e, model, validation, claim, generate, settle)| Split {
+            e2e,
+            model,
+            validation,
+            claim,
+            generate,
+            settle,
+        })
+        .collect()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
@@ -175,13 +204,13 @@ async fn main() {
     let _ = handle.await;
     services.shutdown().await;
 
-    let summarise = |s: &[(f64, f64, f64)]| {
-        let e2e = median(s.iter().map(|x| x.0).collect());
-        let model = median(s.iter().map(|x| x.1).collect());
-        let validation = median(s.iter().map(|x| x.2).collect());
-        let overhead = median(s.iter().map(|x| x.0 - x.1 - x.2).collect());
-        json!({"iterations": s.len(), "end_to_end_ms": e2e, "model_ms": model,
-               "validation_ms": validation, "overhead_ms": overhead})
+    let summarise = |s: &[Split]| {
+        let m = |f: fn(&Split) -> f64| median(s.iter().map(f).collect());
+        json!({"iterations": s.len(), "end_to_end_ms": m(|x| x.e2e), "model_ms": m(|x| x.model),
+               "validation_ms": m(|x| x.validation),
+               "overhead_ms": m(|x| x.e2e - x.model - x.validation),
+               "overhead_parts_ms": {"claim": m(|x| x.claim), "generate": m(|x| x.generate),
+                                     "settle": m(|x| x.settle)}})
     };
     let out = json!({
         "pipelines": n,
@@ -209,6 +238,13 @@ async fn main() {
             q["model_ms"].as_f64().unwrap(),
             q["validation_ms"].as_f64().unwrap(),
             q["overhead_ms"].as_f64().unwrap()
+        );
+        let p = &q["overhead_parts_ms"];
+        println!(
+            "  overhead parts (medians): claim {:.0} ms, generate (without the model) {:.0} ms, settle {:.0} ms",
+            p["claim"].as_f64().unwrap(),
+            p["generate"].as_f64().unwrap(),
+            p["settle"].as_f64().unwrap()
         );
         println!(
             "per iteration, {n} at once (median): end to end {:.0} ms = model {:.0} + validation {:.0} + the rest {:.0} (queueing included)",

@@ -4,14 +4,14 @@
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::Json;
-use base64::Engine;
 use kiln_generate::{submit_generation, GenerateError, GenerateRequest, Start};
 use kiln_kinds::generation::Preference;
 use kiln_kinds::Language;
-use kiln_pipeline::{Source, SubmitOptions};
+use kiln_pipeline::SubmitOptions;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::pipelines::PipelineReply;
+use super::sources::{check_tags, git, tarball, unprocessable};
 use super::tags;
 use crate::auth::{Auth, JobsWrite};
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -22,10 +22,6 @@ pub use kiln_wire::pipelines::PipelineRequest;
 /// The routes of this group.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(create_pipeline))
-}
-
-fn unprocessable(field: impl Into<String>, message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).field(field)
 }
 
 impl From<GenerateError> for ApiError {
@@ -65,36 +61,8 @@ fn plan(req: PipelineRequest, max_workspace_bytes: u64) -> ApiResult<(GenerateRe
     let start = match (req.workspace, req.workspace_tar_gz_base64, req.git) {
         (None, None, None) => Start::Empty,
         (Some(d), None, None) => Start::Artifact(d),
-        (None, Some(b64), None) => {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .map_err(|e| unprocessable("workspace_tar_gz_base64", format!("not base64: {e}")))?;
-            if bytes.len() as u64 > max_workspace_bytes {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "the workspace is {} bytes, over the cap of {max_workspace_bytes}",
-                        bytes.len()
-                    ),
-                )
-                .field("workspace_tar_gz_base64"));
-            }
-            Start::Source(Source::TarGz(bytes))
-        }
-        (None, None, Some(g)) => {
-            if g.source.trim().is_empty() {
-                return Err(unprocessable("git.source", "must not be empty"));
-            }
-            kiln_net::HttpsTarget::parse(&g.source)
-                .map_err(|e| unprocessable("git.source", format!("{e} (local paths only from the CLI)")))?;
-            if g.git_ref.as_deref().is_some_and(|r| r.trim().is_empty()) {
-                return Err(unprocessable("git.ref", "must not be empty when given"));
-            }
-            Start::Source(Source::Git {
-                source: g.source,
-                git_ref: g.git_ref,
-            })
-        }
+        (None, Some(b64), None) => Start::Source(tarball(&b64, max_workspace_bytes)?),
+        (None, None, Some(g)) => Start::Source(git(g)?),
         (_, _, Some(_)) => {
             return Err(unprocessable(
                 "git",
@@ -118,14 +86,7 @@ fn plan(req: PipelineRequest, max_workspace_bytes: u64) -> ApiResult<(GenerateRe
             .map_err(|e| unprocessable("preference", e.to_string()))?,
         None => Preference::default(),
     };
-    if req.tags.len() > 32 {
-        return Err(unprocessable("tags", "at most 32 tags"));
-    }
-    for (i, t) in req.tags.iter().enumerate() {
-        if t.is_empty() || t.len() > 64 {
-            return Err(unprocessable(format!("tags[{i}]"), "a tag is 1 to 64 bytes"));
-        }
-    }
+    check_tags(&req.tags)?;
     Ok((
         GenerateRequest {
             prompt,

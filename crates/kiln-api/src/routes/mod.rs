@@ -12,6 +12,7 @@ pub mod logs;
 pub mod pipelines;
 pub mod queues;
 pub mod schedules;
+mod sources;
 pub mod tokens;
 
 /// Tag names grouping operations in the OpenAPI document.

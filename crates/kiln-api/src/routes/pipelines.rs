@@ -8,7 +8,6 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use base64::Engine;
 use kiln_artifacts::ArtifactError;
 use kiln_pipeline::{PipelineError, PipelineView, Source, SubmitOptions};
 use kiln_validate::Language;
@@ -16,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::sources::{check_tags, git, tarball, unprocessable};
 use super::tags;
 use crate::auth::{Auth, JobsRead, JobsWrite};
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -91,10 +91,6 @@ fn secs(field: &str, v: Option<u64>) -> ApiResult<Option<Duration>> {
     }
 }
 
-fn unprocessable(field: impl Into<String>, message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).field(field)
-}
-
 /// Checks a request and turns it into the pipeline's source and options.
 fn plan(req: ValidateRequest, max_workspace_bytes: u64) -> ApiResult<(Source, SubmitOptions)> {
     let source =
@@ -109,34 +105,8 @@ fn plan(req: ValidateRequest, max_workspace_bytes: u64) -> ApiResult<(Source, Su
                 "workspace_tar_gz_base64",
                 "give the workspace: workspace_tar_gz_base64 (a base64 tar.gz) or git {\"source\", \"ref\"}",
             )),
-            (Some(b64), None) => {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(b64.trim())
-                    .map_err(|e| unprocessable("workspace_tar_gz_base64", format!("not base64: {e}")))?;
-                if bytes.len() as u64 > max_workspace_bytes {
-                    return Err(ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!(
-                            "the workspace is {} bytes, over the cap of {max_workspace_bytes}",
-                            bytes.len()
-                        ),
-                    )
-                    .field("workspace_tar_gz_base64"));
-                }
-                Source::TarGz(bytes)
-            }
-            (None, Some(g)) => {
-                if g.source.trim().is_empty() {
-                    return Err(unprocessable("git.source", "must not be empty"));
-                }
-                if g.git_ref.as_deref().is_some_and(|r| r.trim().is_empty()) {
-                    return Err(unprocessable("git.ref", "must not be empty when given"));
-                }
-                Source::Git {
-                    source: g.source,
-                    git_ref: g.git_ref,
-                }
-            }
+            (Some(b64), None) => tarball(&b64, max_workspace_bytes)?,
+            (None, Some(g)) => git(g)?,
         };
     let mut languages = Vec::with_capacity(req.languages.len());
     for (i, l) in req.languages.iter().enumerate() {
@@ -172,14 +142,7 @@ fn plan(req: ValidateRequest, max_workspace_bytes: u64) -> ApiResult<(Source, Su
         }
         opts.priority = p;
     }
-    if req.tags.len() > 32 {
-        return Err(unprocessable("tags", "at most 32 tags"));
-    }
-    for (i, t) in req.tags.iter().enumerate() {
-        if t.is_empty() || t.len() > 64 {
-            return Err(unprocessable(format!("tags[{i}]"), "a tag is 1 to 64 bytes"));
-        }
-    }
+    check_tags(&req.tags)?;
     opts.tags = req.tags;
     Ok((source, opts))
 }
@@ -205,14 +168,6 @@ async fn validate(
 ) -> ApiResult<(StatusCode, Json<SubmittedPipeline>)> {
     let (parts, body) = request.into_parts();
     let req: ValidateRequest = read_json(&parts.headers, body, state.config.pipeline_body_limit).await?;
-    if let Some(g) = &req.git {
-        // Paths and other transports read the API machine's disk or use its keys: the CLI
-        // checks those out on its own machine; through the API only https:// is fetched.
-        if !g.source.trim().is_empty() {
-            kiln_net::HttpsTarget::parse(&g.source)
-                .map_err(|e| unprocessable("git.source", format!("{e} (local paths only from the CLI)")))?;
-        }
-    }
     let (source, mut opts) = plan(req, state.config.max_workspace_bytes)?;
     opts.created_by_token = Some(auth.token_id);
     opts.git_access = state.config.git_access.clone();
