@@ -117,8 +117,8 @@ impl Done {
     }
 
     /// The report the run's tool wrote to the run's stdout (every test runner's and
-    /// linter's, see [`tools::test_script`]): a report cut at the stdout cap is unreadable,
-    /// not partly read.
+    /// linter's, see [`tools::test_script`]), possibly empty (a JSON-lines report with no
+    /// event): a report cut at the stdout cap is unreadable, not partly read.
     fn stdout_report(&self, what: &'static str) -> Result<&[u8], Option<ParseError>> {
         let out = &self.report.stdout;
         if out.truncated() {
@@ -126,9 +126,6 @@ impl Done {
                 what,
                 format!("the report is larger than {} bytes", out.kept.len()),
             )));
-        }
-        if out.kept.is_empty() {
-            return Err(None);
         }
         Ok(&out.kept)
     }
@@ -369,7 +366,11 @@ fn parse_test(done: &Done, lang: Language, root: &str) -> Result<(TestResult, Co
     };
     match lang {
         Language::Python => Ok((
-            parse::tests::junit(report("junit")?, root).map_err(Some)?,
+            parse::tests::junit(
+                Some(report("junit")?).filter(|r| !r.is_empty()).ok_or(None)?,
+                root,
+            )
+            .map_err(Some)?,
             coverage("coverage.json", parse::tests::coverage_py),
         )),
         Language::Javascript => parse::tests::node(report("node test events")?, root).map_err(Some),

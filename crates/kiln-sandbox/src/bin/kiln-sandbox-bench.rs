@@ -41,6 +41,11 @@ fn spec(image: &str, worker: &str, i: usize) -> JobSpec {
 }
 
 async fn kiln_job(sb: &Sandbox, spec: &JobSpec, cold: bool) -> Duration {
+    kiln_job_phases(sb, spec, cold).await.0
+}
+
+/// A job's wall time and its phases as the sandbox timed them (start, upload, run, readback).
+async fn kiln_job_phases(sb: &Sandbox, spec: &JobSpec, cold: bool) -> (Duration, [f64; 4]) {
     let t = Instant::now();
     let r = if cold {
         sb.run_cold(spec, None).await
@@ -50,7 +55,24 @@ async fn kiln_job(sb: &Sandbox, spec: &JobSpec, cold: bool) -> Duration {
     .expect("kiln job");
     let took = t.elapsed();
     assert_eq!(r.outcome, Outcome::Success);
-    took
+    let p = &r.timings;
+    (took, [p.container_start_ms, p.upload_ms, p.run_ms, p.readback_ms])
+}
+
+/// `{"start":…,"upload":…,"run":…,"readback":…}`: the median of each phase, in ms.
+fn phases_json(phases: &[[f64; 4]]) -> String {
+    let med = |i: usize| {
+        let mut v: Vec<f64> = phases.iter().map(|p| p[i]).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    format!(
+        "{{\"start\":{:.2},\"upload\":{:.2},\"run\":{:.2},\"readback\":{:.2}}}",
+        med(0),
+        med(1),
+        med(2),
+        med(3)
+    )
 }
 
 #[tokio::main]
@@ -91,19 +113,25 @@ async fn main() {
 
     say(&format!("kiln cold ({n} sequential)…"));
     let mut cold = Vec::with_capacity(n);
+    let mut cold_phases = Vec::with_capacity(n);
     for i in 0..n {
-        cold.push(kiln_job(&sb, &spec(&image, &worker, i), true).await);
+        let (d, p) = kiln_job_phases(&sb, &spec(&image, &worker, i), true).await;
+        cold.push(d);
+        cold_phases.push(p);
         sb.removals_done().await;
     }
 
     say(&format!("kiln warm ({n} sequential)…"));
     let pool = sb.start_pool(std::slice::from_ref(&image), IN_FLIGHT);
     let mut warm = Vec::with_capacity(n);
+    let mut warm_phases = Vec::with_capacity(n);
     for i in 0..n {
         // A warm job is one that finds a ready container: wait (untimed) for one.
         pool.wait_full(Duration::from_secs(60)).await;
         sb.removals_done().await;
-        warm.push(kiln_job(&sb, &spec(&image, &worker, i), false).await);
+        let (d, p) = kiln_job_phases(&sb, &spec(&image, &worker, i), false).await;
+        warm.push(d);
+        warm_phases.push(p);
     }
 
     say(&format!("throughput, {IN_FLIGHT} in flight ({n} jobs each)…"));
@@ -158,7 +186,9 @@ async fn main() {
     );
     if json {
         println!(
-            "{{\"docker_cli_p50_ms\":{cli_p50:.1},\"kiln_cold_p50_ms\":{cold_p50:.1},\"kiln_warm_p50_ms\":{warm_p50:.1},\"kiln_warm_p99_ms\":{warm_p99:.1},\"kiln_concurrent_jobs_per_s\":{kiln_tput:.2},\"docker_cli_concurrent_jobs_per_s\":{cli_tput:.2}}}"
+            "{{\"docker_cli_p50_ms\":{cli_p50:.1},\"kiln_cold_p50_ms\":{cold_p50:.1},\"kiln_warm_p50_ms\":{warm_p50:.1},\"kiln_warm_p99_ms\":{warm_p99:.1},\"kiln_concurrent_jobs_per_s\":{kiln_tput:.2},\"docker_cli_concurrent_jobs_per_s\":{cli_tput:.2},\"kiln_cold_phases_p50_ms\":{},\"kiln_warm_phases_p50_ms\":{}}}",
+                phases_json(&cold_phases),
+                phases_json(&warm_phases)
         );
     } else {
         println!("image: {image}, n = {n}");
