@@ -1,4 +1,4 @@
-//! `kiln-sandbox-bench [-n N] [--json]`: runs `true` in the python image N times and reports
+//! `kiln-sandbox-bench [-n N] [--json] [--without-kiln-seccomp]`: runs `true` in the python image N times and reports
 //! p50/p99 of the whole job for `docker run --rm` (CLI), Kiln's cold path and Kiln's warm path,
 //! and the throughput with 8 jobs in flight for Kiln and for the CLI. Driven by
 //! `scripts/bench-sandbox`.
@@ -85,18 +85,31 @@ async fn main() {
         .init();
     let mut n = 50usize;
     let mut json = false;
+    // Measures what Kiln's own seccomp profile costs: containers get none, as on an engine
+    // that applies none (never for jobs: only here).
+    let mut without_kiln_seccomp = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "-n" => n = args.next().and_then(|v| v.parse().ok()).expect("-n N"),
             "--json" => json = true,
-            other => panic!("unknown argument {other} (usage: [-n N] [--json])"),
+            "--without-kiln-seccomp" => without_kiln_seccomp = true,
+            other => panic!("unknown argument {other} (usage: [-n N] [--json] [--without-kiln-seccomp])"),
         }
     }
     let image =
         kiln_images::image_tag(&kiln_images::default_images_dir(), "python").expect("images/ readable");
     let worker = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let sb = Sandbox::connect(&worker).await.expect("docker engine");
+    let docker = bollard::Docker::connect_with_defaults().expect("docker engine");
+    let mut isolation = kiln_sandbox::isolation::read(&docker)
+        .await
+        .expect("docker engine");
+    if without_kiln_seccomp {
+        isolation.seccomp = true;
+    }
+    let sb = Sandbox::with_isolation(docker, &worker, isolation)
+        .await
+        .expect("docker engine");
     let say = |s: &str| {
         if !json {
             eprintln!("{s}");
