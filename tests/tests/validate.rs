@@ -1149,7 +1149,7 @@ async fn a_300_mib_flood_from_the_code_under_test_is_capped_and_not_a_pass() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pathological_diff_through_a_pipeline_is_cut_with_counts_and_not_a_pass() {
     // Item 2 as a pipeline: as its tests start, the code under test rewrites every line of a
-    // 50,000-line file (twice the unified cap in diff text; 300,000 lines would only make the
+    // 50,000-line file (1.3 MiB of diff text, past the 1 MiB cap; 300,000 lines would only make the
     // security scan slower: detect-secrets takes about 90 s on them here) and turns a one-line
     // file into a 4 MiB line. The diff is cut at its cap, says so, and counts every line.
     let hostile = "with open(\"big.txt\") as f:\n    big = f.read()\nwith open(\"big.txt\", \"w\") as f:\n    f.write(big.replace(\"line \", \"changed \"))\nwith open(\"one.txt\", \"w\") as f:\n    f.write(\"y\" * (4 << 20) + \"\\n\")\n";
