@@ -31,7 +31,7 @@ pub fn tools_of(projects: &[Project]) -> Vec<HandTool> {
         let lang = p.language;
         for (kind, script) in [
             (JobKind::Test, tools::test_script(lang)),
-            (JobKind::Lint, tools::lint_script(lang)),
+            (JobKind::Lint, tools::lint_script(lang, false)),
         ] {
             v.push(HandTool {
                 name: tools::tools_of(kind, lang)[0],
@@ -64,10 +64,8 @@ pub struct HandTime {
     pub tool: String,
     /// Exec start to exit, seconds.
     pub seconds: f64,
-    /// The script's exit code (the tool's own is in its `.exit` report).
+    /// The script's exit code, which is the tool's own.
     pub exit_code: Option<i64>,
-    /// The tool's own exit code, from its report.
-    pub tool_exit: Option<i32>,
 }
 
 /// Runs `tool` alone on `ws` (the workspace as Kiln uploads it) and times it.
@@ -95,14 +93,9 @@ pub async fn time(
     spec.outputs = vec![tools::REPORTS.to_string()];
     spec.diff_ignore = vec![tools::SCRATCH.to_string()];
     let report = sandbox.run_cold(&spec, None).await?;
-    let tool_exit = report
-        .outputs
-        .file(&format!("{}/{}.exit", tools::REPORTS, tool.name))
-        .and_then(|b| String::from_utf8_lossy(b).trim().parse().ok());
     Ok(HandTime {
         tool: tool.name.to_string(),
         seconds: report.usage.wall.as_secs_f64(),
         exit_code: report.exit_code,
-        tool_exit,
     })
 }

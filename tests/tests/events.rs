@@ -450,3 +450,27 @@ async fn kiln_events_prints_the_outbox_one_object_per_line_with_filters() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+#[tokio::test]
+async fn maintenance_prunes_events_older_than_their_retention_only() {
+    // Issue 14 item 14: the outbox does not grow forever. Two cancellations write two
+    // events; the first is made eight days old; the maintenance prune (as workers run it)
+    // removes it and keeps the fresh one.
+    let db = TestDb::new().await;
+    let ids = enqueue_many(&db.pool, &[job("q"), job("q")]).await.unwrap();
+    kiln_queue::admin::cancel(&db.pool, ids[0].id).await.unwrap();
+    kiln_queue::admin::cancel(&db.pool, ids[1].id).await.unwrap();
+    let before = all_events(&db.pool, 0).await;
+    assert_eq!(before.len(), 2, "{before:?}");
+    sqlx::query("UPDATE kiln_events SET at = now() - interval '8 days' WHERE last_id = $1")
+        .bind(before[0].id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    kiln_queue::maintenance::prune(&mut conn, &kiln_queue::maintenance::Retention::default(), 1000)
+        .await
+        .unwrap();
+    let after: Vec<Option<i64>> = all_events(&db.pool, 0).await.iter().map(|e| e.job_id).collect();
+    assert_eq!(after, vec![Some(ids[1].id)]);
+}

@@ -1147,3 +1147,33 @@ async fn a_300_mib_flood_from_the_code_under_test_is_capped_and_not_a_pass() {
         "{stored} bytes stored"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pathological_diff_through_a_pipeline_is_cut_with_counts_and_not_a_pass() {
+    // Item 2 as a pipeline: as its tests start, the code under test rewrites every line of a
+    // 50,000-line file (1.3 MiB of diff text, past the 1 MiB cap; 300,000 lines would only make the
+    // security scan slower: detect-secrets takes about 90 s on them here) and turns a one-line
+    // file into a 4 MiB line. The diff is cut at its cap, says so, and counts every line.
+    let hostile = "with open(\"big.txt\") as f:\n    big = f.read()\nwith open(\"big.txt\", \"w\") as f:\n    f.write(big.replace(\"line \", \"changed \"))\nwith open(\"one.txt\", \"w\") as f:\n    f.write(\"y\" * (4 << 20) + \"\\n\")\n";
+    let started = Instant::now();
+    let (s, test, db) = hostile_pipeline_with("bigdiff", hostile, |dir| {
+        let big: String = (0..50_000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(dir.join("big.txt"), big).unwrap();
+        std::fs::write(dir.join("one.txt"), "x\n").unwrap();
+    })
+    .await;
+    eprintln!("pipeline and the follow-up job: {:?}", started.elapsed());
+    assert_eq!(counts(&s["test"]), (0, 1, 0, 0), "{}", s["test"]);
+    assert_eq!(test.state, kiln_queue::JobState::Succeeded, "{test:?}");
+    let attempts = kiln_queue::admin::attempts(&db.pool, test.id).await.unwrap();
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0].diff_counts(), Some((2, 50_001, 50_001)));
+    let diff = attempts[0].diff().expect("a diff");
+    assert!(
+        diff.len() <= kiln_sandbox::DiffCaps::default().unified_bytes + 512,
+        "{}",
+        diff.len()
+    );
+    let last = diff.lines().last().unwrap_or_default();
+    assert!(last.starts_with("# diff too large"), "{last}");
+}

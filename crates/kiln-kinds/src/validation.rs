@@ -82,8 +82,8 @@ pub struct ValidationPayload {
     /// Languages to run; detected from the workspace when absent or empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub languages: Vec<Language>,
-    /// Honour the workspace's own security-tool suppressions and configuration (`# nosec`,
-    /// `# nosemgrep`, `.semgrepignore`, `.bandit`…); by default they are ignored.
+    /// Honour the workspace's own scanner and linter suppressions and configuration (`# nosec`,
+    /// `.semgrepignore`, `# noqa`, `.eslintrc`, clippy `allow`…); by default they are ignored.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub honour_suppressions: bool,
 }

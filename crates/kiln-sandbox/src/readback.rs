@@ -55,3 +55,22 @@ pub async fn read_archive(
 
 /// How long past the deadline a stalled archive stream is waited for.
 const STALL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_archive_stream_that_stalls_is_given_up_after_the_deadline() {
+        // The remote-engine path: the engine sends nothing and keeps the stream open.
+        let (_writer, reader) = tokio::io::duplex(64);
+        let caps = SnapshotCaps {
+            timeout: std::time::Duration::from_millis(200),
+            ..SnapshotCaps::new(1 << 20, 1 << 20)
+        };
+        let err = read_archive(reader, caps).await.unwrap_err();
+        assert!(matches!(err, SandboxError::DaemonUnavailable(_)), "{err}");
+        assert!(err.to_string().contains("stalled past 200ms"), "{err}");
+        // Dropping the writer ends the blocked read, so the runtime can shut down.
+    }
+}

@@ -60,7 +60,7 @@ fn tool_text(kind: JobKind, projects: &[Project], honour: bool) -> Vec<String> {
     let langs: Vec<Language> = projects.iter().map(|p| p.language).collect();
     let mut v: Vec<String> = match kind {
         JobKind::Test => langs.iter().map(|l| tools::test_script(*l)).collect(),
-        JobKind::Lint => langs.iter().map(|l| tools::lint_script(*l)).collect(),
+        JobKind::Lint => langs.iter().map(|l| tools::lint_script(*l, honour)).collect(),
         _ => tools::scanners(langs.contains(&Language::Python))
             .into_iter()
             .map(|s| tools::scanner_script(s, &langs, honour))

@@ -320,7 +320,7 @@ async fn run_tools(
     let ws = runner::sandbox_workspace(tree)?;
     Ok(match kind {
         JobKind::Test => ValidationOutput::Test(runner::test(at, &ws, projects, runs).await?),
-        JobKind::Lint => ValidationOutput::Findings(runner::lint(at, &ws, projects, runs).await?),
+        JobKind::Lint => ValidationOutput::Findings(runner::lint(at, &ws, projects, honour, runs).await?),
         JobKind::SecurityScan => {
             ValidationOutput::Findings(runner::security(at, &ws, projects, honour, runs).await?)
         }

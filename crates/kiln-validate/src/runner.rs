@@ -116,8 +116,9 @@ impl Done {
         self.report.outputs.file(&format!("{REPORTS}/{name}"))
     }
 
-    /// The report a tool wrote to the run's stdout (pytest's, see [`tools::test_script`]):
-    /// a report cut at the stdout cap is unreadable, not partly read.
+    /// The report the run's tool wrote to the run's stdout (every test runner's and
+    /// linter's, see [`tools::test_script`]), possibly empty (a JSON-lines report with no
+    /// event): a report cut at the stdout cap is unreadable, not partly read.
     fn stdout_report(&self, what: &'static str) -> Result<&[u8], Option<ParseError>> {
         let out = &self.report.stdout;
         if out.truncated() {
@@ -126,15 +127,12 @@ impl Done {
                 format!("the report is larger than {} bytes", out.kept.len()),
             )));
         }
-        if out.kept.is_empty() {
-            return Err(None);
-        }
         Ok(&out.kept)
     }
 
-    fn exit_of(&self, tool: &str) -> Option<i32> {
-        self.file(&format!("{tool}.exit"))
-            .and_then(|b| String::from_utf8_lossy(b).trim().parse().ok())
+    /// The exit code of the run's tool: the script exits with it.
+    fn exit_code(&self) -> Option<i32> {
+        self.report.exit_code.and_then(|c| i32::try_from(c).ok())
     }
 
     fn timed_out(&self) -> bool {
@@ -161,7 +159,7 @@ impl Done {
             .rev()
             .collect();
         let exit = self
-            .exit_of(tool)
+            .exit_code()
             .map(|c| c.to_string())
             .unwrap_or_else(|| "none".into());
         let mut detail = format!("outcome {:?}, exit code {exit}", self.report.outcome);
@@ -313,7 +311,7 @@ pub async fn test(
             );
         } else if result.failed + result.errors == 0 {
             // The runner failed with no failing test to show for it (a build error, a crash).
-            if let Some(code) = done.exit_of(tool).filter(|c| !ok_exit(lang, *c)) {
+            if let Some(code) = done.exit_code().filter(|c| !ok_exit(lang, *c)) {
                 let stderr = done.report.stderr.text();
                 let tail: String = stderr
                     .chars()
@@ -361,33 +359,39 @@ fn ok_exit(lang: Language, code: i32) -> bool {
 }
 
 fn parse_test(done: &Done, lang: Language, root: &str) -> Result<(TestResult, Coverage), Option<ParseError>> {
-    let need = |name: &str| done.file(name).ok_or(None);
+    let report = |what| done.stdout_report(what);
     // Coverage is optional: a report that is missing or unreadable leaves it unmeasured.
     let coverage = |name: &str, parse: fn(&[u8]) -> Result<Coverage, ParseError>| {
         done.file(name).and_then(|b| parse(b).ok()).unwrap_or_default()
     };
     match lang {
         Language::Python => Ok((
-            parse::tests::junit(done.stdout_report("junit")?, root).map_err(Some)?,
+            parse::tests::junit(
+                Some(report("junit")?).filter(|r| !r.is_empty()).ok_or(None)?,
+                root,
+            )
+            .map_err(Some)?,
             coverage("coverage.json", parse::tests::coverage_py),
         )),
-        Language::Javascript => parse::tests::node(need("node-test.jsonl")?, root).map_err(Some),
+        Language::Javascript => parse::tests::node(report("node test events")?, root).map_err(Some),
         Language::Go => Ok((
-            parse::tests::go_test(need("go-test.jsonl")?).map_err(Some)?,
+            parse::tests::go_test(report("go test -json")?).map_err(Some)?,
             coverage("go-cover.out", parse::tests::go_cover),
         )),
         Language::Rust => Ok((
-            parse::tests::cargo_test(need("cargo-test.jsonl")?, root).map_err(Some)?,
+            parse::tests::cargo_test(report("cargo test")?, root).map_err(Some)?,
             coverage("llvm-cov.json", parse::tests::llvm_cov),
         )),
     }
 }
 
-/// Runs the linters of every project; returns the merged findings.
+/// Runs the linters of every project; returns the merged findings. Unless `honour` is set, the
+/// workspace's lint configuration and suppressions are ignored ([`tools::lint_script`]).
 pub async fn lint(
     at: &Attempt<'_>,
     ws: &Workspace,
     projects: &[Project],
+    honour: bool,
     runs: &mut Vec<Run>,
 ) -> Result<Findings, ValidateError> {
     let mut all = Findings::default();
@@ -398,35 +402,35 @@ pub async fn lint(
             ws,
             lang.image(),
             format!("{lang} lint"),
-            tools::lint_script(lang),
+            tools::lint_script(lang, honour),
             std::slice::from_ref(&p.root),
             runs,
         )
         .await?;
         let tool = tools::tools_of(JobKind::Lint, lang)[0];
-        let (file, parser): (&str, LintParser) = match lang {
-            Language::Python => ("ruff.json", parse::lint::ruff),
-            Language::Javascript => ("eslint.json", parse::lint::eslint),
-            Language::Go => ("go-vet.json", parse::lint::go_vet),
-            Language::Rust => ("clippy.jsonl", parse::lint::clippy),
+        let (what, parser): (&'static str, LintParser) = match lang {
+            Language::Python => ("ruff", parse::lint::ruff),
+            Language::Javascript => ("eslint", parse::lint::eslint),
+            Language::Go => ("go vet", parse::lint::go_vet),
+            Language::Rust => ("clippy", parse::lint::clippy),
         };
         if done.timed_out() {
             return Err(done.timeout_error(tool, lang.as_str()));
         }
         let bytes = done
-            .file(file)
-            .ok_or_else(|| done.failure(tool, lang.as_str(), None))?;
+            .stdout_report(what)
+            .map_err(|e| done.failure(tool, lang.as_str(), e))?;
         // go vet and clippy exit non-zero when the code does not compile; their reports
         // still hold what they found (as findings), so only an unreadable report fails.
         let found = parser(bytes, &p.root).map_err(|e| done.failure(tool, lang.as_str(), Some(e)))?;
-        if lang == Language::Rust && found.findings.is_empty() && done.exit_of(tool).is_some_and(|c| c != 0) {
+        if lang == Language::Rust && found.findings.is_empty() && done.exit_code().is_some_and(|c| c != 0) {
             return Err(done.failure(
                 tool,
                 lang.as_str(),
                 Some(ParseError::new("clippy", "clippy failed without a diagnostic")),
             ));
         }
-        if lang == Language::Javascript && done.exit_of(tool).is_some_and(|c| c >= 2) {
+        if lang == Language::Javascript && done.exit_code().is_some_and(|c| c >= 2) {
             return Err(done.failure(
                 tool,
                 lang.as_str(),

@@ -1,6 +1,9 @@
-//! The tools each job kind runs per language: a shell script run in the language's image,
-//! writing machine-readable reports under `/work/.kiln-validate/reports/` (brought back as
-//! output files and left out of the diff) and each tool's exit code next to its report.
+//! The tools each job kind runs per language: a shell script run in the language's image.
+//! A test runner's or linter's report is the run's stdout, and its exit code the run's: the
+//! script sends everything else to stderr, and nothing in `/work` (which the code under test
+//! can write) is read as a test or lint report. Scanners, which run no workspace code, write
+//! theirs under `/work/.kiln-validate/reports/` (brought back as output files and left out of
+//! the diff), as do coverage tools.
 
 use crate::language::Language;
 use kiln_queue::JobKind;
@@ -40,33 +43,39 @@ pub const ENV: &[(&str, &str)] = &[
 ];
 
 /// Common prologue: `$1` is the project root relative to `/work`; `$R` the report directory.
+/// The run's stdout is kept on fd 3 for the one report the script writes there; fd 1 is
+/// stderr from here on, for the tools and everything they run.
 const PROLOGUE: &str = r#"set -u
+exec 3>&1 1>&2
 R=/work/.kiln-validate/reports
 mkdir -p "$R" "$HOME" "$XDG_CACHE_HOME"
 cd "/work/$1" || { echo "kiln: project root /work/$1 is missing" >&2; exit 90; }
 "#;
 
-/// The test runner script of a language.
+/// The test runner script of a language. The runner's report goes to the run's stdout and
+/// the script exits with the runner's code; the runner gets the stdout as its own fd 1 (`>&3
+/// 3>&-`) and passes none of it to the tests it starts (go and node pipe their children's
+/// output; cargo's test binaries write libtest's JSON there themselves, see
+/// `parse::tests::cargo_test`).
 pub fn test_script(lang: Language) -> String {
     let body = match lang {
         Language::Python => {
-            // The JUnit report goes to fd 3, which is the run's stdout; pytest's own output
-            // (and anything the code under test prints) goes to stderr. No file in /work is
-            // read as the report, so the code under test cannot overwrite or plant one.
-            r#"python3 -m coverage run -m pytest -p no:cacheprovider -o junit_family=xunit1 --junitxml=/dev/fd/3 3>&1 1>&2
-echo $? > "$R/pytest.exit"
-python3 -m coverage json -q -o "$R/coverage.json" >&2
-echo $? > "$R/coverage.exit"
+            // The JUnit report goes to fd 3 (the run's stdout); pytest's own output and
+            // anything the code under test prints go to stderr.
+            r#"python3 -m coverage run -m pytest -p no:cacheprovider -o junit_family=xunit1 --junitxml=/dev/fd/3
+rc=$?
+python3 -m coverage json -q -o "$R/coverage.json"
+exit $rc
 "#
         }
         Language::Javascript => {
-            r#"node --test --experimental-test-coverage --test-reporter=spec --test-reporter-destination=stdout --test-reporter=/work/.kiln-validate/node-reporter.mjs --test-reporter-destination="$R/node-test.jsonl"
-echo $? > "$R/node-test.exit"
+            r#"node --test --experimental-test-coverage --test-reporter=spec --test-reporter-destination=stderr --test-reporter=/work/.kiln-validate/node-reporter.mjs --test-reporter-destination=stdout >&3 3>&-
+exit $?
 "#
         }
         Language::Go => {
-            r#"go test -vet=off -json -coverprofile="$R/go-cover.out" ./... > "$R/go-test.jsonl"
-echo $? > "$R/go-test.exit"
+            r#"go test -vet=off -json -coverprofile="$R/go-cover.out" ./... >&3 3>&-
+exit $?
 "#
         }
         Language::Rust => {
@@ -74,48 +83,73 @@ echo $? > "$R/go-test.exit"
             // source-based coverage and linked against LLVM's own (the image's llvm-14 tools
             // read what it writes); the line totals of the workspace's files are exported.
             // The flags go in by `--config`, which cargo joins to the project's own
-            // `build.rustflags` (a RUSTFLAGS variable would replace them).
+            // `build.rustflags` (a RUSTFLAGS variable would replace them). The test binaries
+            // are listed by a second, no-op build (the report itself is not kept in /work).
             r#"cov='build.rustflags=["-C","instrument-coverage","-Z","no-profiler-runtime","-C","link-arg=/usr/local/lib/libclang_rt.profile.a","-C","link-arg=-lc"]'
 export LLVM_PROFILE_FILE=/tmp/kiln-prof/%p-%m.profraw
-cargo test --offline --config "$cov" --no-fail-fast --message-format=json -- -Z unstable-options --format json > "$R/cargo-test.jsonl"
-echo $? > "$R/cargo-test.exit"
-objs=$(sed -n 's/.*"executable":"\([^"]*\)".*/-object=\1/p' "$R/cargo-test.jsonl" | sort -u)
-if [ -n "$objs" ] && llvm-profdata-14 merge -sparse /tmp/kiln-prof/*.profraw -o /tmp/kiln.profdata >&2; then
+cargo test --offline --config "$cov" --no-fail-fast --message-format=json -- -Z unstable-options --format json >&3 3>&-
+rc=$?
+objs=$(cargo test --offline --config "$cov" --no-run --message-format=json 2>/dev/null | sed -n 's/.*"executable":"\([^"]*\)".*/-object=\1/p' | sort -u)
+if [ -n "$objs" ] && llvm-profdata-14 merge -sparse /tmp/kiln-prof/*.profraw -o /tmp/kiln.profdata; then
   llvm-cov-14 export -summary-only -instr-profile=/tmp/kiln.profdata --ignore-filename-regex='^(/usr/|/rustc/|/tmp/)' $objs > "$R/llvm-cov.json"
-  echo $? > "$R/llvm-cov.exit"
 fi
+exit $rc
 "#
         }
     };
     format!("{PROLOGUE}{body}")
 }
 
-/// The linter script of a language.
-pub fn lint_script(lang: Language) -> String {
-    let body = match lang {
-        Language::Python => {
-            r#"ruff check --no-cache --output-format=json --exit-zero . > "$R/ruff.json"
-echo $? > "$R/ruff.exit"
+/// The linter script of a language; its report is the run's stdout. Unless `honour` is set,
+/// the workspace's lint configuration and suppressions are ignored: ruff runs `--isolated
+/// --ignore-noqa`; eslint with Kiln's configuration only, no inline `eslint-disable` and no
+/// `.eslintignore` (so no workspace code runs in it); clippy with no `RUSTFLAGS` from
+/// `.cargo/config`, no `clippy.toml`, the default lint groups forced to warn over any
+/// `allow`, and each deny-by-default lint forbidden (an `allow` of one is an error).
+pub fn lint_script(lang: Language, honour: bool) -> String {
+    let body = match (lang, honour) {
+        (Language::Python, false) => {
+            r#"ruff check --no-cache --isolated --ignore-noqa --output-format=json --exit-zero . >&3 3>&-
+exit $?
 "#
         }
-        Language::Javascript => {
+        (Language::Python, true) => {
+            r#"ruff check --no-cache --output-format=json --exit-zero . >&3 3>&-
+exit $?
+"#
+        }
+        (Language::Javascript, false) => {
+            r#": > /tmp/kiln-eslintignore
+eslint --no-eslintrc -c /work/.kiln-validate/eslintrc.json --no-inline-config --ignore-path /tmp/kiln-eslintignore --ext .js,.cjs,.mjs -f json . >&3 3>&-
+exit $?
+"#
+        }
+        (Language::Javascript, true) => {
             r#"cfg="--no-eslintrc -c /work/.kiln-validate/eslintrc.json"
 for f in .eslintrc.js .eslintrc.cjs .eslintrc.json .eslintrc.yaml .eslintrc.yml .eslintrc; do
   [ -e "$f" ] && cfg=""
 done
 grep -q '"eslintConfig"' package.json 2>/dev/null && cfg=""
-eslint $cfg --ext .js,.cjs,.mjs -f json -o "$R/eslint.json" .
-echo $? > "$R/eslint.exit"
+eslint $cfg --ext .js,.cjs,.mjs -f json . >&3 3>&-
+exit $?
 "#
         }
-        Language::Go => {
-            r#"go vet -json ./... 2> "$R/go-vet.json"
-echo $? > "$R/go-vet.exit"
+        // go vet has no suppressions and runs no workspace code; its JSON is on stderr.
+        (Language::Go, _) => {
+            r#"go vet -json ./... 2>&3 3>&-
+exit $?
 "#
         }
-        Language::Rust => {
-            r#"cargo clippy --offline --message-format=json > "$R/clippy.jsonl"
-echo $? > "$R/clippy.exit"
+        (Language::Rust, false) => {
+            r#"mkdir -p /tmp/kiln-clippy
+deny=$(clippy-driver -W help 2>/dev/null | sed -n 's/^ *clippy::correctness  //p' | sed 's/, */ -F /g')
+RUSTFLAGS= CLIPPY_CONF_DIR=/tmp/kiln-clippy cargo clippy --offline --message-format=json -- --force-warn clippy::style --force-warn clippy::complexity --force-warn clippy::perf --force-warn clippy::suspicious --force-warn unused ${deny:+-F $deny} >&3 3>&-
+exit $?
+"#
+        }
+        (Language::Rust, true) => {
+            r#"cargo clippy --offline --message-format=json >&3 3>&-
+exit $?
 "#
         }
     };
@@ -139,7 +173,7 @@ pub enum Scanner {
 }
 
 impl Scanner {
-    /// The scanner's name (also its `.exit` file's).
+    /// The scanner's name.
     pub fn name(self) -> &'static str {
         match self {
             Scanner::Semgrep => "semgrep",
@@ -149,7 +183,7 @@ impl Scanner {
     }
 }
 
-/// One scanner's command and the line recording its exit code, run at the workspace top with
+/// One scanner's command, the script exiting with its code, run at the workspace top with
 /// [`security_args`]' arguments. semgrep runs as its OCaml command line (`--experimental`):
 /// the same findings and files scanned as the Python one on every corpus project and fixture,
 /// at a tenth of the start-up (docs/decisions.md); that mode ignores `--output`, so its JSON
@@ -165,7 +199,7 @@ pub fn scanner_command(scanner: Scanner, langs: &[Language], honour: bool) -> St
             let nosem = if honour { "" } else { " --disable-nosem" };
             format!(
                 r#"semgrep scan --experimental --metrics=off --disable-version-check --oss-only --no-git-ignore{nosem}{configs} --exclude .kiln-validate --json -q . > "$R/semgrep.json"
-echo $? > "$R/semgrep.exit"
+exit $?
 "#
             )
         }
@@ -177,14 +211,14 @@ echo $? > "$R/semgrep.exit"
             };
             format!(
                 r#"detect-secrets scan --all-files{allowlist} --exclude-files '^\.kiln-validate/' . > "$R/secrets.json"
-echo $? > "$R/detect-secrets.exit"
+exit $?
 "#
             )
         }
         Scanner::Bandit => {
             let nosec = if honour { "" } else { " --ignore-nosec" };
             format!(
-                "bandit -q -r{nosec} -x ./.kiln-validate -f json -o \"$R/bandit.json\" -- \"./$2\"\necho $? > \"$R/bandit.exit\"\n"
+                "bandit -q -r{nosec} -x ./.kiln-validate -f json -o \"$R/bandit.json\" -- \"./$2\"\nexit $?\n"
             )
         }
     }
@@ -216,7 +250,7 @@ pub fn security_args(python_root: Option<&str>) -> Vec<String> {
     args
 }
 
-/// The tools a kind runs for a language (the names of their `.exit` files).
+/// The tools a kind runs for a language (their names in errors and results).
 pub fn tools_of(kind: JobKind, lang: Language) -> Vec<&'static str> {
     match (kind, lang) {
         (JobKind::Test, Language::Python) => vec!["pytest"],
@@ -237,9 +271,26 @@ mod tests {
 
     #[test]
     fn scripts_name_their_reports() {
-        assert!(test_script(Language::Python).contains("--junitxml=/dev/fd/3 3>&1 1>&2"));
+        assert!(test_script(Language::Python).contains("exec 3>&1 1>&2"));
+        assert!(test_script(Language::Python).contains("--junitxml=/dev/fd/3"));
         assert!(!test_script(Language::Python).contains("pytest.xml"));
-        assert!(lint_script(Language::Rust).contains("--message-format=json"));
+        // Test and lint reports are the run's stdout, never a file under /work.
+        for lang in [
+            Language::Python,
+            Language::Javascript,
+            Language::Go,
+            Language::Rust,
+        ] {
+            for script in [
+                test_script(lang),
+                lint_script(lang, false),
+                lint_script(lang, true),
+            ] {
+                assert!(script.contains(">&3") || script.contains("/dev/fd/3"), "{script}");
+                assert!(!script.contains(".exit"), "{script}");
+            }
+        }
+        assert!(lint_script(Language::Rust, false).contains("--message-format=json"));
         let s = scanner_script(Scanner::Semgrep, &[Language::Go, Language::Python], false);
         assert!(s.contains("semgrep/go.yml") && s.contains("semgrep/python.yml"));
         assert!(s.contains(r#"> "$R/semgrep.json""#), "{s}");

@@ -1,4 +1,4 @@
-//! `kiln-sandbox-bench [-n N] [--json]`: runs `true` in the python image N times and reports
+//! `kiln-sandbox-bench [-n N] [--json] [--without-kiln-seccomp]`: runs `true` in the python image N times and reports
 //! p50/p99 of the whole job for `docker run --rm` (CLI), Kiln's cold path and Kiln's warm path,
 //! and the throughput with 8 jobs in flight for Kiln and for the CLI. Driven by
 //! `scripts/bench-sandbox`.
@@ -41,6 +41,11 @@ fn spec(image: &str, worker: &str, i: usize) -> JobSpec {
 }
 
 async fn kiln_job(sb: &Sandbox, spec: &JobSpec, cold: bool) -> Duration {
+    kiln_job_phases(sb, spec, cold).await.0
+}
+
+/// A job's wall time and its phases as the sandbox timed them (start, upload, run, readback).
+async fn kiln_job_phases(sb: &Sandbox, spec: &JobSpec, cold: bool) -> (Duration, [f64; 4]) {
     let t = Instant::now();
     let r = if cold {
         sb.run_cold(spec, None).await
@@ -50,7 +55,24 @@ async fn kiln_job(sb: &Sandbox, spec: &JobSpec, cold: bool) -> Duration {
     .expect("kiln job");
     let took = t.elapsed();
     assert_eq!(r.outcome, Outcome::Success);
-    took
+    let p = &r.timings;
+    (took, [p.container_start_ms, p.upload_ms, p.run_ms, p.readback_ms])
+}
+
+/// `{"start":…,"upload":…,"run":…,"readback":…}`: the median of each phase, in ms.
+fn phases_json(phases: &[[f64; 4]]) -> String {
+    let med = |i: usize| {
+        let mut v: Vec<f64> = phases.iter().map(|p| p[i]).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    format!(
+        "{{\"start\":{:.2},\"upload\":{:.2},\"run\":{:.2},\"readback\":{:.2}}}",
+        med(0),
+        med(1),
+        med(2),
+        med(3)
+    )
 }
 
 #[tokio::main]
@@ -63,18 +85,31 @@ async fn main() {
         .init();
     let mut n = 50usize;
     let mut json = false;
+    // Measures what Kiln's own seccomp profile costs: containers get none, as on an engine
+    // that applies none (never for jobs: only here).
+    let mut without_kiln_seccomp = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "-n" => n = args.next().and_then(|v| v.parse().ok()).expect("-n N"),
             "--json" => json = true,
-            other => panic!("unknown argument {other} (usage: [-n N] [--json])"),
+            "--without-kiln-seccomp" => without_kiln_seccomp = true,
+            other => panic!("unknown argument {other} (usage: [-n N] [--json] [--without-kiln-seccomp])"),
         }
     }
     let image =
         kiln_images::image_tag(&kiln_images::default_images_dir(), "python").expect("images/ readable");
     let worker = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let sb = Sandbox::connect(&worker).await.expect("docker engine");
+    let docker = bollard::Docker::connect_with_defaults().expect("docker engine");
+    let mut isolation = kiln_sandbox::isolation::read(&docker)
+        .await
+        .expect("docker engine");
+    if without_kiln_seccomp {
+        isolation.seccomp = true;
+    }
+    let sb = Sandbox::with_isolation(docker, &worker, isolation)
+        .await
+        .expect("docker engine");
     let say = |s: &str| {
         if !json {
             eprintln!("{s}");
@@ -91,19 +126,25 @@ async fn main() {
 
     say(&format!("kiln cold ({n} sequential)…"));
     let mut cold = Vec::with_capacity(n);
+    let mut cold_phases = Vec::with_capacity(n);
     for i in 0..n {
-        cold.push(kiln_job(&sb, &spec(&image, &worker, i), true).await);
+        let (d, p) = kiln_job_phases(&sb, &spec(&image, &worker, i), true).await;
+        cold.push(d);
+        cold_phases.push(p);
         sb.removals_done().await;
     }
 
     say(&format!("kiln warm ({n} sequential)…"));
     let pool = sb.start_pool(std::slice::from_ref(&image), IN_FLIGHT);
     let mut warm = Vec::with_capacity(n);
+    let mut warm_phases = Vec::with_capacity(n);
     for i in 0..n {
         // A warm job is one that finds a ready container: wait (untimed) for one.
         pool.wait_full(Duration::from_secs(60)).await;
         sb.removals_done().await;
-        warm.push(kiln_job(&sb, &spec(&image, &worker, i), false).await);
+        let (d, p) = kiln_job_phases(&sb, &spec(&image, &worker, i), false).await;
+        warm.push(d);
+        warm_phases.push(p);
     }
 
     say(&format!("throughput, {IN_FLIGHT} in flight ({n} jobs each)…"));
@@ -158,7 +199,9 @@ async fn main() {
     );
     if json {
         println!(
-            "{{\"docker_cli_p50_ms\":{cli_p50:.1},\"kiln_cold_p50_ms\":{cold_p50:.1},\"kiln_warm_p50_ms\":{warm_p50:.1},\"kiln_warm_p99_ms\":{warm_p99:.1},\"kiln_concurrent_jobs_per_s\":{kiln_tput:.2},\"docker_cli_concurrent_jobs_per_s\":{cli_tput:.2}}}"
+            "{{\"docker_cli_p50_ms\":{cli_p50:.1},\"kiln_cold_p50_ms\":{cold_p50:.1},\"kiln_warm_p50_ms\":{warm_p50:.1},\"kiln_warm_p99_ms\":{warm_p99:.1},\"kiln_concurrent_jobs_per_s\":{kiln_tput:.2},\"docker_cli_concurrent_jobs_per_s\":{cli_tput:.2},\"kiln_cold_phases_p50_ms\":{},\"kiln_warm_phases_p50_ms\":{}}}",
+                phases_json(&cold_phases),
+                phases_json(&warm_phases)
         );
     } else {
         println!("image: {image}, n = {n}");

@@ -212,17 +212,19 @@ pub fn go_test(report: &[u8]) -> Result<TestResult, ParseError> {
             continue;
         }
         let key = (pkg, test);
+        let mut settle = |key: Key, st: TestStatus| {
+            // go 1.19's test2json reads framing lines a test prints as events: a later "pass"
+            // never hides a failure.
+            let e = status.entry(key).or_insert(st);
+            if rank(st) > rank(*e) {
+                *e = st;
+            }
+        };
         match action {
             "run" => order.push(key),
-            "pass" => {
-                status.insert(key, TestStatus::Passed);
-            }
-            "fail" => {
-                status.insert(key, TestStatus::Failed);
-            }
-            "skip" => {
-                status.insert(key, TestStatus::Skipped);
-            }
+            "pass" => settle(key, TestStatus::Passed),
+            "fail" => settle(key, TestStatus::Failed),
+            "skip" => settle(key, TestStatus::Skipped),
             "output" => {
                 let line = s(&v, "Output");
                 let framing = line.trim_start().starts_with("=== ") || line.trim_start().starts_with("--- ");
@@ -306,10 +308,28 @@ pub fn go_cover(profile: &[u8]) -> Result<Coverage, ParseError> {
     Ok(c)
 }
 
+/// How bad a status is: a test reported more than once keeps its worst (a later "pass" never
+/// hides a failure).
+fn rank(st: TestStatus) -> u8 {
+    match st {
+        TestStatus::Passed => 0,
+        TestStatus::Skipped => 1,
+        TestStatus::Failed => 2,
+        TestStatus::Error => 3,
+    }
+}
+
 /// `cargo test --message-format=json -- --format json`: libtest's test events become cases;
-/// compiler errors (the crate or its tests do not build) become error cases.
+/// compiler errors (the crate or its tests do not build) become error cases. Test binaries
+/// write these lines on the stdout their tests share, so the tests can print lines of the
+/// same shape: within one binary's suite, a test reported twice keeps its worst status, and
+/// a test that started and never finished (the binary exited or crashed mid-test) is an error.
 pub fn cargo_test(report: &[u8], root: &str) -> Result<TestResult, ParseError> {
     let mut out = TestResult::default();
+    // (suite, name) → index in `cases`, in the order first seen.
+    let mut suite = 0usize;
+    let mut index: HashMap<(usize, String), usize> = HashMap::new();
+    let mut cases: Vec<(String, Option<TestStatus>, Option<String>)> = Vec::new();
     for v in json_lines("cargo test", report)? {
         if s(&v, "reason") == "compiler-message" {
             let m = &v["message"];
@@ -330,24 +350,60 @@ pub fn cargo_test(report: &[u8], root: &str) -> Result<TestResult, ParseError> {
             }
             continue;
         }
-        if s(&v, "type") != "test" {
-            continue;
+        match s(&v, "type") {
+            "test" => {}
+            "suite" => {
+                suite += usize::from(s(&v, "event") == "started");
+                continue;
+            }
+            _ => continue,
         }
-        let name = s(&v, "name");
-        match s(&v, "event") {
-            "ok" => out.push(name, TestStatus::Passed, None),
-            "failed" => {
-                let msg = v
-                    .get("stdout")
+        let name = clip(s(&v, "name"), MAX_CASE_NAME_BYTES);
+        let (status, msg) = match s(&v, "event") {
+            "started" => (None, None),
+            "ok" => (Some(TestStatus::Passed), None),
+            "failed" => (
+                Some(TestStatus::Failed),
+                v.get("stdout")
                     .and_then(|x| x.as_str())
-                    .map(|m| m.trim().to_string());
-                out.push(name, TestStatus::Failed, msg)
+                    .map(|m| clip(m.trim(), MAX_MESSAGE_BYTES)),
+            ),
+            "ignored" => (
+                Some(TestStatus::Skipped),
+                v.get("message")
+                    .and_then(|x| x.as_str())
+                    .map(|m| clip(m, MAX_MESSAGE_BYTES)),
+            ),
+            _ => continue,
+        };
+        let key = (suite, name);
+        let i = match index.get(&key) {
+            Some(i) => *i,
+            None => {
+                if cases.len() == MAX_RECORDS {
+                    return Err(too_many("cargo test"));
+                }
+                cases.push((key.1.clone(), None, None));
+                index.insert(key, cases.len() - 1);
+                cases.len() - 1
             }
-            "ignored" => {
-                let msg = v.get("message").and_then(|x| x.as_str()).map(str::to_string);
-                out.push(name, TestStatus::Skipped, msg)
+        };
+        let case = &mut cases[i];
+        if let Some(st) = status {
+            if case.1.is_none_or(|old| rank(st) > rank(old)) {
+                case.1 = Some(st);
+                case.2 = msg;
             }
-            _ => {}
+        }
+    }
+    for (name, status, msg) in cases {
+        match status {
+            Some(st) => out.push(name, st, msg),
+            None => out.push(
+                name,
+                TestStatus::Error,
+                Some("the test never finished (its binary exited or crashed)".into()),
+            ),
         }
     }
     out.bound();
@@ -479,5 +535,36 @@ mod unit {
         assert_eq!((r.passed, r.failed, r.skipped, r.errors), (2, 2, 1, 0));
         let ignored = r.cases.iter().find(|c| c.name == "tests::later").unwrap();
         assert_eq!(ignored.message.as_deref(), Some("not ready"));
+    }
+
+    #[test]
+    fn a_printed_pass_never_hides_a_failure_and_an_unfinished_test_is_an_error() {
+        let suite = r#"{ "type": "suite", "event": "started", "test_count": 2 }"#;
+        let lines = [
+            suite,
+            r#"{ "type": "test", "event": "started", "name": "tests::adds" }"#,
+            r#"{ "type": "test", "event": "ok", "name": "tests::adds" }"#,
+            r#"{ "type": "test", "event": "failed", "name": "tests::adds", "stdout": "boom" }"#,
+            r#"{ "type": "test", "event": "ok", "name": "tests::adds" }"#,
+            r#"{ "type": "test", "event": "started", "name": "tests::exits" }"#,
+            // A second binary may hold a test of the same name.
+            suite,
+            r#"{ "type": "test", "event": "started", "name": "tests::adds" }"#,
+            r#"{ "type": "test", "event": "ok", "name": "tests::adds" }"#,
+        ]
+        .join("\n");
+        let r = cargo_test(lines.as_bytes(), "").unwrap();
+        assert_eq!((r.passed, r.failed, r.skipped, r.errors), (1, 1, 0, 1), "{r:?}");
+        let exits = r.cases.iter().find(|c| c.name == "tests::exits").unwrap();
+        assert_eq!(exits.status, TestStatus::Error);
+
+        let go = [
+            r#"{"Action":"run","Package":"p","Test":"TestAdd"}"#,
+            r#"{"Action":"fail","Package":"p","Test":"TestAdd"}"#,
+            r#"{"Action":"pass","Package":"p","Test":"TestAdd"}"#,
+        ]
+        .join("\n");
+        let r = go_test(go.as_bytes()).unwrap();
+        assert_eq!((r.passed, r.failed), (0, 1), "{r:?}");
     }
 }

@@ -153,7 +153,7 @@ pub async fn run(args: Args) {
                 .expect("by-hand run");
             eprintln!(
                 "{name}: {} alone {:.2} s (exit {:?})",
-                t.tool, t.seconds, t.tool_exit
+                t.tool, t.seconds, t.exit_code
             );
             tools.push(t);
         }
