@@ -25,6 +25,27 @@ fn request(dir: &std::path::Path, budget: Option<f64>) -> GenerateRequest {
     }
 }
 
+/// Runs `req` to its end on a validation rig named `name` and a generation worker configured
+/// by `section`, and returns the finished pipeline.
+async fn run_to_end(
+    db: &TestDb,
+    name: &str,
+    section: &str,
+    req: GenerateRequest,
+) -> kiln_pipeline::PipelineView {
+    let rig = Rig::start(&db.pool, name).await;
+    let gen = GenRig::start(&db.pool, section).await;
+    let s = submit_generation(&db.pool, req, &SubmitOptions::default())
+        .await
+        .unwrap();
+    let view = kiln_pipeline::wait(&db.pool, None, s.pipeline_id, Duration::from_secs(600))
+        .await
+        .unwrap();
+    gen.stop().await;
+    rig.stop().await;
+    view
+}
+
 async fn event_types(pool: &sqlx::PgPool, pid: i64) -> Vec<String> {
     let filter = kiln_queue::events::EventFilter {
         limit: 1000,
@@ -46,17 +67,13 @@ async fn the_scripted_model_passes_at_iteration_two_with_exact_tokens_and_cost()
     let model = FakeModel::start(scripted).await;
     let dir = tempfile::tempdir().unwrap();
     calc_project(dir.path());
-    let rig = Rig::start(&db.pool, "gen-pass").await;
-    let gen = GenRig::start(&db.pool, &openai_section(&model.url(), "")).await;
-
-    let s = submit_generation(&db.pool, request(dir.path(), None), &SubmitOptions::default())
-        .await
-        .unwrap();
-    let view = kiln_pipeline::wait(&db.pool, None, s.pipeline_id, Duration::from_secs(600))
-        .await
-        .unwrap();
-    gen.stop().await;
-    rig.stop().await;
+    let view = run_to_end(
+        &db,
+        "gen-pass",
+        &openai_section(&model.url(), ""),
+        request(dir.path(), None),
+    )
+    .await;
 
     assert_eq!(view.kind, "generation");
     assert_eq!(view.verdict.as_deref(), Some("passed"), "{:#?}", view.result);
@@ -72,7 +89,7 @@ async fn the_scripted_model_passes_at_iteration_two_with_exact_tokens_and_cost()
     assert_eq!(result["cost_usd"].as_f64(), Some(0.00725));
     let pico: i64 =
         sqlx::query_scalar("SELECT sum(cost_pico)::bigint FROM kiln_llm_calls WHERE pipeline_id = $1")
-            .bind(s.pipeline_id)
+            .bind(view.pipeline_id)
             .fetch_one(&db.pool)
             .await
             .unwrap();
@@ -130,7 +147,7 @@ async fn the_scripted_model_passes_at_iteration_two_with_exact_tokens_and_cost()
     assert!(details["messages"].as_str().unwrap().starts_with("sha256:"));
 
     assert_eq!(
-        event_types(&db.pool, s.pipeline_id).await,
+        event_types(&db.pool, view.pipeline_id).await,
         [
             "generation.iteration",
             "generation.iteration",
@@ -256,16 +273,7 @@ output_per_mtok = 15.0
             "balanced = [\"a/claude-test\", \"o/gpt-test\"]"
         )
     );
-    let rig = Rig::start(&db.pool, "gen-failover").await;
-    let gen = GenRig::start(&db.pool, &section).await;
-    let s = submit_generation(&db.pool, request(dir.path(), None), &SubmitOptions::default())
-        .await
-        .unwrap();
-    let view = kiln_pipeline::wait(&db.pool, None, s.pipeline_id, Duration::from_secs(600))
-        .await
-        .unwrap();
-    gen.stop().await;
-    rig.stop().await;
+    let view = run_to_end(&db, "gen-failover", &section, request(dir.path(), None)).await;
 
     assert_eq!(view.verdict.as_deref(), Some("passed"));
     assert_eq!(model.hits(), 4);
@@ -285,7 +293,7 @@ output_per_mtok = 15.0
     // Only the answering provider's calls are in the ledger.
     let providers: Vec<String> =
         sqlx::query_scalar("SELECT DISTINCT provider FROM kiln_llm_calls WHERE pipeline_id = $1")
-            .bind(s.pipeline_id)
+            .bind(view.pipeline_id)
             .fetch_all(&db.pool)
             .await
             .unwrap();
@@ -506,16 +514,13 @@ async fn the_loop_through_the_anthropic_protocol_passes_at_iteration_two_with_ex
     .await;
     let dir = tempfile::tempdir().unwrap();
     calc_project(dir.path());
-    let rig = Rig::start(&db.pool, "gen-anthropic").await;
-    let gen = GenRig::start(&db.pool, &anthropic_section(&model.url())).await;
-    let s = submit_generation(&db.pool, request(dir.path(), None), &SubmitOptions::default())
-        .await
-        .unwrap();
-    let view = kiln_pipeline::wait(&db.pool, None, s.pipeline_id, Duration::from_secs(600))
-        .await
-        .unwrap();
-    gen.stop().await;
-    rig.stop().await;
+    let view = run_to_end(
+        &db,
+        "gen-anthropic",
+        &anthropic_section(&model.url()),
+        request(dir.path(), None),
+    )
+    .await;
 
     assert_eq!(view.verdict.as_deref(), Some("passed"), "{:#?}", view.result);
     let result = view.result.clone().unwrap();
@@ -529,7 +534,7 @@ async fn the_loop_through_the_anthropic_protocol_passes_at_iteration_two_with_ex
     assert_eq!(result["cost_usd"].as_f64(), Some(0.008325));
     let pico: i64 =
         sqlx::query_scalar("SELECT sum(cost_pico)::bigint FROM kiln_llm_calls WHERE pipeline_id = $1")
-            .bind(s.pipeline_id)
+            .bind(view.pipeline_id)
             .fetch_one(&db.pool)
             .await
             .unwrap();
@@ -583,16 +588,7 @@ async fn a_model_without_tools_edits_through_file_blocks_and_the_loop_passes() {
         "cache_read_per_mtok = 1.25",
         "cache_read_per_mtok = 1.25\ntools = false",
     );
-    let rig = Rig::start(&db.pool, "gen-notools").await;
-    let gen = GenRig::start(&db.pool, &section).await;
-    let s = submit_generation(&db.pool, request(dir.path(), None), &SubmitOptions::default())
-        .await
-        .unwrap();
-    let view = kiln_pipeline::wait(&db.pool, None, s.pipeline_id, Duration::from_secs(600))
-        .await
-        .unwrap();
-    gen.stop().await;
-    rig.stop().await;
+    let view = run_to_end(&db, "gen-notools", &section, request(dir.path(), None)).await;
 
     assert_eq!(view.verdict.as_deref(), Some("passed"), "{:#?}", view.result);
     // One answer per iteration: no tools offered, so no tool turns.
