@@ -96,6 +96,16 @@ fn kiln_next_to_me() -> Result<PathBuf> {
     Ok(kiln)
 }
 
+/// A link to (or copy of) `kiln` inside the run's directory: a build that replaces the
+/// original mid-run (cargo relinks it) cannot take the binary away from a restart.
+fn own_copy(kiln: &Path, dir: &Path) -> Result<PathBuf> {
+    let mine = dir.join("kiln");
+    if std::fs::hard_link(kiln, &mine).is_err() {
+        std::fs::copy(kiln, &mine).with_context(|| format!("copy {}", kiln.display()))?;
+    }
+    Ok(mine)
+}
+
 fn fleet_file(workspace: &str) -> String {
     format!(
         r#"# The chaos run's fleet: short leases so a killed worker's jobs come back quickly.
@@ -171,6 +181,7 @@ async fn run(args: Args) -> Result<bool> {
         None => kiln_next_to_me()?,
     };
     let tmp = tempfile::Builder::new().prefix("kiln-chaos-").tempdir()?;
+    let kiln = own_copy(&kiln, tmp.path())?;
     let run_id = format!("chaos-{:08x}", rand::random::<u32>());
     tracing::info!(dir = %tmp.path().display(), run = %run_id, "starting a private Postgres");
     let pg_dir = tmp.path().join("pg");
