@@ -396,7 +396,43 @@ impl Sandbox {
             pool.drain(&self.docker).await;
         }
         self.retry_leftovers().await;
+        self.remove_untracked().await;
         tracing::info!(worker = %self.owner.worker_id, "sandbox shut down");
+    }
+}
+
+impl Sandbox {
+    /// Removes every container and volume still labelled with this worker: at shutdown nothing
+    /// of it may stay, and some objects are tracked nowhere (a warm container whose start, or
+    /// whose removal after a failed start, met an engine restart). The reaper never takes a
+    /// live worker's objects, so this is their last chance.
+    async fn remove_untracked(&self) {
+        use bollard::query_parameters::{RemoveContainerOptionsBuilder, RemoveVolumeOptions};
+        let me = &self.owner.worker_id;
+        let ids = crate::reaper::containers_of(&self.docker, me)
+            .await
+            .unwrap_or_default();
+        for id in &ids {
+            let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+            if let Err(e) = self.docker.remove_container(id, Some(opts)).await {
+                tracing::warn!(container = %id, error = %e, "removing an untracked container failed");
+            }
+        }
+        let volumes = crate::reaper::volumes_of(&self.docker, me)
+            .await
+            .unwrap_or_default();
+        for v in &volumes {
+            if let Err(e) = self.docker.remove_volume(v, None::<RemoveVolumeOptions>).await {
+                tracing::warn!(volume = %v, error = %e, "removing an untracked volume failed");
+            }
+        }
+        if !ids.is_empty() || !volumes.is_empty() {
+            tracing::info!(
+                containers = ids.len(),
+                volumes = volumes.len(),
+                "removed this worker's untracked objects"
+            );
+        }
     }
 }
 

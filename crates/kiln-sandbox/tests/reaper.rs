@@ -236,3 +236,16 @@ async fn a_failed_removal_is_retried_by_the_next_pass() {
     assert!(!vols.contains(&volume), "not retried: {vols:?}");
     finish(sb).await;
 }
+
+/// A container of this worker that nothing tracks (a warm container whose start, or whose
+/// removal after a failed start, hit an engine restart) goes when the worker shuts down: the
+/// reaper never takes a live worker's objects, so shutdown is the last chance. Seen in the chaos
+/// run: two warm containers and their volumes left on the restarted engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_removes_this_workers_untracked_objects() {
+    let sb = sandbox("untracked").await;
+    let planted = plant(sb.owner()).await;
+    let mine = containers_of(sb.docker(), &sb.owner().worker_id).await.unwrap();
+    assert!(mine.contains(&planted.id), "{mine:?}");
+    finish(sb).await;
+}
