@@ -798,3 +798,28 @@ async fn kiln_sessions_run_without_jit() {
         "a 10,000-job enqueue spent 700 ms compiling with JIT on"
     );
 }
+
+/// Attempt rows are written once per job run, so each index on them is paid on the hot path:
+/// one key, (job_id, id), serves every read (a job's attempts in order, pruning by job).
+#[tokio::test]
+async fn attempts_carry_one_index_and_are_read_by_it() {
+    let db = TestDb::new().await;
+    let indexes: Vec<String> =
+        sqlx::query_scalar("SELECT indexdef FROM pg_indexes WHERE tablename = 'kiln_attempts'")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        indexes,
+        vec![
+            "CREATE UNIQUE INDEX kiln_attempts_pkey ON public.kiln_attempts USING btree (job_id, id)"
+                .to_owned()
+        ]
+    );
+    let plan: Vec<String> =
+        sqlx::query_scalar("EXPLAIN (COSTS OFF) SELECT id FROM kiln_attempts WHERE job_id = 7 ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert!(plan.iter().any(|l| l.contains("kiln_attempts_pkey")), "{plan:?}");
+}
