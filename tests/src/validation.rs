@@ -2,11 +2,13 @@
 //! real images and Docker engine, a pipeline settler, and the fixtures.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use kiln_pipeline::{Source, SubmitOptions};
 use kiln_sandbox::Sandbox;
 use kiln_validate::{Images, Validator};
 use kiln_worker::{QueueConfig, Worker, WorkerConfig};
+use serde_json::Value;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -126,4 +128,29 @@ pub fn one_summary_object(stdout: &[u8]) -> serde_json::Value {
         ]
     );
     v
+}
+
+/// (passed, failed, skipped, errors) of a test result.
+pub fn counts(test: &Value) -> (u64, u64, u64, u64) {
+    let n = |k: &str| test[k].as_u64().unwrap_or_else(|| panic!("{k} in {test}"));
+    (n("passed"), n("failed"), n("skipped"), n("errors"))
+}
+
+/// Submits `source`, waits for the verdict, returns the summary and the wall time.
+pub async fn validate(
+    db: &kiln_testkit::TestDb,
+    source: Source,
+    opts: SubmitOptions,
+) -> (Value, Duration, kiln_pipeline::PipelineView) {
+    let t = Instant::now();
+    let sub = kiln_pipeline::submit(&db.pool, source, &opts)
+        .await
+        .expect("submit");
+    let view = kiln_pipeline::wait(&db.pool, None, sub.pipeline_id, Duration::from_secs(400))
+        .await
+        .expect("pipeline finishes");
+    let wall = t.elapsed();
+    let summary = view.summary();
+    eprintln!("{}", serde_json::to_string_pretty(&summary).unwrap());
+    (summary, wall, view)
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use kiln_pipeline::{PipelineError, Source, SubmitOptions};
 use kiln_testkit::TestDb;
-use kiln_tests::validation::{fixture, Rig};
+use kiln_tests::validation::{counts, fixture, validate, Rig};
 use serde_json::Value;
 
 /// (tool, rule, file, line, severity) of every finding, sorted as the result is.
@@ -26,11 +26,6 @@ fn findings(v: &Value) -> Vec<(String, String, String, Option<u64>, String)> {
         .collect()
 }
 
-fn counts(test: &Value) -> (u64, u64, u64, u64) {
-    let n = |k: &str| test[k].as_u64().unwrap_or_else(|| panic!("{k} in {test}"));
-    (n("passed"), n("failed"), n("skipped"), n("errors"))
-}
-
 fn f(
     tool: &str,
     rule: &str,
@@ -39,25 +34,6 @@ fn f(
     sev: &str,
 ) -> (String, String, String, Option<u64>, String) {
     (tool.into(), rule.into(), file.into(), Some(line), sev.into())
-}
-
-/// Submits `source`, waits for the verdict, returns the summary and the wall time.
-async fn validate(
-    db: &TestDb,
-    source: Source,
-    opts: SubmitOptions,
-) -> (Value, Duration, kiln_pipeline::PipelineView) {
-    let t = Instant::now();
-    let sub = kiln_pipeline::submit(&db.pool, source, &opts)
-        .await
-        .expect("submit");
-    let view = kiln_pipeline::wait(&db.pool, None, sub.pipeline_id, Duration::from_secs(400))
-        .await
-        .expect("pipeline finishes");
-    let wall = t.elapsed();
-    let summary = view.summary();
-    eprintln!("{}", serde_json::to_string_pretty(&summary).unwrap());
-    (summary, wall, view)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -61,8 +61,17 @@ pub fn test_script(lang: Language) -> String {
     let body = match lang {
         Language::Python => {
             // The JUnit report goes to fd 3 (the run's stdout); pytest's own output and
-            // anything the code under test prints go to stderr.
-            r#"python3 -m coverage run -m pytest -p no:cacheprovider -o junit_family=xunit1 --junitxml=/dev/fd/3
+            // anything the code under test prints go to stderr. Dependencies come as wheels
+            // in the project's `wheels/` or `wheelhouse/` (the sandbox has no index to reach):
+            // each is unpacked, as pip would install it, into /tmp (zipfile never writes
+            // outside the target) and put on the path; coverage leaves them out.
+            r#"python3 - <<'PY'
+import glob, zipfile
+for wheel in sorted(glob.glob("wheels/*.whl") + glob.glob("wheelhouse/*.whl")):
+    zipfile.ZipFile(wheel).extractall("/tmp/kiln-wheels")
+PY
+[ -d /tmp/kiln-wheels ] && export PYTHONPATH="/tmp/kiln-wheels${PYTHONPATH:+:$PYTHONPATH}"
+python3 -m coverage run --omit='/tmp/*' -m pytest -p no:cacheprovider -o junit_family=xunit1 --junitxml=/dev/fd/3
 rc=$?
 python3 -m coverage json -q -o "$R/coverage.json"
 exit $rc
@@ -74,7 +83,10 @@ exit $?
 "#
         }
         Language::Go => {
-            r#"go test -vet=off -json -coverprofile="$R/go-cover.out" ./... >&3 3>&-
+            // The image's GOFLAGS say -mod=mod with no proxy; a module that vendors its
+            // dependencies (vendor/modules.txt) is built from them instead.
+            r#"mod=; [ -f vendor/modules.txt ] && mod=-mod=vendor
+go test $mod -vet=off -json -coverprofile="$R/go-cover.out" ./... >&3 3>&-
 exit $?
 "#
         }
@@ -136,7 +148,8 @@ exit $?
         }
         // go vet has no suppressions and runs no workspace code; its JSON is on stderr.
         (Language::Go, _) => {
-            r#"go vet -json ./... 2>&3 3>&-
+            r#"mod=; [ -f vendor/modules.txt ] && mod=-mod=vendor
+go vet $mod -json ./... 2>&3 3>&-
 exit $?
 "#
         }

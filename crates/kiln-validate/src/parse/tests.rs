@@ -40,10 +40,17 @@ pub fn junit(xml: &[u8], root: &str) -> Result<TestResult, ParseError> {
             None => format!("{classname}::{name}"),
         };
         let child = |tag: &str| case.children().find(|c| c.has_tag_name(tag));
-        let message = |n: roxmltree::Node| {
-            n.attribute("message")
-                .map(str::to_string)
-                .or_else(|| n.text().map(|t| t.trim().to_string()))
+        let message = |n: roxmltree::Node| match (n.attribute("message"), n.text()) {
+            // pytest's collection errors all say "collection failure"; the reason (a missing
+            // module, a syntax error) is the traceback's last `E` line.
+            (Some(m @ "collection failure"), Some(text)) => Some(
+                match text.lines().rev().find_map(|l| l.trim_start().strip_prefix("E ")) {
+                    Some(reason) => format!("{m}: {}", reason.trim()),
+                    None => m.to_string(),
+                },
+            ),
+            (Some(m), _) => Some(m.to_string()),
+            (None, text) => text.map(|t| t.trim().to_string()),
         };
         let (status, msg) = if let Some(e) = child("error") {
             (TestStatus::Error, message(e))
@@ -414,6 +421,20 @@ pub fn cargo_test(report: &[u8], root: &str) -> Result<TestResult, ParseError> {
 mod unit {
     use super::*;
     use crate::parse::testdata;
+
+    #[test]
+    fn a_pytest_collection_error_names_its_reason() {
+        let xml = br#"<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="1" failures="0" skipped="0" tests="1"><testcase classname="" name="test_calc"><error message="collection failure">ImportError while importing test module '/work/test_calc.py'.
+test_calc.py:1: in &lt;module&gt;
+    from calc import quad
+E   ModuleNotFoundError: No module named 'kilnhelper'</error></testcase></testsuite></testsuites>"#;
+        let r = junit(xml, "").unwrap();
+        assert_eq!(r.errors, 1);
+        assert_eq!(
+            r.cases[0].message.as_deref(),
+            Some("collection failure: ModuleNotFoundError: No module named 'kilnhelper'")
+        );
+    }
 
     #[test]
     fn pytest_junit_from_the_python_image() {
