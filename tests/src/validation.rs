@@ -154,3 +154,21 @@ pub async fn validate(
     eprintln!("{}", serde_json::to_string_pretty(&summary).unwrap());
     (summary, wall, view)
 }
+
+/// (tool, rule, file, line, severity) of every finding, sorted as the result is.
+pub fn findings(v: &Value) -> Vec<(String, String, String, Option<u64>, String)> {
+    v["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            (
+                f["tool"].as_str().unwrap().to_string(),
+                f["rule"].as_str().unwrap().to_string(),
+                f["file"].as_str().unwrap().to_string(),
+                f["line"].as_u64(),
+                f["severity"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}

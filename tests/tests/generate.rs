@@ -87,12 +87,7 @@ async fn the_scripted_model_passes_at_iteration_two_with_exact_tokens_and_cost()
     );
     // 2300 × $2.50 + 150 × $10 per million = $0.00725, exactly.
     assert_eq!(result["cost_usd"].as_f64(), Some(0.00725));
-    let pico: i64 =
-        sqlx::query_scalar("SELECT sum(cost_pico)::bigint FROM kiln_llm_calls WHERE pipeline_id = $1")
-            .bind(view.pipeline_id)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let pico = ledger_pico(&db, view.pipeline_id).await;
     assert_eq!(pico, 7_250_000_000);
     assert_eq!(model.hits(), 4);
     let third = &model.seen()[2];
@@ -532,12 +527,7 @@ async fn the_loop_through_the_anthropic_protocol_passes_at_iteration_two_with_ex
     );
     // 1300 × $3 + 150 × $15 + 1000 × $0.30 + 500 × $3.75 per million = $0.008325, exactly.
     assert_eq!(result["cost_usd"].as_f64(), Some(0.008325));
-    let pico: i64 =
-        sqlx::query_scalar("SELECT sum(cost_pico)::bigint FROM kiln_llm_calls WHERE pipeline_id = $1")
-            .bind(view.pipeline_id)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let pico = ledger_pico(&db, view.pipeline_id).await;
     assert_eq!(pico, 8_325_000_000);
     assert_eq!(model.hits(), 4);
     for seen in model.seen() {
@@ -842,4 +832,13 @@ async fn a_worker_killed_after_the_iteration_commits_but_before_its_job_complete
             "pipeline.finished"
         ]
     );
+}
+
+/// The pipeline's cost as the ledger has it, in pico-dollars.
+async fn ledger_pico(db: &TestDb, pipeline_id: i64) -> i64 {
+    sqlx::query_scalar("SELECT sum(cost_pico)::bigint FROM kiln_llm_calls WHERE pipeline_id = $1")
+        .bind(pipeline_id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
 }

@@ -5,26 +5,8 @@ use std::time::{Duration, Instant};
 
 use kiln_pipeline::{PipelineError, Source, SubmitOptions};
 use kiln_testkit::TestDb;
-use kiln_tests::validation::{counts, fixture, validate, Rig};
+use kiln_tests::validation::{counts, findings, fixture, validate, Rig};
 use serde_json::Value;
-
-/// (tool, rule, file, line, severity) of every finding, sorted as the result is.
-fn findings(v: &Value) -> Vec<(String, String, String, Option<u64>, String)> {
-    v["findings"]
-        .as_array()
-        .expect("findings")
-        .iter()
-        .map(|f| {
-            (
-                f["tool"].as_str().unwrap().to_string(),
-                f["rule"].as_str().unwrap().to_string(),
-                f["file"].as_str().unwrap().to_string(),
-                f["line"].as_u64(),
-                f["severity"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
 
 fn f(
     tool: &str,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kiln_queue::{JobKind, JobRecord, JobState};
 use kiln_testkit::TestDb;
-use kiln_tests::validation::Rig;
+use kiln_tests::validation::{findings, Rig};
 use serde_json::Value;
 
 /// Runs one job of `kind` on `dir` (honouring the workspace's suppressions when `honour`).
@@ -191,24 +191,6 @@ async fn node_go_and_cargo_test_reports_cannot_be_forged_by_the_code_under_test(
     assert!(left.is_empty(), "left on the engine: {left:?}");
 }
 
-/// (tool, rule, file, line, severity) of every finding.
-fn findings(v: &Value) -> Vec<(String, String, String, u64, String)> {
-    v["findings"]
-        .as_array()
-        .expect("findings")
-        .iter()
-        .map(|f| {
-            (
-                f["tool"].as_str().unwrap().to_string(),
-                f["rule"].as_str().unwrap().to_string(),
-                f["file"].as_str().unwrap().to_string(),
-                f["line"].as_u64().unwrap_or(0),
-                f["severity"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
 /// Python whose unused imports ruff reports, hidden by the project's ruff configuration (it
 /// excludes `bad.py`) and `# noqa` comments.
 const RUFF_QUIET: &[(&str, &str)] = &[
@@ -274,7 +256,7 @@ async fn lint_configuration_and_suppressions_from_the_workspace_are_ignored_unle
     let has = |tool: &str, rule: &str, file: &str, line: u64| {
         strict
             .iter()
-            .any(|f| f.0 == tool && f.1 == rule && f.2 == file && f.3 == line)
+            .any(|f| f.0 == tool && f.1 == rule && f.2 == file && f.3 == Some(line))
     };
     for (tool, rule, file, line) in [
         ("ruff", "F401", "bad.py", 1),
