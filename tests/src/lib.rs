@@ -36,6 +36,20 @@ pub async fn recording_handler(
     if sleep_ms > 0 {
         tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
     }
+    // The worker cannot run it (its engine is gone) on the first execution only.
+    if let Some(msg) = job.payload.get("unavailable_once").and_then(|v| v.as_str()) {
+        let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM test_executions WHERE job_id = $1")
+            .bind(job.id)
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| JobError::retryable(format!("count executions: {e}")))?;
+        if runs == 1 {
+            return Err(JobError::Unavailable {
+                message: msg.to_string(),
+                pause: Duration::from_millis(100),
+            });
+        }
+    }
     if job
         .payload
         .get("panic")

@@ -353,3 +353,40 @@ async fn a_worker_process_drains_on_sigterm() {
             .unwrap();
     assert!(stopped.is_some(), "the registry marks the worker stopped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_handed_back_by_an_unavailable_worker_says_why_on_its_attempt() {
+    let db = TestDb::new().await;
+    create_executions_table(&db.pool).await;
+    let job = NewJob::new(
+        "unavailable",
+        JobKind::Test,
+        json!({"unavailable_once": "docker engine at unix:///gone.sock unreachable"}),
+    );
+    let ids = enqueue_ids(&db.pool, &[job]).await;
+    let stop = CancellationToken::new();
+    let worker = spawn_worker(&db, fast_config("unavailable", 1), &stop);
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM kiln_jobs WHERE state = 'succeeded'",
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    stop.cancel();
+    worker.await.unwrap();
+    let attempts = admin::attempts(&db.pool, ids[0]).await.unwrap();
+    let outcomes: Vec<AttemptOutcome> = attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(
+        outcomes,
+        vec![AttemptOutcome::Interrupted, AttemptOutcome::Succeeded]
+    );
+    let why = attempts[0].error.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("worker unavailable: docker engine at unix:///gone.sock unreachable")
+            && why.contains("without spending an attempt")
+            && !why.contains("shut down"),
+        "{why}"
+    );
+    assert_eq!(admin::get_job(&db.pool, ids[0]).await.unwrap().attempt, 1);
+}

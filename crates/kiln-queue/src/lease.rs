@@ -175,13 +175,16 @@ pub async fn complete<'e>(
         .collect()
 }
 
-/// A job handed back at shutdown; `started_at` is set when its handler had begun.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A job handed back without spending an attempt; `started_at` is set when its handler had
+/// begun (it then gets an `interrupted` attempt row saying `reason`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandBack {
     /// Job id.
     pub id: i64,
     /// When its handler started, if it did.
     pub started_at: Option<DateTime<Utc>>,
+    /// Why, for the attempt row; None: the worker shut down.
+    pub reason: Option<String>,
 }
 
 /// Returns jobs `worker` holds to the queue without spending their attempt. Started
@@ -198,10 +201,12 @@ pub async fn hand_back_ids<'e>(db: impl PgExecutor<'e>, worker: &str, jobs: &[Ha
     }
     let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
     let started: Vec<Option<DateTime<Utc>>> = jobs.iter().map(|j| j.started_at).collect();
+    let reasons: Vec<Option<&str>> = jobs.iter().map(|j| j.reason.as_deref()).collect();
     let row = sqlx::query(HAND_BACK_SQL)
         .bind(worker)
         .bind(&ids)
         .bind(&started)
+        .bind(&reasons)
         .fetch_one(db)
         .await
         .map_err(QueueError::db("hand back"))?;

@@ -141,6 +141,7 @@ where
                         Report::HandBack(HandBack {
                             id: job_id,
                             started_at: Some(started_at),
+                            reason: Some(format!("worker unavailable: {message}")),
                         })
                     }
                     Ended::Returned(Finished { result: Ok(value), details }) => {
@@ -175,6 +176,7 @@ where
                     Ended::Stopped(StopReason::Shutdown) => Report::HandBack(HandBack {
                         id: job_id,
                         started_at: Some(started_at),
+                        reason: None,
                     }),
                     Ended::Stopped(StopReason::LeaseLost) => {
                         tracing::warn!("lease lost: the job was taken back; dropping this attempt");

@@ -205,7 +205,11 @@ impl Worker {
                 .collect();
             ids.iter().filter_map(|id| held.remove(id)).count();
             ids.into_iter()
-                .map(|id| HandBack { id, started_at: None })
+                .map(|id| HandBack {
+                    id,
+                    started_at: None,
+                    reason: None,
+                })
                 .collect()
         };
         if !unstarted.is_empty() {
