@@ -72,6 +72,12 @@ impl GenerateError {
 impl KindError for GenerateError {
     fn to_job_error(&self) -> JobError {
         match self {
+            GenerateError::Database { source, .. }
+            | GenerateError::Artifact(ArtifactError::Database { source, .. })
+                if kiln_worker::database_unreachable(source) =>
+            {
+                JobError::database_unavailable(self.to_string())
+            }
             GenerateError::Llm(e) if e.is_retryable() => JobError::retryable(self.to_string()),
             GenerateError::Llm(_) | GenerateError::Invalid(_) | GenerateError::Field { .. } => {
                 JobError::permanent(self.to_string())
@@ -97,6 +103,17 @@ mod tests {
             source: sqlx::Error::PoolTimedOut,
         };
         assert!(db.to_job_error().is_retryable());
+        // An unreachable database is not the job's fault: handed back, no attempt spent.
+        assert!(
+            matches!(db.to_job_error(), JobError::Unavailable { .. }),
+            "{:?}",
+            db.to_job_error()
+        );
+        let wrong = GenerateError::Database {
+            op: "x",
+            source: sqlx::Error::RowNotFound,
+        };
+        assert!(matches!(wrong.to_job_error(), JobError::Retryable(_)));
         let big = GenerateError::Artifact(ArtifactError::TooLarge { size: 2, cap: 1 });
         assert!(!big.to_job_error().is_retryable());
     }

@@ -10,6 +10,8 @@ use kiln_worker::{Finished, Job, JobContext, JobError, JobHandler, KindError, Wo
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
+use kiln_artifacts::ArtifactError;
+
 use crate::cache;
 use crate::details;
 use crate::error::ValidateError;
@@ -110,6 +112,11 @@ impl KindError for ValidateError {
                 message: e.to_string(),
                 pause: ENGINE_DOWN_PAUSE,
             };
+        }
+        if let ValidateError::Artifact(ArtifactError::Database { source, .. }) = self {
+            if kiln_worker::database_unreachable(source) {
+                return JobError::database_unavailable(self.to_string());
+            }
         }
         if self.is_retryable() {
             JobError::retryable(self.to_string())
@@ -335,6 +342,24 @@ async fn run_tools(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_workspace_the_database_cannot_give_is_handed_back_not_failed() {
+        let down = ValidateError::Artifact(ArtifactError::Database {
+            op: "load",
+            source: sqlx::Error::PoolTimedOut,
+        });
+        assert!(
+            matches!(down.to_job_error(), JobError::Unavailable { pause, .. } if pause == kiln_worker::DATABASE_DOWN_PAUSE),
+            "{:?}",
+            down.to_job_error()
+        );
+        let missing = ValidateError::Artifact(ArtifactError::Database {
+            op: "load",
+            source: sqlx::Error::RowNotFound,
+        });
+        assert!(matches!(missing.to_job_error(), JobError::Retryable(_)));
+    }
 
     #[test]
     fn a_queue_gets_its_own_quota_and_others_the_default() {

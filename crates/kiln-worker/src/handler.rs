@@ -69,6 +69,34 @@ impl JobError {
     pub fn is_retryable(&self) -> bool {
         !matches!(self, JobError::Permanent(_))
     }
+    /// The database did not answer ([`database_unreachable`]): the job is not at fault, so it
+    /// is handed back without spending an attempt and claims pause for
+    /// [`DATABASE_DOWN_PAUSE`] (the hand-back itself is retried until the database is back).
+    pub fn database_unavailable(message: impl Into<String>) -> Self {
+        JobError::Unavailable {
+            message: message.into(),
+            pause: DATABASE_DOWN_PAUSE,
+        }
+    }
+}
+
+/// How long a worker whose database did not answer a handler claims nothing.
+pub const DATABASE_DOWN_PAUSE: Duration = Duration::from_secs(2);
+
+/// Whether `e` says the database could not be reached — the pool timed out or is closed, the
+/// connection failed or dropped, or the server is shutting down or starting (SQLSTATE classes
+/// 08 and 57P) — rather than that a statement was wrong.
+pub fn database_unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
 }
 
 /// How a kind's own error maps onto what the queue does next: every kind's error enum

@@ -18,7 +18,10 @@ mod shared;
 
 pub use backend::KilnBackend;
 pub use config::{QueueConfig, WorkerConfig};
-pub use handler::{typed, Finished, Handler, Job, JobContext, JobError, JobHandler, KindError, Router};
+pub use handler::{
+    database_unreachable, typed, Finished, Handler, Job, JobContext, JobError, JobHandler, KindError, Router,
+    DATABASE_DOWN_PAUSE,
+};
 pub use layer::LeaseLayer;
 pub use modules::{FleetContext, KindModule, ModuleContext, ModuleError, Registration, Registry, Services};
 pub use runtime::{Worker, WorkerBuilderKiln, WorkerError};
