@@ -32,6 +32,9 @@ struct Sample {
     settle_lag_ms: f64,
 }
 
+/// The command line.
+const USAGE: &str = "usage: kiln-validate-bench [-n RUNS] [--warm N] [--json] [--corpus [NAME...]]";
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -53,9 +56,14 @@ async fn main() {
             }
             "--json" => json = true,
             "--corpus" => corpus = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return;
+            }
             name if corpus && !name.starts_with('-') => names.push(name.to_string()),
             other => {
-                panic!("unknown argument {other}; usage: [-n RUNS] [--warm N] [--json] [--corpus [NAME...]]")
+                eprintln!("kiln-validate-bench: unknown argument {other}\n{USAGE}");
+                std::process::exit(2);
             }
         }
         i += 1;
