@@ -390,3 +390,64 @@ async fn a_job_handed_back_by_an_unavailable_worker_says_why_on_its_attempt() {
     );
     assert_eq!(admin::get_job(&db.pool, ids[0]).await.unwrap().attempt, 1);
 }
+
+async fn no_op(
+    _job: kiln_queue::ClaimedJob,
+    _ctx: kiln_worker::JobContext,
+) -> Result<serde_json::Value, kiln_worker::JobError> {
+    Ok(serde_json::Value::Null)
+}
+
+/// A worker whose backlog drains vacuums the jobs table at once (a fleet-wide lock, at most
+/// every 30 s), not at its next maintenance pass: the first claims after a burn-down no longer
+/// walk its dead index entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_backlog_is_vacuumed_before_the_next_maintenance_pass() {
+    let db = TestDb::with_pool_size(20).await;
+    let jobs: Vec<NewJob> = (0..12_000)
+        .map(|i| NewJob::new("drain", JobKind::Test, json!({"i": i})))
+        .collect();
+    for chunk in jobs.chunks(6_000) {
+        enqueue_many(&db.pool, chunk).await.unwrap();
+    }
+    let mut config = fast_config("drain", 500);
+    config.queues = vec![kiln_worker::QueueConfig::new("drain").concurrency(500).batch(500)];
+    config.lease = Duration::from_secs(30);
+    // No maintenance pass within the test: only the drain can start a vacuum.
+    config.maintenance_every = Duration::from_secs(3_600);
+    let worker = kiln_worker::Worker::builder(db.pool.clone(), config)
+        .handler(JobKind::Test, no_op)
+        .build()
+        .unwrap();
+    let stop = CancellationToken::new();
+    let handle = {
+        let stop = stop.clone();
+        tokio::spawn(async move { worker.run(stop.cancelled_owned()).await.expect("worker runs") })
+    };
+    wait_for_count(
+        &db.pool,
+        "SELECT count(*) FROM kiln_jobs WHERE state = 'succeeded'",
+        12_000,
+        Duration::from_secs(180),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let vacuums: i64 = sqlx::query_scalar(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'kiln_jobs'::regclass",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if vacuums > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the drained table was not vacuumed within 20 s of the burn-down"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.cancel();
+    handle.await.unwrap();
+}

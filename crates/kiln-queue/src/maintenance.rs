@@ -119,19 +119,49 @@ pub async fn prune(db: &mut sqlx::PgConnection, retention: &Retention, batch: i6
 
 const DEAD_TUPLES_SQL: &str = include_str!("sql/dead_tuples.sql");
 
+/// Whether any job of the fleet is running (through the partial `kiln_jobs_running` index).
+pub async fn any_running(pool: &sqlx::PgPool) -> Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM kiln_jobs WHERE state = 'running')")
+        .fetch_one(pool)
+        .await
+        .map_err(QueueError::db("read running jobs"))
+}
+
+/// Whether [`vacuum_if_needed`] with these arguments would find `kiln_jobs` due a vacuum (it
+/// takes no lock).
+pub async fn vacuum_due(pool: &sqlx::PgPool, min_dead: i64, ratio: f64, min_gap: Duration) -> Result<bool> {
+    // The first column is `due`.
+    sqlx::query_scalar::<_, bool>(DEAD_TUPLES_SQL)
+        .bind(min_dead)
+        .bind(ratio)
+        .bind(min_gap.as_secs_f64())
+        .bind(false)
+        .fetch_one(pool)
+        .await
+        .map_err(QueueError::db("read dead tuples"))
+}
+
 /// Vacuums (and analyzes) `kiln_jobs` when at least `min_dead` dead row versions — and more
 /// than `ratio` times the live rows — have piled up, unless another worker is already doing
-/// it. Returns whether it vacuumed.
+/// it or the table was vacuumed (by anyone) less than `min_gap` ago. Returns whether it
+/// vacuumed.
 ///
 /// Every claim and completion leaves a dead row version and a dead entry in the claim index,
 /// which later claims walk over until a vacuum removes them: after a 100k-job burn-down a claim
 /// of one new job took 8 ms instead of 0.3 ms. Autovacuum looks at a database once a minute at
 /// best; this runs from the workers' maintenance pass. The ANALYZE also refreshes the planner's
 /// picture of a table whose states changed wholesale.
-pub async fn vacuum_if_needed(db: &mut sqlx::PgConnection, min_dead: i64, ratio: f64) -> Result<bool> {
+pub async fn vacuum_if_needed(
+    db: &mut sqlx::PgConnection,
+    min_dead: i64,
+    ratio: f64,
+    min_gap: Duration,
+) -> Result<bool> {
     let row = sqlx::query(DEAD_TUPLES_SQL)
         .bind(min_dead)
         .bind(ratio)
+        .bind(min_gap.as_secs_f64())
+        .bind(true)
         .fetch_one(&mut *db)
         .await
         .map_err(QueueError::db("read dead tuples"))?;

@@ -83,6 +83,8 @@ pub(crate) async fn fetch_loop(shared: Arc<Shared>, queue: QueueConfig, tx: mpsc
     let queue_name: Arc<str> = Arc::from(queue.name.as_str());
     let handles = kiln_queue::metrics::for_queue(&queue.name);
     let mut failures = 0u32;
+    // Whether this fetcher's last claim came back full (a backlog is waiting).
+    let mut full = false;
     loop {
         let first = tokio::select! {
             p = permits.clone().acquire_many_owned(low) => p.expect("semaphore open"),
@@ -138,11 +140,7 @@ pub(crate) async fn fetch_loop(shared: Arc<Shared>, queue: QueueConfig, tx: mpsc
         if got < room {
             permits.add_permits(room - got);
         }
-        if got == room {
-            shared
-                .backlogged
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        }
+        full = shared.claimed(full, got == room);
         if got > 0 {
             tracing::debug!(queue = %queue.name, claimed = got, "claimed jobs");
         }

@@ -144,6 +144,8 @@ impl Worker {
             reports: reports_tx,
             stopping: CancellationToken::new(),
             backlogged: Default::default(),
+            full_fetchers: Default::default(),
+            drained: Default::default(),
             claim_paused_until: Mutex::new(None),
         });
         let host = hostname();

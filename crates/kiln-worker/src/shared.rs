@@ -90,11 +90,31 @@ pub(crate) struct Shared {
     /// Set by a fetcher whenever a claim comes back full (more work is waiting); the
     /// maintenance pass clears it, so a pass that finds it clear knows no backlog was seen.
     pub backlogged: std::sync::atomic::AtomicBool,
+    /// Fetchers whose last claim came back full; see [`Shared::claimed`].
+    pub full_fetchers: std::sync::atomic::AtomicUsize,
+    /// Fires when the last full fetcher's claim comes back short: the backlog this worker saw
+    /// is gone, and the maintenance loop checks for a vacuum at once.
+    pub drained: tokio::sync::Notify,
     /// Set when a handler reported this worker unavailable: fetchers claim nothing before it.
     pub claim_paused_until: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Shared {
+    /// Records whether a fetcher's claim came back full (`now_full`) given its previous one
+    /// (`was_full`), and returns the new state. When the last full fetcher of this worker
+    /// comes back short, [`Shared::drained`] fires.
+    pub fn claimed(&self, was_full: bool, now_full: bool) -> bool {
+        if now_full {
+            self.backlogged.store(true, Ordering::Relaxed);
+        }
+        if now_full && !was_full {
+            self.full_fetchers.fetch_add(1, Ordering::AcqRel);
+        } else if was_full && !now_full && self.full_fetchers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.drained.notify_one();
+        }
+        now_full
+    }
+
     /// Marks a job's handler as started and returns its queue's metric handles; `None` when
     /// the job was handed back meanwhile.
     pub fn mark_started(&self, id: i64, at: DateTime<Utc>) -> Option<Arc<kiln_queue::metrics::QueueHandles>> {
