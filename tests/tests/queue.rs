@@ -753,15 +753,7 @@ async fn a_table_full_of_dead_rows_is_vacuumed_by_one_worker_at_a_time() {
         .execute(&mut *other)
         .await
         .unwrap();
-    // Statistics reach the server within a second or so of the claim's commit.
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while dead_tuples(&mut conn).await < 10_000 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "dead tuples never showed in the statistics"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_dead_tuples(&mut conn, 10_000).await;
     assert!(
         !maintenance::vacuum_if_needed(&mut conn, 10_000, 0.2, Duration::ZERO)
             .await
@@ -803,14 +795,7 @@ async fn a_table_vacuumed_moments_ago_is_not_vacuumed_again() {
     lease::claim(&db.pool, "v", "w1", 12_000, Duration::from_secs(30))
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while dead_tuples(&mut conn).await < 10_000 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "dead tuples never showed in the statistics"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_dead_tuples(&mut conn, 10_000).await;
     assert!(
         !maintenance::vacuum_if_needed(&mut conn, 10_000, 0.2, Duration::from_secs(30))
             .await
@@ -822,6 +807,19 @@ async fn a_table_vacuumed_moments_ago_is_not_vacuumed_again() {
             .await
             .unwrap()
     );
+}
+
+/// Waits until the statistics show at least `n` dead row versions in `kiln_jobs` (they reach
+/// the server within a second or so of the commit).
+async fn wait_for_dead_tuples(conn: &mut sqlx::PgConnection, n: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while dead_tuples(conn).await < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dead tuples never showed in the statistics"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn dead_tuples(conn: &mut sqlx::PgConnection) -> i64 {
