@@ -356,3 +356,43 @@ async fn kiln_workers_ride_out_a_database_outage_longer_than_the_lease_for_every
     pool.close().await;
     cluster.remove().unwrap();
 }
+
+/// A `kiln worker` whose start fails (here its registration: a trigger refuses it after 3 s,
+/// time enough for the warm pool to start its container) still shuts its services down: its
+/// warm container and volume leave the engine with it. Before, the process exited with the
+/// error and left them (found by the chaos run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_fails_to_start_leaves_nothing_on_the_engine() {
+    let db = TestDb::new().await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_worker() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN PERFORM pg_sleep(3); RAISE EXCEPTION 'registration refused by the test'; END $$; \
+         CREATE TRIGGER refuse_worker BEFORE INSERT OR UPDATE ON kiln_workers \
+         FOR EACH ROW EXECUTE FUNCTION refuse_worker();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("workers.toml");
+    std::fs::write(
+        &config,
+        "images = [\"python\"]\nwarm_pool = 1\n\n[worker]\nkinds = [\"test\"]\n",
+    )
+    .unwrap();
+    let log_path = dir.path().join("worker.log");
+    let mut worker = kiln_worker_process(&db.url, &config, "fails-to-start", &log_path);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = worker.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the worker never exited");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("registration refused by the test"), "{log}");
+    let left = left_on_engine("fails-to-start");
+    assert!(left.is_empty(), "left on the engine: {left:?}\n{log}");
+}

@@ -442,3 +442,49 @@ async fn a_drained_backlog_is_vacuumed_before_the_next_maintenance_pass() {
     stop.cancel();
     handle.await.unwrap();
 }
+
+/// A worker started while its database is down (restarting, or not up yet) waits for it and
+/// registers once it answers, instead of exiting (the chaos run: a worker restarted during a
+/// Postgres restart exited and left its warm container on the engine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_while_the_database_is_down_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = kiln_pg::LocalCluster::start(dir.path()).unwrap();
+    let admin = sqlx::PgPool::connect(&cluster.url()).await.unwrap();
+    kiln_queue::migrate(&admin).await.unwrap();
+    admin.close().await;
+    cluster.stop().unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_lazy(&cluster.url())
+        .unwrap();
+    let mut config = fast_config("down", 4);
+    config.id = Some("waits-for-the-database".into());
+    let worker = kiln_worker::Worker::builder(pool, config)
+        .handler(JobKind::Test, no_op)
+        .build()
+        .unwrap();
+    let stop = CancellationToken::new();
+    let handle = {
+        let stop = stop.clone();
+        tokio::spawn(async move { worker.run(stop.cancelled_owned()).await })
+    };
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        !handle.is_finished(),
+        "the worker gave up while the database was down"
+    );
+    cluster.restart().unwrap();
+    let admin = sqlx::PgPool::connect(&cluster.url()).await.unwrap();
+    wait_for_count(
+        &admin,
+        "SELECT count(*) FROM kiln_workers WHERE id = 'waits-for-the-database' AND stopped_at IS NULL",
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    stop.cancel();
+    handle.await.unwrap().expect("the worker ran and stopped cleanly");
+    admin.close().await;
+    cluster.remove().unwrap();
+}

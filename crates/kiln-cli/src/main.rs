@@ -332,10 +332,12 @@ async fn run_worker(
         worker = worker.id(),
         "starting; SIGTERM or Ctrl-C stops it gracefully"
     );
-    worker.run(shutdown).await?;
+    // The services (the warm pool, the sandbox's containers) shut down however the worker
+    // ended: a worker that failed left its warm containers behind on the engine.
+    let ran = worker.run(shutdown).await;
     services.shutdown().await;
     stop.cancel();
-    Ok(())
+    Ok(ran?)
 }
 
 /// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when

@@ -6,6 +6,8 @@ use apalis_core::worker::builder::WorkerBuilder;
 use apalis_core::worker::context::WorkerContext;
 use kiln_queue::lease::{self, HandBack};
 use kiln_queue::{JobKind, Listener};
+
+use crate::handler::database_unreachable;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::future::Future;
@@ -150,7 +152,27 @@ impl Worker {
         });
         let host = hostname();
         let queue_names: Vec<String> = self.config.queues.iter().map(|q| q.name.clone()).collect();
-        lease::register_worker(&self.pool, &self.id, &host, std::process::id(), &queue_names).await?;
+        tokio::pin!(shutdown);
+        // A worker started while the database is unreachable (restarting, or not up yet) waits
+        // for it instead of exiting, and a shutdown meanwhile ends it cleanly.
+        loop {
+            match lease::register_worker(&self.pool, &self.id, &host, std::process::id(), &queue_names).await
+            {
+                Ok(()) => break,
+                Err(kiln_queue::QueueError::Database { source, .. }) if database_unreachable(&source) => {
+                    tracing::warn!(error = %source, "the database is unreachable; registering again in 1 s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                        _ = &mut shutdown => {
+                            background_stop.cancel();
+                            tracing::info!(worker = %self.id, "stopped before it could register");
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let kinds: Vec<String> = self.router.kinds().map(|k| k.to_string()).collect();
         tracing::info!(worker = %self.id, queues = ?queue_names, kinds = ?kinds, "worker started");
         if kinds.is_empty() {
