@@ -259,18 +259,22 @@ pub async fn store_workspace(pool: &PgPool, dir: &std::path::Path) -> String {
     packed.digest
 }
 
-/// Waits until job `id` is final (panics after `limit`) and returns it.
+/// Waits until job `id` is final (panics after `limit`) and returns it. A read that fails
+/// (a pool timing out on a loaded machine, a database restarting) is tried again until then.
 pub async fn wait_final(pool: &PgPool, id: i64, limit: Duration) -> kiln_queue::JobRecord {
     let deadline = Instant::now() + limit;
     loop {
-        let rec = kiln_queue::admin::get_job(pool, id).await.expect("read job");
-        if rec.state.is_final() {
-            return rec;
+        match kiln_queue::admin::get_job(pool, id).await {
+            Ok(rec) if rec.state.is_final() => return rec,
+            Ok(rec) => assert!(
+                Instant::now() < deadline,
+                "job {id} not final after {limit:?}: {rec:?}"
+            ),
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "job {id} could not be read for {limit:?}: {e}"
+            ),
         }
-        assert!(
-            Instant::now() < deadline,
-            "job {id} not final after {limit:?}: {rec:?}"
-        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
