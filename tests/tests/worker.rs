@@ -14,9 +14,16 @@ fn spawn_worker(
     config: kiln_worker::WorkerConfig,
     stop: &CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    let worker = recording_worker(&db.pool, config);
-    let stop = stop.clone();
-    tokio::spawn(async move { worker.run(stop.cancelled_owned()).await.expect("worker runs") })
+    let worker = spawn(recording_worker(&db.pool, config), stop);
+    tokio::spawn(async move { worker.await.unwrap().expect("worker runs") })
+}
+
+/// Runs `worker` until `stop` fires.
+fn spawn(
+    worker: kiln_worker::Worker,
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<Result<(), kiln_worker::WorkerError>> {
+    tokio::spawn(worker.run(stop.clone().cancelled_owned()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,10 +427,7 @@ async fn a_drained_backlog_is_vacuumed_before_the_next_maintenance_pass() {
         .build()
         .unwrap();
     let stop = CancellationToken::new();
-    let handle = {
-        let stop = stop.clone();
-        tokio::spawn(async move { worker.run(stop.cancelled_owned()).await.expect("worker runs") })
-    };
+    let handle = spawn(worker, &stop);
     wait_for_count(
         &db.pool,
         "SELECT count(*) FROM kiln_jobs WHERE state = 'succeeded'",
@@ -440,7 +444,7 @@ async fn a_drained_backlog_is_vacuumed_before_the_next_maintenance_pass() {
     )
     .await;
     stop.cancel();
-    handle.await.unwrap();
+    handle.await.unwrap().expect("worker runs");
 }
 
 /// A worker started while its database is down (restarting, or not up yet) waits for it and
@@ -465,10 +469,7 @@ async fn a_worker_started_while_the_database_is_down_waits_for_it() {
         .build()
         .unwrap();
     let stop = CancellationToken::new();
-    let handle = {
-        let stop = stop.clone();
-        tokio::spawn(async move { worker.run(stop.cancelled_owned()).await })
-    };
+    let handle = spawn(worker, &stop);
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(
         !handle.is_finished(),
