@@ -196,6 +196,72 @@ async fn bad_input_is_refused_by_field_and_nothing_is_written() {
     assert_eq!(count, 0, "a refused batch writes nothing");
 }
 
+/// The table's CHECK on `queue` (no regular expression since migration 0020: Postgres runs
+/// every CHECK on every UPDATE), Rust's `valid_queue_name` and the documented pattern
+/// `^[a-z0-9][a-z0-9_.-]{0,63}$` accept exactly the same names.
+#[tokio::test]
+async fn the_queue_check_accepts_exactly_the_documented_names() {
+    let db = TestDb::new().await;
+    let names = [
+        "q".to_string(),
+        "0".into(),
+        "a-b_c.d".into(),
+        "a".repeat(64),
+        "a".repeat(65),
+        String::new(),
+        "-q".into(),
+        "_q".into(),
+        ".q".into(),
+        "Q".into(),
+        "q Q".into(),
+        "q\n".into(),
+        "q/x".into(),
+        "é".into(),
+        "qé".into(),
+        "q%".into(),
+        "9.9-9_9".into(),
+    ];
+    for name in names {
+        let pattern: bool = sqlx::query_scalar("SELECT $1 ~ '^[a-z0-9][a-z0-9_.-]{0,63}$'")
+            .bind(&name)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        let stored =
+            sqlx::query("INSERT INTO kiln_jobs (queue, kind, state) VALUES ($1, 'test', 'available')")
+                .bind(&name)
+                .execute(&db.pool)
+                .await;
+        match &stored {
+            Err(sqlx::Error::Database(e)) => {
+                assert_eq!(e.constraint(), Some("kiln_jobs_queue_check"), "{name:?}: {e}")
+            }
+            Err(e) => panic!("{name:?}: {e}"),
+            Ok(_) => {}
+        }
+        assert_eq!(
+            stored.is_ok(),
+            pattern,
+            "the table and the pattern disagree on {name:?}"
+        );
+        assert_eq!(
+            kiln_queue::spec::valid_queue_name(&name),
+            pattern,
+            "Rust and the pattern disagree on {name:?}"
+        );
+    }
+    let def: String = sqlx::query_scalar(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'kiln_jobs_queue_check'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        !def.contains('~'),
+        "the hot path's CHECK runs no regular expression: {def}"
+    );
+}
+
 #[tokio::test]
 async fn claims_follow_priority_and_skip_locked_rows() {
     let db = TestDb::new().await;
