@@ -219,13 +219,13 @@ pub fn payload_for(kind: &str) -> serde_json::Value {
 }
 
 /// A real `kiln worker` process on `db_url` with the fleet file `config`, its log (stderr)
-/// written to `log`. Kill it by its id; nothing else is started.
+/// written to `log`. Stop it with [`terminate`]; dropped while running, it is killed.
 pub fn kiln_worker_process(
     db_url: &str,
     config: &std::path::Path,
     id: &str,
     log: &std::path::Path,
-) -> std::process::Child {
+) -> WorkerProcess {
     kiln_worker_process_env(db_url, config, id, log, &[])
 }
 
@@ -237,9 +237,9 @@ pub fn kiln_worker_process_env(
     id: &str,
     log: &std::path::Path,
     env: &[(&str, &str)],
-) -> std::process::Child {
+) -> WorkerProcess {
     let log = std::fs::File::create(log).expect("worker log file");
-    std::process::Command::new(kiln_binary())
+    let child = std::process::Command::new(kiln_binary())
         .args(["worker", "--config"])
         .arg(config)
         .args(["--id", id])
@@ -249,7 +249,34 @@ pub fn kiln_worker_process_env(
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
-        .expect("spawn kiln worker")
+        .expect("spawn kiln worker");
+    WorkerProcess(child)
+}
+
+/// A `kiln worker` child process that is killed (SIGKILL) and reaped when dropped still
+/// running, so a test that panics leaves no worker behind; it derefs to its `Child`.
+pub struct WorkerProcess(std::process::Child);
+
+impl std::ops::Deref for WorkerProcess {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for WorkerProcess {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 /// Stores `dir` as a workspace artifact and returns its digest.

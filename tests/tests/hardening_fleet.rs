@@ -396,3 +396,56 @@ async fn a_worker_that_fails_to_start_leaves_nothing_on_the_engine() {
     let left = left_on_engine("fails-to-start");
     assert!(left.is_empty(), "left on the engine: {left:?}\n{log}");
 }
+
+/// A test that panics while its `kiln worker` runs leaves no worker behind: the process is
+/// killed when its handle is dropped (before, two workers of a failed outage test kept running
+/// after it, re-parented to PID 1).
+#[tokio::test]
+async fn a_worker_of_a_panicking_test_does_not_outlive_it() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("workers.toml");
+    std::fs::write(
+        &config,
+        "images = [\"python\"]\nwarm_pool = 0\n\n[worker]\nkinds = [\"test\"]\n",
+    )
+    .unwrap();
+    let log = dir.path().join("worker.log");
+    let pid = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let seen = pid.clone();
+    let url = db.url.clone();
+    let (config_at, log_at) = (config.clone(), log.clone());
+    let panicked = std::thread::spawn(move || {
+        let worker = kiln_worker_process(&url, &config_at, "panicking-test", &log_at);
+        seen.store(worker.id(), std::sync::atomic::Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&log_at)
+            .unwrap_or_default()
+            .contains("worker started")
+        {
+            assert!(std::time::Instant::now() < deadline, "the worker never started");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the test fails while its worker runs");
+    })
+    .join();
+    assert!(panicked.is_err());
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        said.contains("worker started"),
+        "the worker never started: {said}"
+    );
+    let pid = pid.load(std::sync::atomic::Ordering::SeqCst);
+    assert_ne!(pid, 0);
+    let alive = Path::new(&format!("/proc/{pid}")).exists();
+    if alive {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    assert!(
+        !alive,
+        "worker {pid} outlived its test\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
