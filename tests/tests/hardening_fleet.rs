@@ -357,6 +357,18 @@ async fn kiln_workers_ride_out_a_database_outage_longer_than_the_lease_for_every
     cluster.remove().unwrap();
 }
 
+/// Writes `workers.toml` in `dir` for a worker of `test` jobs with `warm_pool` warm
+/// containers of the python image, and returns its path.
+fn test_worker_config(dir: &Path, warm_pool: u32) -> std::path::PathBuf {
+    let config = dir.join("workers.toml");
+    std::fs::write(
+        &config,
+        format!("images = [\"python\"]\nwarm_pool = {warm_pool}\n\n[worker]\nkinds = [\"test\"]\n"),
+    )
+    .unwrap();
+    config
+}
+
 /// A `kiln worker` whose start fails (here its registration: a trigger refuses it after 3 s,
 /// time enough for the warm pool to start its container) still shuts its services down: its
 /// warm container and volume leave the engine with it. Before, the process exited with the
@@ -374,12 +386,7 @@ async fn a_worker_that_fails_to_start_leaves_nothing_on_the_engine() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("workers.toml");
-    std::fs::write(
-        &config,
-        "images = [\"python\"]\nwarm_pool = 1\n\n[worker]\nkinds = [\"test\"]\n",
-    )
-    .unwrap();
+    let config = test_worker_config(dir.path(), 1);
     let log_path = dir.path().join("worker.log");
     let mut worker = kiln_worker_process(&db.url, &config, "fails-to-start", &log_path);
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
@@ -404,12 +411,7 @@ async fn a_worker_that_fails_to_start_leaves_nothing_on_the_engine() {
 async fn a_worker_of_a_panicking_test_does_not_outlive_it() {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("workers.toml");
-    std::fs::write(
-        &config,
-        "images = [\"python\"]\nwarm_pool = 0\n\n[worker]\nkinds = [\"test\"]\n",
-    )
-    .unwrap();
+    let config = test_worker_config(dir.path(), 0);
     let log = dir.path().join("worker.log");
     let pid = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let seen = pid.clone();
